@@ -1,0 +1,29 @@
+"""joblogger: live, trustworthy feedback for background jobs, on OpenTelemetry.
+
+Stages, progress (with rate and ETA), levelled logs, outcome counters and a
+final summary, exported as spans, span events, log records and metrics.
+
+Example:
+    >>> from joblogger import create_job_logger
+    >>> with create_job_logger("run-1", "match-scores") as job:
+    ...     job.set_stage("Scoring users")
+    ...     for user in job.track(range(3)):
+    ...         job.add_outcome("updates")
+    >>> job.summary.to_dict()["outcomeSummary"]
+    {'updates': 3}
+"""
+
+from ._format import format_count, format_duration
+from ._logger import MILESTONE, JobLogger, create_job_logger
+from ._summary import Summary
+from ._version import __version__
+
+__all__ = [
+    "MILESTONE",
+    "JobLogger",
+    "Summary",
+    "__version__",
+    "create_job_logger",
+    "format_count",
+    "format_duration",
+]

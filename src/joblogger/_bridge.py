@@ -1,0 +1,67 @@
+"""A stdlib ``logging.Handler`` that emits records as OpenTelemetry log records.
+
+Used by :func:`joblogger.otlp.configure` on the ``joblogger`` logger only. The
+record's trace correlation comes from the current OpenTelemetry context, which
+joblogger sets to the stage (or run) span while it logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry._logs import Logger, LogRecord, SeverityNumber
+
+from ._sanitize import attribute_value
+
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+def severity(levelno: int) -> SeverityNumber:
+    """OpenTelemetry severity of a stdlib level (MILESTONE=25 maps to INFO4)."""
+    if levelno < logging.INFO:
+        return SeverityNumber.DEBUG
+    if levelno < logging.WARNING:
+        return SeverityNumber(min(12, 9 + (levelno - logging.INFO) // 2 + (1 if levelno > logging.INFO else 0)))
+    if levelno < logging.ERROR:
+        return SeverityNumber.WARN
+    if levelno < logging.CRITICAL:
+        return SeverityNumber.ERROR
+    return SeverityNumber.FATAL
+
+
+class OTelLogHandler(logging.Handler):
+    """Sends each record to an OpenTelemetry logger, with its extras as attributes."""
+
+    def __init__(self, otel_logger: Logger, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self._otel_logger = otel_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Translate and emit one record; never raises."""
+        try:
+            attributes: dict[str, Any] = {
+                key: attribute_value(value) for key, value in record.__dict__.items() if key not in _RESERVED
+            }
+            attributes["code.function.name"] = record.funcName
+            attributes["code.file.path"] = record.pathname
+            attributes["code.line.number"] = record.lineno
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                attributes["exception.type"] = type(exc).__qualname__
+                attributes["exception.message"] = str(exc)
+                attributes["exception.stacktrace"] = "".join(traceback.format_exception(*record.exc_info))
+            self._otel_logger.emit(
+                LogRecord(
+                    timestamp=int(record.created * 1e9),
+                    context=otel_context.get_current(),
+                    severity_text=record.levelname,
+                    severity_number=severity(record.levelno),
+                    body=record.getMessage(),
+                    attributes=attributes,
+                )
+            )
+        except Exception:  # noqa: BLE001
+            self.handleError(record)

@@ -1,0 +1,265 @@
+"""Metric instruments, shared by every run that uses one meter provider.
+
+The per-item hot path never calls the OpenTelemetry SDK: runs count locally
+(see ``_logger.Tally``) and this hub reports those counts through observable
+instruments when the SDK collects. Only run and stage boundaries record
+synchronously (one histogram or counter call each).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from . import semconv
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._logger import Tally
+
+#: Histogram buckets (seconds) for run and stage durations: 100 ms to 1 day.
+DURATION_BUCKETS = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1_800.0, 3_600.0, 7_200.0, 14_400.0, 43_200.0, 86_400.0,
+)  # fmt: skip
+
+
+#: Distinct job names reported per meter provider before new ones fold into "other".
+MAX_JOBS = 500
+
+
+class ActiveRun(Protocol):
+    """What the hub reads from a running job at collection time."""
+
+    def _gauge_points(self) -> tuple[dict[str, str], int, int | None, float | None]: ...
+
+
+class Hub:
+    """Instruments of one meter provider plus the live and retired counts behind them."""
+
+    __slots__ = (
+        "__weakref__",
+        "_active",
+        "_caps",
+        "_instruments",
+        "_jobs",
+        "_lock",
+        "_pending",
+        "_retired",
+        "_tallies",
+        "run_duration",
+        "runs",
+        "stage_duration",
+    )
+
+    def __init__(self, meter_provider: metrics.MeterProvider) -> None:
+        meter = meter_provider.get_meter(semconv.SCOPE_NAME, __version__)
+        self._lock = threading.Lock()
+        # id(run) -> weak reference to the run, for progress gauges.
+        self._active: dict[int, weakref.ref[ActiveRun]] = {}
+        # id(tally) -> tally of every live run, for counters.
+        self._tallies: dict[int, Tally] = {}
+        # (metric, job, attribute value) -> count folded in from ended runs.
+        self._retired: dict[tuple[str, str, str], int] = {}
+        # tallies of runs that were garbage-collected without ending (lock-free hand-off).
+        self._pending: deque[tuple[int, Tally]] = deque()
+        # distinct job-name labels seen; beyond MAX_JOBS new names report as "other".
+        self._jobs: set[str] = set()
+        # (kind, job) -> distinct values seen, for capped labels (stages, outcome keys).
+        self._caps: dict[tuple[str, str], set[str]] = {}
+        unit = {name: u for name, (_, u) in semconv.METRICS.items()}
+        self.runs = meter.create_counter(
+            semconv.METRIC_RUNS, unit=unit[semconv.METRIC_RUNS], description="Job runs that ended, by result."
+        )
+        self.run_duration = meter.create_histogram(
+            semconv.METRIC_RUN_DURATION,
+            unit="s",
+            description="Duration of ended job runs.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.stage_duration = meter.create_histogram(
+            semconv.METRIC_STAGE_DURATION,
+            unit="s",
+            description="Duration of ended job stages.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._instruments = (
+            meter.create_observable_up_down_counter(
+                semconv.METRIC_RUNS_ACTIVE,
+                [self._observe_active],
+                unit=unit[semconv.METRIC_RUNS_ACTIVE],
+                description="Job runs in progress.",
+            ),
+            meter.create_observable_gauge(
+                semconv.METRIC_PROGRESS_CURRENT,
+                [self._observe_gauge(0)],
+                unit="{entity}",
+                description="Entities processed so far in the current phase of an active run.",
+            ),
+            meter.create_observable_gauge(
+                semconv.METRIC_PROGRESS_EXPECTED,
+                [self._observe_gauge(1)],
+                unit="{entity}",
+                description="Entities expected in the current phase of an active run.",
+            ),
+            meter.create_observable_gauge(
+                semconv.METRIC_PROGRESS_RATIO,
+                [self._observe_gauge(2)],
+                unit="1",
+                description="Fraction of the current phase done (0-1).",
+            ),
+            meter.create_observable_gauge(
+                semconv.METRIC_PROGRESS_ETA,
+                [self._observe_gauge(3)],
+                unit="s",
+                description="Estimated seconds until the current phase is done.",
+            ),
+            meter.create_observable_counter(
+                semconv.METRIC_ENTITIES_PROCESSED,
+                [self._observe_counts(0)],
+                unit="{entity}",
+                description="Entities processed, over all phases and runs.",
+            ),
+            meter.create_observable_counter(
+                semconv.METRIC_OUTCOMES,
+                [self._observe_counts(1)],
+                unit="{outcome}",
+                description="Outcomes recorded with add_outcome, by key.",
+            ),
+            meter.create_observable_counter(
+                semconv.METRIC_LOGS,
+                [self._observe_counts(2)],
+                unit="{log}",
+                description="Log calls, by level (counted even when not exported).",
+            ),
+        )
+
+    # --- run lifecycle -----------------------------------------------------
+    def start(self, run: ActiveRun, tally: Tally) -> weakref.finalize:  # type: ignore[type-arg]
+        """Register a run; returns the finalizer that retires it if it is never ended."""
+        with self._lock:
+            self._active[id(run)] = weakref.ref(run)
+            self._tallies[id(tally)] = tally
+        return weakref.finalize(run, self._abandoned, id(run), tally)
+
+    def end(self, run: ActiveRun, tally: Tally) -> None:
+        """Fold an ended run's counts into the retired totals."""
+        with self._lock:
+            self._active.pop(id(run), None)
+            self._tallies.pop(id(tally), None)
+            self._fold(tally)
+
+    def _abandoned(self, run_id: int, tally: Tally) -> None:
+        # Runs from the garbage collector, at any point: take no lock, call no SDK.
+        self._pending.append((run_id, tally))
+
+    def _drain(self) -> None:
+        """Fold the tallies of abandoned runs (caller holds the lock)."""
+        while self._pending:
+            run_id, tally = self._pending.popleft()
+            if self._tallies.pop(id(tally), None) is not None:
+                self._active.pop(run_id, None)
+                tally.ended = True
+                self._fold(tally)
+
+    def job_label(self, job_name: str) -> str | None:
+        """Metric label for ``job_name``, or None when the cap folded it into ``other``."""
+        with self._lock:
+            if job_name in self._jobs:
+                return job_name
+            if len(self._jobs) < MAX_JOBS:
+                self._jobs.add(job_name)
+                return job_name
+        return None
+
+    def _fold(self, tally: Tally) -> None:
+        for metric, key, value in tally.items():
+            slot = (metric, tally.job, key)
+            self._retired[slot] = self._retired.get(slot, 0) + value
+
+    def cap_value(self, kind: str, job: str, value: str, limit: int) -> bool:
+        """True when ``value`` may be a label of ``kind`` for ``job`` (at most ``limit`` distinct)."""
+        with self._lock:
+            seen = self._caps.setdefault((kind, job), set())
+            if value in seen:
+                return True
+            if len(seen) < limit:
+                seen.add(value)
+                return True
+            return False
+
+    # --- observable callbacks ------------------------------------------------
+    def _runs(self) -> list[ActiveRun]:
+        with self._lock:
+            self._drain()
+            refs = list(self._active.values())
+        return [run for run in (ref() for ref in refs) if run is not None]
+
+    def _observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
+        with self._lock:
+            self._drain()
+            jobs: dict[str, int] = {}
+            for tally in self._tallies.values():
+                if not tally.ended:
+                    jobs[tally.job] = jobs.get(tally.job, 0) + 1
+            for _metric, job, _key in self._retired:
+                jobs.setdefault(job, 0)
+        for job, count in jobs.items():
+            yield Observation(count, {semconv.JOB_NAME: job})
+
+    def _observe_gauge(self, index: int):  # type: ignore[no-untyped-def]
+        def callback(options: CallbackOptions) -> Iterator[Observation]:
+            for run in self._runs():
+                try:
+                    attrs, current, total, eta = run._gauge_points()
+                except Exception:  # noqa: BLE001 - one broken run must not hide the others
+                    continue
+                if index == 0:
+                    yield Observation(current, attrs)
+                elif total is None:
+                    continue
+                elif index == 1:
+                    yield Observation(total, attrs)
+                elif index == 2:
+                    yield Observation(min(1.0, current / total) if total > 0 else 1.0, attrs)
+                elif eta is not None:
+                    yield Observation(eta, attrs)
+
+        return callback
+
+    def _observe_counts(self, which: int):  # type: ignore[no-untyped-def]
+        metric = (semconv.METRIC_ENTITIES_PROCESSED, semconv.METRIC_OUTCOMES, semconv.METRIC_LOGS)[which]
+        attr = (semconv.JOB_ENTITY_TYPE, semconv.JOB_OUTCOME, semconv.JOB_LOG_LEVEL)[which]
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            with self._lock:
+                self._drain()
+                totals = {(job, key): v for (m, job, key), v in self._retired.items() if m == metric}
+                tallies = list(self._tallies.values())
+            for tally in tallies:
+                for m, key, value in tally.items():
+                    if m == metric:
+                        slot = (tally.job, key)
+                        totals[slot] = totals.get(slot, 0) + value
+            return [Observation(v, {semconv.JOB_NAME: job, attr: key}) for (job, key), v in totals.items()]
+
+        return callback
+
+
+_hubs: weakref.WeakKeyDictionary[metrics.MeterProvider, Hub] = weakref.WeakKeyDictionary()
+_hubs_lock = threading.Lock()
+
+
+def hub_for(meter_provider: metrics.MeterProvider) -> Hub:
+    """Return the hub of ``meter_provider``, creating its instruments once."""
+    with _hubs_lock:
+        hub = _hubs.get(meter_provider)
+        if hub is None:
+            hub = _hubs[meter_provider] = Hub(meter_provider)
+        return hub

@@ -1,0 +1,210 @@
+"""Coercion of user input into legal, bounded telemetry values.
+
+Run-time calls never raise into the job: bad values are coerced or the call is
+ignored, and the caller hears about it once per kind through the ``joblogger``
+logger (see :class:`Warner`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry.util.types import AttributeValue
+
+_log = logging.getLogger("joblogger")
+
+#: Longest string kept in a span attribute, log field or event name.
+MAX_VALUE_CHARS = 4_096
+#: Longest message (event name / log body) kept.
+MAX_MESSAGE_CHARS = 8_192
+#: Longest outcome key, stage or job name used as a metric label value.
+MAX_LABEL_CHARS = 100
+#: Most context entries kept per log call.
+MAX_CONTEXT_ITEMS = 64
+REDACTED = "[REDACTED]"
+#: Context keys matching any of these (case-insensitive substrings) are redacted.
+DEFAULT_SECRET_KEYS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "api_key",
+    "apikey",
+    "api-key",
+    "cookie",
+    "credential",
+    "private_key",
+    "session",
+)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_SPACES = re.compile(r"\s+")
+
+
+class Warner:
+    """Emits each kind of warning at most once per owner (one job run)."""
+
+    __slots__ = ("_prefix", "_seen")
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._seen: set[str] = set()
+
+    def __call__(self, kind: str, message: str, *args: object) -> None:
+        """Log ``message`` as a warning unless ``kind`` was already reported."""
+        if kind in self._seen:
+            return
+        self._seen.add(kind)
+        _log.warning(self._prefix + message, *args, extra={"joblogger.warning": kind})
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """Kinds of warning reported so far."""
+        return frozenset(self._seen)
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters, saying how much was dropped."""
+    if len(text) <= limit:
+        return text
+    note = f"... [{len(text) - limit:,} chars truncated]"
+    return text[: max(0, limit - len(note))] + note
+
+
+def as_text(value: object, what: str, warn: Warner, *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Coerce a message, stage name or similar to a bounded string."""
+    if not isinstance(value, str):
+        warn(f"{what}-type", "%s should be a string, got %s; using str()", what, type(value).__name__)
+        try:
+            value = str(value)
+        except Exception:  # noqa: BLE001 - a broken __str__ must not break the job
+            value = f"<unprintable {type(value).__name__}>"
+    if len(value) > limit:
+        warn(f"{what}-long", "%s longer than %d chars was truncated", what, limit)
+        value = truncate(value, limit)
+    return value
+
+
+def as_label(value: str) -> str:
+    """Make a metric label value: one line, trimmed, bounded."""
+    value = _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+    return value[:MAX_LABEL_CHARS]
+
+
+def as_count(value: object, what: str, warn: Warner, *, allow_zero: bool = True) -> int | None:
+    """Coerce a count to a non-negative int, or None when it cannot be used.
+
+    Accepts ints, integral floats, numeric strings and bools (as 0/1, with a
+    warning). Rejects negatives, NaN, infinities and anything non-numeric.
+    """
+    if type(value) is int:  # the common case first
+        number: Any = value
+    elif isinstance(value, bool):
+        warn(f"{what}-bool", "%s should be a number, got a bool; counting it as %d", what, int(value))
+        number = int(value)
+    elif isinstance(value, int):
+        number = int(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            warn(f"{what}-nonfinite", "%s must be finite, got %r; call ignored", what, value)
+            return None
+        if not value.is_integer():
+            warn(f"{what}-fraction", "%s should be a whole number, got %r; rounding", what, value)
+        number = round(value)
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            try:
+                as_float = float(value)
+            except ValueError:
+                warn(f"{what}-type", "%s should be a number, got %r; call ignored", what, value[:40])
+                return None
+            return as_count(as_float, what, warn, allow_zero=allow_zero)
+        warn(f"{what}-str", "%s should be a number, got the string %r; converting", what, value[:40])
+    else:
+        warn(f"{what}-type", "%s should be a number, got %s; call ignored", what, type(value).__name__)
+        return None
+    if number < 0:
+        warn(f"{what}-negative", "%s must not be negative, got %d; call ignored", what, number)
+        return None
+    if number == 0 and not allow_zero:
+        return None
+    if number > 2**63 - 1:
+        warn(f"{what}-huge", "%s %d exceeds 2**63-1; capped", what, number)
+        number = 2**63 - 1
+    return int(number)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, (set, frozenset)):
+        return sorted(map(str, value))
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def attribute_value(value: object) -> AttributeValue:
+    """Coerce any value to a legal OpenTelemetry attribute value.
+
+    Primitives pass through (strings are capped); bytes are decoded; homogeneous
+    lists of primitives stay lists; anything else becomes a JSON string.
+    """
+    if isinstance(value, (bool, int, float)):
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            return str(value)
+        return value
+    if isinstance(value, str):
+        return truncate(value, MAX_VALUE_CHARS)
+    if isinstance(value, (bytes, bytearray)):
+        return truncate(bytes(value).decode("utf-8", "replace"), MAX_VALUE_CHARS)
+    if isinstance(value, (list, tuple)) and value:
+        first = type(value[0])
+        if first in (str, int, float, bool) and all(type(v) is first for v in value):
+            if first is str:
+                return [truncate(v, MAX_VALUE_CHARS) for v in value][:MAX_CONTEXT_ITEMS]
+            if first is int and not all(-(2**63) <= v < 2**63 for v in value):
+                return str(list(value))
+            return list(value)[:MAX_CONTEXT_ITEMS]
+    try:
+        text = json.dumps(value, default=_json_default, ensure_ascii=False, sort_keys=True)
+    except (ValueError, TypeError):  # recursive structures, unsortable keys
+        try:
+            text = repr(value)
+        except Exception:  # noqa: BLE001
+            text = f"<unprintable {type(value).__name__}>"
+    return truncate(text, MAX_VALUE_CHARS)
+
+
+def is_secret(key: str, secret_keys: Iterable[str]) -> bool:
+    """True when ``key`` looks like it names a secret."""
+    lowered = key.lower()
+    return any(fragment in lowered for fragment in secret_keys)
+
+
+def context_attributes(
+    context: Mapping[str, object] | None,
+    secret_keys: tuple[str, ...],
+    warn: Warner,
+) -> dict[str, AttributeValue]:
+    """Turn a log call's context into attributes: keys as strings, values legal, secrets redacted."""
+    if not context:
+        return {}
+    if not isinstance(context, Mapping):
+        warn("context-type", "context should be a mapping, got %s; kept as 'context'", type(context).__name__)
+        return {"context": attribute_value(context)}
+    out: dict[str, AttributeValue] = {}
+    for index, (key, value) in enumerate(context.items()):
+        if index >= MAX_CONTEXT_ITEMS:
+            warn("context-size", "context has more than %d entries; the rest were dropped", MAX_CONTEXT_ITEMS)
+            break
+        name = key if isinstance(key, str) else str(key)
+        name = truncate(name, MAX_LABEL_CHARS) or "_"
+        out[name] = REDACTED if is_secret(name, secret_keys) else attribute_value(value)
+    return out

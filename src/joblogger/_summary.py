@@ -1,0 +1,61 @@
+"""The frozen result of a run: what ``log_summary()`` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Outcome of a job run.
+
+    Attributes:
+        line: The summary line, e.g. ``"Completed in 2m 34s | Processed: 5,000 users | ..."``.
+        result: ``"success"``, ``"failure"`` or ``"cancellation"``.
+        entities_processed: Processed count of the final phase.
+        entities_total: Total of the final phase, or None when it was never set.
+        entity_type: What was processed ("users"), or None.
+        outcomes: Outcome counts in summary order (errors/warnings merged from log calls).
+        duration_ms: Run duration measured with the logger's clock.
+        events_dropped: Span events joblogger dropped to stay within its budget, by level.
+
+    Example:
+        >>> s = Summary("Completed in 1.0s | Processed: 1 entities", "success", 1, 1, None, {}, 1000.0)
+        >>> s.to_dict()["entitiesProcessed"]
+        1
+    """
+
+    line: str
+    result: str
+    entities_processed: int
+    entities_total: int | None
+    entity_type: str | None
+    outcomes: Mapping[str, int]
+    duration_ms: float
+    events_dropped: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcomes", MappingProxyType(dict(self.outcomes)))
+        object.__setattr__(self, "events_dropped", MappingProxyType(dict(self.events_dropped)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data, with the reference guide's keys first.
+
+        Keys: ``entitiesProcessed``, ``entitiesTotal``, ``outcomeSummary``, then
+        ``entityType``, ``durationMs``, ``result`` and ``line``.
+        """
+        return {
+            "entitiesProcessed": self.entities_processed,
+            "entitiesTotal": self.entities_total,
+            "outcomeSummary": dict(self.outcomes),
+            "entityType": self.entity_type,
+            "durationMs": round(self.duration_ms, 3),
+            "result": self.result,
+            "line": self.line,
+        }
+
+    def __str__(self) -> str:
+        return self.line

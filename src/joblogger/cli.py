@@ -1,0 +1,170 @@
+"""The ``joblogger`` command: ``joblogger demo`` and ``joblogger run -- COMMAND``.
+
+Exit codes: 0 when the job succeeded; 1 when it failed; 130 when interrupted
+(Ctrl-C); 2 for a usage error; for ``run``, the command's own exit code (128+N
+when it was killed by signal N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+
+__all__ = ["configure_from_env", "main"]
+
+_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+DESCRIPTION = """\
+Live feedback for background jobs: stages, progress, logs, outcomes and a
+summary, shown in the terminal and exported with OpenTelemetry.
+
+Export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set (for example
+http://127.0.0.1:4317 for the bundled collector); otherwise only the terminal
+view is shown. The other standard OTEL_* variables apply as usual.
+"""
+
+EPILOG = """\
+examples:
+  joblogger demo                        run the demo job (about 25 s) in the terminal view
+  joblogger demo --users 500 --speed 5  a shorter demo
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 joblogger demo
+                                        also send it to the collector (see README: "See it in Grafana")
+  joblogger run -- python my_job.py     run your script with joblogger configured
+
+exit codes: 0 success, 1 the job failed, 130 interrupted, 2 usage error;
+'run' returns the command's own exit code.
+"""
+
+
+def _export_wanted() -> bool:
+    return any(os.environ.get(name) for name in _ENDPOINT_VARS)
+
+
+def configure_from_env() -> Any:
+    """Configure telemetry the way ``joblogger run`` does, from ``JOBLOGGER_*`` and ``OTEL_*`` variables."""
+    from . import otlp
+
+    console: bool | dict[str, Any] = False
+    if os.environ.get("JOBLOGGER_CONSOLE", "1") != "0":
+        console = {
+            "force_plain": os.environ.get("JOBLOGGER_PLAIN") == "1",
+            "show_debug": os.environ.get("JOBLOGGER_DEBUG") == "1",
+        }
+    return otlp.configure(otlp=_export_wanted(), console=console)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="joblogger",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"joblogger {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def view_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--plain", action="store_true", help="plain line-by-line output even on a terminal")
+        sub.add_argument("--no-console", action="store_true", help="no terminal view (export only)")
+        sub.add_argument("--debug", action="store_true", help="show debug log lines too")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the reference match-scores job on generated data",
+        description="Run the reference match-scores job on generated users: stages, progress, "
+        "batch logs, skipped users with warnings, two failures with errors, and the summary.",
+    )
+    demo.add_argument("--users", type=int, default=5_000, help="users to score (default: 5000)")
+    demo.add_argument(
+        "--speed", type=float, default=1.0, help="pacing multiplier; 0 = no pauses (default: 1, about 25 s)"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed of the generated data (default: 7)")
+    demo.add_argument("--run-id", default=None, help="run id (default: random)")
+    demo.add_argument("--fail", action="store_true", help="fail halfway through, to see a failed run")
+    view_flags(demo)
+
+    run = commands.add_parser(
+        "run",
+        help="run a command with joblogger configured from the environment",
+        description="Run COMMAND (a Python program) with joblogger configured: OTLP export when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set, and the terminal view. Like opentelemetry-instrument.",
+    )
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    view_flags(run)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import otlp
+    from .demo import run_match_scores
+
+    console: bool | dict[str, Any] = (
+        False if args.no_console else {"force_plain": args.plain, "show_debug": args.debug}
+    )
+    telemetry = otlp.configure(otlp=_export_wanted(), console=console)
+    try:
+        summary = run_match_scores(
+            users=args.users, speed=args.speed, seed=args.seed, job_run_id=args.run_id, fail=args.fail
+        )
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the job's failure is the command's failure
+        telemetry.shutdown()
+        print(f"joblogger demo: the job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        telemetry.shutdown()
+    if args.no_console:
+        print(summary.line)
+    return 0 if summary.result == "success" else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print("joblogger run: give a command after --, e.g. joblogger run -- python my_job.py", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    bootstrap = str(Path(__file__).with_name("_bootstrap"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (bootstrap, env.get("PYTHONPATH", "")) if p)
+    env["JOBLOGGER_BOOTSTRAP"] = "1"
+    env["JOBLOGGER_CONSOLE"] = "0" if args.no_console else "1"
+    env["JOBLOGGER_PLAIN"] = "1" if args.plain else "0"
+    env["JOBLOGGER_DEBUG"] = "1" if args.debug else "0"
+    try:
+        child = subprocess.Popen(argv, env=env)
+    except OSError as exc:
+        print(f"joblogger run: cannot start {argv[0]!r}: {exc}", file=sys.stderr)
+        return 127
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``joblogger`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    return _run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

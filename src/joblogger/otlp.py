@@ -1,0 +1,340 @@
+"""One-call OpenTelemetry set-up for applications that have none (extra ``joblogger[otlp]``).
+
+:func:`configure` builds SDK tracer, meter and logger providers with OTLP
+exporters, registers them globally and bridges the ``joblogger`` logger to
+OTLP logs. It is the only place in joblogger that sets global providers.
+
+Choices, and why (see docs/otlp.md):
+
+- **Live by default**: metrics are exported every 2 s (``OTEL_METRIC_EXPORT_INTERVAL``
+  or ``metric_export_interval_s=`` change it), so dashboards move while a job runs.
+- **Cumulative temporality and a unique ``service.instance.id`` per process**: every
+  process reports its own counter series, which Prometheus adds up with
+  ``sum by (job_name)``. A collector outage loses no counts (the next export
+  carries the whole total) and concurrent processes never overwrite each other.
+- **Nothing lost at exit**: the providers are shut down at interpreter exit, which
+  ends the spans' batch, takes a final metric collection and flushes logs, each
+  bounded by the export timeout.
+- **Drop-in**: if the application already registered SDK providers (for example
+  through ``opentelemetry-instrument``), nothing is replaced; joblogger uses them.
+
+Example:
+    >>> from joblogger import otlp
+    >>> telemetry = otlp.configure(service_name="nightly-jobs", disabled=True)
+    >>> telemetry.enabled
+    False
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from . import semconv
+from ._bridge import OTelLogHandler
+from ._version import __version__
+
+__all__ = ["DEFAULT_METRIC_EXPORT_INTERVAL_S", "Telemetry", "configure"]
+
+_log = logging.getLogger("joblogger")
+
+#: Default seconds between metric exports (the SDK's own default is 60 s).
+DEFAULT_METRIC_EXPORT_INTERVAL_S = 2.0
+#: Default per-export timeout in seconds; also bounds each step of shutdown.
+DEFAULT_EXPORT_TIMEOUT_S = 5.0
+_PROTOCOLS = ("grpc", "http/protobuf")
+_lock = threading.Lock()
+_current: Telemetry | None = None
+
+
+@dataclass
+class Telemetry:
+    """What :func:`configure` set up; ``shutdown()`` flushes and stops it (also run at exit)."""
+
+    enabled: bool
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    logger_provider: Any = None
+    protocol: str | None = None
+    endpoint: str | None = None
+    metric_export_interval_s: float | None = None
+    prometheus_port: int | None = None
+    reused_existing: bool = False
+    console: Any = None
+    _handler: logging.Handler | None = field(default=None, repr=False)
+    _shut: bool = field(default=False, repr=False)
+
+    def force_flush(self, timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S) -> None:
+        """Export everything buffered now, waiting at most about ``timeout_s`` per signal."""
+        millis = int(timeout_s * 1000)
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            flush = getattr(provider, "force_flush", None)
+            if callable(flush):
+                try:
+                    flush(timeout_millis=millis)
+                except Exception as exc:  # noqa: BLE001 - flushing must never break the caller
+                    _log.warning("joblogger: flush failed: %r", exc)
+
+    def shutdown(self) -> None:
+        """Stop the terminal view, flush and shut down the providers joblogger created; idempotent."""
+        if self._shut:
+            return
+        self._shut = True
+        if self.console is not None:
+            self.console.stop()
+        if self.reused_existing or not self.enabled:
+            return
+        # Order matters: spans first, then a final metric collection, then logs.
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            if provider is None:
+                continue
+            try:
+                provider.shutdown()
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("joblogger: shutdown of %s failed: %r", type(provider).__name__, exc)
+        if self._handler is not None:
+            logging.getLogger("joblogger").removeHandler(self._handler)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_float(name: str, scale: float) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        _log.warning("joblogger: ignoring %s=%r (not a number)", name, raw)
+        return None
+    return value if value > 0 else None
+
+
+def _exporters(protocol: str, endpoint: str | None, headers: Mapping[str, str] | None, timeout_s: float) -> Any:
+    """Span, metric and log exporters for ``protocol``; ``None`` arguments fall back to OTEL_* variables."""
+    kwargs: dict[str, Any] = {}
+    if headers is not None:
+        kwargs["headers"] = dict(headers)
+    if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") is None:
+        kwargs["timeout"] = timeout_s
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        if endpoint is not None:
+            kwargs["endpoint"] = endpoint
+            kwargs["insecure"] = endpoint.startswith("http://")
+        return OTLPSpanExporter(**kwargs), OTLPMetricExporter(**kwargs), OTLPLogExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HTTPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpanExporter
+
+    def at(path: str) -> dict[str, Any]:
+        if endpoint is None:
+            return kwargs
+        return {**kwargs, "endpoint": endpoint.rstrip("/") + path}
+
+    return (
+        HTTPSpanExporter(**at("/v1/traces")),
+        HTTPMetricExporter(**at("/v1/metrics")),
+        HTTPLogExporter(**at("/v1/logs")),
+    )
+
+
+def _already_configured() -> bool:
+    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+
+    return isinstance(trace.get_tracer_provider(), SDKTracerProvider) or isinstance(
+        metrics.get_meter_provider(), MeterProvider
+    )
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    resource_attributes: Mapping[str, str] | None = None,
+    metric_export_interval_s: float | None = None,
+    export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S,
+    otlp: bool = True,
+    prometheus_port: int | None = None,
+    prometheus_addr: str = "127.0.0.1",
+    log_level: int = logging.INFO,
+    console: bool | Mapping[str, Any] = False,
+    disabled: bool | None = None,
+) -> Telemetry:
+    """Set up OpenTelemetry export for joblogger (and the rest of the application).
+
+    Explicit arguments win over the standard variables: ``OTEL_SERVICE_NAME``,
+    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
+    ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` or ``http/protobuf``),
+    ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_METRIC_EXPORT_INTERVAL`` (ms) and
+    ``OTEL_SDK_DISABLED``. Calling it again returns the first result.
+
+    Args:
+        service_name: ``service.name`` of the resource (default ``OTEL_SERVICE_NAME``, else ``"joblogger"``).
+        endpoint: OTLP endpoint, e.g. ``http://127.0.0.1:4317`` (gRPC) or ``http://127.0.0.1:4318`` (HTTP).
+        protocol: ``"grpc"`` (default) or ``"http/protobuf"``.
+        headers: Extra export headers (e.g. authentication).
+        resource_attributes: Added to the resource (a ``service.instance.id`` is generated unless given).
+        metric_export_interval_s: Seconds between metric exports (default 2).
+        export_timeout_s: Timeout of each export and bound of each shutdown step.
+        otlp: Set to False to skip OTLP exporters (e.g. terminal view or Prometheus pull only).
+        prometheus_port: Also serve ``/metrics`` for Prometheus to scrape on this port.
+        prometheus_addr: Address of that endpoint (loopback unless you say otherwise).
+        log_level: Level from which ``joblogger`` log records are exported (INFO by default; debug is opt-in).
+        console: True (or options for :class:`joblogger.console.ConsoleView`) to show the live terminal view.
+        disabled: Configure nothing (default ``OTEL_SDK_DISABLED``).
+
+    Returns:
+        A :class:`Telemetry` handle; its ``shutdown()`` is also registered to run at exit.
+    """
+    global _current
+    with _lock:
+        if _current is not None:
+            _log.info("joblogger: configure() was already called; keeping the first set-up")
+            return _current
+        telemetry = _configure(
+            service_name=service_name,
+            endpoint=endpoint,
+            protocol=protocol,
+            headers=headers,
+            resource_attributes=resource_attributes,
+            metric_export_interval_s=metric_export_interval_s,
+            export_timeout_s=export_timeout_s,
+            otlp=otlp,
+            prometheus_port=prometheus_port,
+            prometheus_addr=prometheus_addr,
+            log_level=log_level,
+            disabled=disabled,
+        )
+        if console:
+            from .console import ConsoleView
+
+            options = dict(console) if isinstance(console, Mapping) else {}
+            telemetry.console = ConsoleView(**options).start()
+        _current = telemetry
+        atexit.register(telemetry.shutdown)
+        return telemetry
+
+
+def _configure(
+    *,
+    service_name: str | None,
+    endpoint: str | None,
+    protocol: str | None,
+    headers: Mapping[str, str] | None,
+    resource_attributes: Mapping[str, str] | None,
+    metric_export_interval_s: float | None,
+    export_timeout_s: float,
+    otlp: bool,
+    prometheus_port: int | None,
+    prometheus_addr: str,
+    log_level: int,
+    disabled: bool | None,
+) -> Telemetry:
+    if disabled if disabled is not None else _env_flag("OTEL_SDK_DISABLED"):
+        return Telemetry(enabled=False)
+    joblog = logging.getLogger("joblogger")
+    if _already_configured():
+        _log.info("joblogger: OpenTelemetry SDK providers are already registered; using them unchanged")
+        return Telemetry(
+            enabled=True,
+            tracer_provider=trace.get_tracer_provider(),
+            meter_provider=metrics.get_meter_provider(),
+            reused_existing=True,
+        )
+    protocol = (protocol or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip().lower()
+    if protocol not in _PROTOCOLS:
+        raise ValueError(f"unsupported OTLP protocol {protocol!r}; use one of {_PROTOCOLS}")
+    interval_s = (
+        metric_export_interval_s or _env_float("OTEL_METRIC_EXPORT_INTERVAL", 0.001) or DEFAULT_METRIC_EXPORT_INTERVAL_S
+    )
+    attrs: dict[str, Any] = {"telemetry.distro.name": "joblogger", "telemetry.distro.version": __version__}
+    attrs.update(resource_attributes or {})
+    if service_name:
+        attrs["service.name"] = service_name
+    resource = Resource.create(attrs)
+    if "service.instance.id" not in resource.attributes:
+        resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "joblogger"}))
+
+    tracer_provider = TracerProvider(resource=resource)
+    readers: list[MetricReader] = []
+    logger_provider = None
+    handler: logging.Handler | None = None
+    if otlp:
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+        span_exporter, metric_exporter, log_exporter = _exporters(protocol, endpoint, headers, export_timeout_s)
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(
+                span_exporter, schedule_delay_millis=1000, export_timeout_millis=int(export_timeout_s * 1000)
+            )
+        )
+        readers.append(
+            PeriodicExportingMetricReader(
+                metric_exporter,
+                export_interval_millis=interval_s * 1000,
+                export_timeout_millis=export_timeout_s * 1000,
+            )
+        )
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(
+            BatchLogRecordProcessor(
+                log_exporter, schedule_delay_millis=1000, export_timeout_millis=int(export_timeout_s * 1000)
+            )
+        )
+        handler = OTelLogHandler(logger_provider.get_logger(semconv.SCOPE_NAME, __version__), level=log_level)
+        joblog.addHandler(handler)
+        if joblog.level == logging.NOTSET or joblog.level > log_level:
+            joblog.setLevel(log_level)
+    if prometheus_port is not None:
+        from ._prometheus import serve
+
+        readers.append(serve(prometheus_port, prometheus_addr))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    if logger_provider is not None:
+        from opentelemetry._logs import set_logger_provider
+
+        set_logger_provider(logger_provider)
+    return Telemetry(
+        enabled=True,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        protocol=protocol if otlp else None,
+        endpoint=endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        metric_export_interval_s=interval_s,
+        prometheus_port=prometheus_port,
+        _handler=handler,
+    )
+
+
+def _reset_for_tests() -> None:
+    """Forget the process-wide set-up (tests only; global providers cannot be unset)."""
+    global _current
+    with _lock:
+        _current = None

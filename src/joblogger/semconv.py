@@ -1,0 +1,133 @@
+"""Every name joblogger emits: span names, attribute keys, metric names and values.
+
+This module is the single source of truth for the telemetry contract. Dashboards,
+alert rules and tests read names from here (or are checked against it), and
+``docs/telemetry.md`` documents each one.
+
+Example:
+    >>> from joblogger import semconv
+    >>> semconv.METRIC_OUTCOMES
+    'job.outcomes'
+    >>> semconv.prometheus_name(semconv.METRIC_OUTCOMES)
+    'job_outcomes_total'
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Instrumentation scope of every span, metric and log record.
+SCOPE_NAME: Final = "joblogger"
+
+# --- attribute keys -------------------------------------------------------
+JOB_NAME: Final = "job.name"
+JOB_RUN_ID: Final = "job.run.id"
+JOB_STAGE: Final = "job.stage"
+JOB_RESULT: Final = "job.result"
+JOB_ENTITY_TYPE: Final = "job.entity.type"
+JOB_PROGRESS_TOTAL: Final = "job.progress.total"
+JOB_PROGRESS_CURRENT: Final = "job.progress.current"
+JOB_OUTCOME: Final = "job.outcome"
+#: Prefix of the run span's per-outcome attributes: ``job.outcome.<key>``.
+JOB_OUTCOME_PREFIX: Final = "job.outcome."
+JOB_LOG_LEVEL: Final = "job.log.level"
+JOB_EVENTS_DROPPED: Final = "job.events.dropped"
+#: Prefix of the per-level dropped counts on the closing event: ``job.events.dropped.<level>``.
+JOB_EVENTS_DROPPED_PREFIX: Final = "job.events.dropped."
+JOB_DURATION_MS: Final = "job.duration_ms"
+ERROR_TYPE: Final = "error.type"
+
+# --- span event names ----------------------------------------------------
+#: Name of the event that lists per-level dropped event counts when a span ends.
+EVENT_EVENTS_DROPPED: Final = "job.events.dropped"
+
+# --- job.result values (OTel CI/CD result vocabulary) ---------------------
+RESULT_SUCCESS: Final = "success"
+RESULT_FAILURE: Final = "failure"
+RESULT_CANCELLATION: Final = "cancellation"
+RESULTS: Final = (RESULT_SUCCESS, RESULT_FAILURE, RESULT_CANCELLATION)
+
+# --- job.log.level values --------------------------------------------------
+LEVEL_DEBUG: Final = "debug"
+LEVEL_INFO: Final = "info"
+LEVEL_MILESTONE: Final = "milestone"
+LEVEL_WARNING: Final = "warning"
+LEVEL_ERROR: Final = "error"
+LEVELS: Final = (LEVEL_DEBUG, LEVEL_INFO, LEVEL_MILESTONE, LEVEL_WARNING, LEVEL_ERROR)
+
+# --- standard outcome keys ------------------------------------------------
+OUTCOME_UPDATES: Final = "updates"
+OUTCOME_INSERTS: Final = "inserts"
+OUTCOME_DELETES: Final = "deletes"
+OUTCOME_SKIPPED: Final = "skipped"
+OUTCOME_ERRORS: Final = "errors"
+OUTCOME_WARNINGS: Final = "warnings"
+#: Outcome key that absorbs distinct keys beyond the per-job cap.
+OUTCOME_OTHER: Final = "other"
+#: Stage value that absorbs distinct stage names beyond the per-job cap (metrics only).
+STAGE_OTHER: Final = "other"
+#: Stage value on metrics before the first ``set_stage``.
+STAGE_NONE: Final = ""
+
+# --- metrics: (name, unit) -------------------------------------------------
+METRIC_RUNS_ACTIVE: Final = "job.runs.active"
+METRIC_RUNS: Final = "job.runs"
+METRIC_RUN_DURATION: Final = "job.run.duration"
+METRIC_STAGE_DURATION: Final = "job.stage.duration"
+METRIC_PROGRESS_CURRENT: Final = "job.progress.current"
+METRIC_PROGRESS_EXPECTED: Final = "job.progress.expected"
+METRIC_PROGRESS_RATIO: Final = "job.progress.ratio"
+METRIC_PROGRESS_ETA: Final = "job.progress.eta"
+METRIC_ENTITIES_PROCESSED: Final = "job.entities.processed"
+METRIC_OUTCOMES: Final = "job.outcomes"
+METRIC_LOGS: Final = "job.logs"
+
+#: name -> (instrument kind, unit). Kinds: counter, updowncounter, histogram, gauge.
+METRICS: Final[dict[str, tuple[str, str]]] = {
+    METRIC_RUNS_ACTIVE: ("updowncounter", "{run}"),
+    METRIC_RUNS: ("counter", "{run}"),
+    METRIC_RUN_DURATION: ("histogram", "s"),
+    METRIC_STAGE_DURATION: ("histogram", "s"),
+    METRIC_PROGRESS_CURRENT: ("gauge", "{entity}"),
+    METRIC_PROGRESS_EXPECTED: ("gauge", "{entity}"),
+    METRIC_PROGRESS_RATIO: ("gauge", "1"),
+    METRIC_PROGRESS_ETA: ("gauge", "s"),
+    METRIC_ENTITIES_PROCESSED: ("counter", "{entity}"),
+    METRIC_OUTCOMES: ("counter", "{outcome}"),
+    METRIC_LOGS: ("counter", "{log}"),
+}
+
+_UNIT_SUFFIX: Final = {"s": "seconds", "1": "ratio"}
+
+
+def prometheus_name(metric: str) -> str:
+    """Return the Prometheus name the collector gives an OTel metric.
+
+    Dots become underscores; a known unit adds its suffix (``_seconds``; ``_ratio``
+    for gauges of unit ``1``), curly-brace units add nothing, and counters get
+    ``_total``. Histograms expose ``<name>_bucket``, ``_sum`` and ``_count``.
+
+    Example:
+        >>> prometheus_name("job.run.duration")
+        'job_run_duration_seconds'
+    """
+    kind, unit = METRICS[metric]
+    name = metric.replace(".", "_")
+    suffix = _UNIT_SUFFIX.get(unit)
+    if suffix == "ratio" and kind != "gauge":
+        suffix = None
+    if suffix and not name.endswith("_" + suffix):
+        name = f"{name}_{suffix}"
+    if kind == "counter":
+        name += "_total"
+    return name
+
+
+def prometheus_label(attribute: str) -> str:
+    """Return the Prometheus label name of a metric attribute key.
+
+    Example:
+        >>> prometheus_label("job.run.id")
+        'job_run_id'
+    """
+    return attribute.replace(".", "_")
