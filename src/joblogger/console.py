@@ -63,7 +63,7 @@ class _Line:
 class _RunView:
     job: JobLogger
     lines: deque[_Line] = field(default_factory=lambda: deque(maxlen=8))
-    last_plain: float = 0.0
+    last_plain: float = float("-inf")
     last_plain_text: str = ""
 
 

@@ -1,0 +1,524 @@
+"""joblogger benchmarks: every target of the performance issue, measured side by side in one process.
+
+Run:   .venv/bin/python benchmarks/bench.py            (full run, about 2-3 minutes)
+       .venv/bin/python benchmarks/bench.py --quick    (smoke run used by the tests; sizes tiny, no verdicts)
+
+Each row times joblogger and its peer in the same process, alternating, with
+warm-up and several repeats, and reports medians in ns per operation, the ratio
+and whether the target is met. The SDK providers are configured as a real
+application would (batch span processor, periodic metric reader, exporters that
+accept everything), so nothing is measured against a no-op API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import logging
+import os
+import platform
+import resource
+import socket
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from joblogger import create_job_logger
+from joblogger.console import ConsoleView
+
+
+class AcceptAllSpans(SpanExporter):
+    """Stands in for a collector that accepts everything instantly."""
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class AcceptAllMetrics(MetricExporter):
+    """Stands in for a collector that accepts every metric export instantly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+def app_providers() -> tuple[TracerProvider, MeterProvider]:
+    """SDK providers as an application configures them (batching, periodic export every 2 s)."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(AcceptAllSpans()))
+    reader = PeriodicExportingMetricReader(AcceptAllMetrics(), export_interval_millis=2000)
+    return tracer_provider, MeterProvider(metric_readers=[reader])
+
+
+TRACER, METER = app_providers()
+
+
+def new_job(**kwargs: Any) -> Any:
+    kwargs.setdefault("tracer_provider", TRACER)
+    kwargs.setdefault("meter_provider", METER)
+    return create_job_logger("bench-run", "bench", **kwargs)
+
+
+# --- timing helpers ----------------------------------------------------------------------
+
+
+def per_op_ns(fn: Callable[[int], None], n: int, repeats: int) -> float:
+    """Median ns per operation of fn(n), which performs n operations."""
+    fn(max(1, n // 10))  # warm-up
+    samples = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter_ns()
+        fn(n)
+        samples.append((time.perf_counter_ns() - start) / n)
+    return statistics.median(samples)
+
+
+def side_by_side(ours: Callable[[int], None], peer: Callable[[int], None], n: int, repeats: int) -> tuple[float, float]:
+    """Alternate ours and peer so drift affects both; return both medians (ns/op)."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(per_op_ns(ours, n, 1))
+        b.append(per_op_ns(peer, n, 1))
+    return statistics.median(a), statistics.median(b)
+
+
+@dataclass
+class Row:
+    name: str
+    ours: float
+    peer: float
+    peer_name: str
+    target: float | None  # ratio ours/peer must be <= target
+    unit: str = "ns/op"
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.peer if self.peer else float("inf")
+
+    def verdict(self, quick: bool) -> str:
+        if quick or self.target is None:
+            return "-"
+        return "PASS" if self.ratio <= self.target else "FAIL"
+
+
+# --- peers -------------------------------------------------------------------------------
+
+
+class Bare:
+    """The cheapest possible counter: a bare method call doing self.n += 1."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inc(self) -> None:
+        self.n += 1
+
+
+def devnull() -> io.TextIOWrapper:
+    return open(os.devnull, "w")
+
+
+# --- rows ------------------------------------------------------------------------------
+
+
+def bench_increment(n: int, repeats: int) -> list[Row]:
+    from tqdm import tqdm
+
+    job = new_job()
+    bar = tqdm(total=10**12, file=devnull())
+    bare = Bare()
+
+    def ours(k: int) -> None:
+        inc = job.increment_progress
+        for _ in range(k):
+            inc()
+
+    def tq(k: int) -> None:
+        upd = bar.update
+        for _ in range(k):
+            upd(1)
+
+    def bare_call(k: int) -> None:
+        inc = bare.inc
+        for _ in range(k):
+            inc()
+
+    o, t = side_by_side(ours, tq, n, repeats)
+    _, b = side_by_side(ours, bare_call, n, repeats)
+    job.log_summary()
+    bar.close()
+    return [
+        Row("increment_progress() vs tqdm.update(1)", o, t, "tqdm.update(1)", 1.0),
+        Row("increment_progress() vs bare self.n += 1", o, b, "bare method", 3.0),
+    ]
+
+
+def bench_track(n: int, repeats: int) -> list[Row]:
+    from tqdm import tqdm
+
+    data = list(range(n))
+    sink = devnull()
+
+    def ours(k: int) -> None:
+        job = new_job()
+        for _ in job.track(data[:k]):
+            pass
+        job.log_summary()
+
+    def tq(k: int) -> None:
+        for _ in tqdm(data[:k], file=sink):
+            pass
+
+    o, t = side_by_side(ours, tq, n, repeats)
+    return [Row("track(iterable) per item vs tqdm(iterable)", o, t, "tqdm iterator", 1.0)]
+
+
+def bench_add_outcome(n: int, repeats: int) -> list[Row]:
+    job = new_job()
+
+    def ours(k: int) -> None:
+        add = job.add_outcome
+        for _ in range(k):
+            add("updates", 1)
+
+    def inc(k: int) -> None:
+        f = job.increment_progress
+        for _ in range(k):
+            f()
+
+    o, p = side_by_side(ours, inc, n, repeats)
+    job.log_summary()
+    return [Row("add_outcome(key, 1) vs increment_progress()", o, p, "increment_progress()", 1.5)]
+
+
+def _work(i: int) -> int:
+    return (i * 2654435761) & 0xFFFF
+
+
+def bench_loop_overhead(n: int, repeats: int, console: bool) -> Row:
+    """Overhead a 100k-item loop pays for joblogger vs for the tqdm iterator (same trivial work)."""
+    from tqdm import tqdm
+
+    data = list(range(n))
+    sink = devnull()
+
+    def plain(k: int) -> None:
+        for i in data[:k]:
+            _work(i)
+
+    def ours(k: int) -> None:
+        view = ConsoleView(file=sink, force_terminal=True).start() if console else None
+        job = new_job()
+        job.set_total(k)
+        inc = job.increment_progress
+        for i in data[:k]:
+            _work(i)
+            inc()
+        job.log_summary()
+        if view is not None:
+            view.stop()
+
+    def tq(k: int) -> None:
+        for i in tqdm(data[:k], file=sink):
+            _work(i)
+
+    base, o, t = [], [], []
+    for _ in range(repeats):
+        base.append(per_op_ns(plain, n, 1))
+        o.append(per_op_ns(ours, n, 1))
+        t.append(per_op_ns(tq, n, 1))
+    b = statistics.median(base)
+    ours_over, tq_over = max(0.1, statistics.median(o) - b), max(0.1, statistics.median(t) - b)
+    if console:
+        return Row("100k loop overhead, terminal view ON vs tqdm iterator", ours_over, tq_over, "tqdm overhead", 1.5)
+    return Row("100k loop overhead, view off vs tqdm iterator", ours_over, tq_over, "tqdm overhead", 0.5)
+
+
+def bench_logs(n: int, repeats: int) -> list[Row]:
+    joblog = logging.getLogger("joblogger")
+    peer_log = logging.getLogger("bench.peer")
+    old = joblog.level
+    joblog.setLevel(logging.INFO)
+    peer_log.setLevel(logging.INFO)
+    peer_log.addHandler(logging.NullHandler())
+    peer_log.propagate = False
+    # A budget larger than the calls, so every call really adds a span event (the expensive path).
+    job = new_job(event_budget=10**9)
+    job.set_stage("Logging")
+    tracer = TRACER.get_tracer("bench")
+    peer_span = tracer.start_span("peer")
+
+    def info(k: int) -> None:
+        for i in range(k):
+            job.info("Batch complete", batch=i)
+
+    def warning(k: int) -> None:
+        for i in range(k):
+            job.warning("User has no quiz data", userId=i)
+
+    def peer(k: int) -> None:
+        for i in range(k):
+            peer_span.add_event("Batch complete", {"batch": i})
+            peer_log.info("Batch complete", extra={"batch": i})
+
+    oi, p1 = side_by_side(info, peer, n, repeats)
+    ow, p2 = side_by_side(warning, peer, n, repeats)
+
+    joblog.setLevel(logging.WARNING)  # debug off: neither exported nor enabled in stdlib logging
+    peer_log.setLevel(logging.WARNING)
+
+    def debug(k: int) -> None:
+        for i in range(k):
+            job.debug("Fetching user data", userId=i)
+
+    def peer_debug(k: int) -> None:
+        for i in range(k):
+            peer_log.debug("Fetching user data", extra={"userId": i})
+
+    od, pd = side_by_side(debug, peer_debug, n * 10, repeats)
+    joblog.setLevel(old)
+    job.log_summary()
+    peer_span.end()
+    return [
+        Row("info() vs span.add_event + logger.info", oi, p1, "add_event+logger.info", 2.0),
+        Row("warning() vs span.add_event + logger.info", ow, p2, "add_event+logger.info", 2.0),
+        Row("debug() off vs filtered logger.debug", od, pd, "filtered logger.debug", 2.0),
+    ]
+
+
+def bench_collection(runs: int, repeats: int) -> Row:
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader])
+    tracer = TracerProvider()
+    jobs = []
+    for i in range(runs):
+        job = create_job_logger(f"run-{i}", f"job-{i % 20}", tracer_provider=tracer, meter_provider=meter)
+        job.set_total(1000, "items")
+        job.set_stage("Working")
+        job.increment_progress(i)
+        job.add_outcome("updates", i)
+        jobs.append(job)
+    reader.get_metrics_data()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        reader.get_metrics_data()
+        samples.append(time.perf_counter_ns() - start)
+    for job in jobs:
+        job.log_summary()
+    ms = statistics.median(samples) / 1e6
+    return Row(f"metric collection, {runs:,} active runs", ms, 20.0, "20 ms budget", 1.0, unit="ms")
+
+
+def bench_threads(n: int, repeats: int) -> Row:
+    threads_n = 8
+
+    def run(parallel: bool) -> tuple[float, int]:
+        job = new_job()
+        per = n // threads_n
+
+        def worker() -> None:
+            inc = job.increment_progress
+            add = job.add_outcome
+            for _ in range(per):
+                inc()
+                add("updates")
+
+        start = time.perf_counter_ns()
+        if parallel:
+            ts = [threading.Thread(target=worker) for _ in range(threads_n)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+        else:
+            for _ in range(threads_n):
+                worker()
+        elapsed = (time.perf_counter_ns() - start) / (per * threads_n)
+        summary = job.log_summary()
+        assert summary.entities_processed == per * threads_n, summary
+        assert summary.outcomes["updates"] == per * threads_n, summary
+        return elapsed, summary.entities_processed
+
+    multi = statistics.median(run(True)[0] for _ in range(repeats))
+    single = statistics.median(run(False)[0] for _ in range(repeats))
+    return Row("8 threads on one run vs 1 thread", multi, single, "single-threaded", 2.0, note="counts asserted exact")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def bench_memory(increments: int, logs: int) -> Row:
+    joblog = logging.getLogger("joblogger")
+    old = joblog.level
+    joblog.setLevel(logging.INFO)
+    gc.collect()
+    job = new_job()
+    job.set_total(increments, "items")
+    job.set_stage("Memory")
+    before = rss_bytes()
+    inc = job.increment_progress
+    for _ in range(increments):
+        inc()
+    for i in range(logs):
+        job.info("Batch complete", batch=i)
+    gc.collect()
+    grown = (rss_bytes() - before) / 1e6
+    summary = job.log_summary()
+    joblog.setLevel(old)
+    assert summary.entities_processed == increments
+    return Row(
+        f"RSS growth, {increments:,} increments + {logs:,} log calls", grown, 20.0, "20 MB budget", 1.0, unit="MB"
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_dead_collector(seconds: float) -> Row:
+    """Throughput of a job whose collector is down vs one whose exporters accept everything."""
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"  # nothing listens: connections are refused
+    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)  # the exporters' retry warnings
+
+    def throughput(dead: bool) -> float:
+        tracer = TracerProvider()
+        if dead:
+            tracer.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=2)))
+            reader = PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=endpoint, insecure=True, timeout=2), export_interval_millis=500
+            )
+        else:
+            tracer.add_span_processor(BatchSpanProcessor(AcceptAllSpans()))
+            reader = PeriodicExportingMetricReader(AcceptAllMetrics(), export_interval_millis=500)
+        meter = MeterProvider(metric_readers=[reader])
+        job = create_job_logger("r", "dead", tracer_provider=tracer, meter_provider=meter)
+        job.set_stage("Working")
+        done = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for i in range(1000):
+                _work(i)
+                job.increment_progress()
+                job.add_outcome("updates")
+            done += 1000
+            if done % 50_000 == 0:
+                job.info("Batch complete", done=done)
+                job.set_stage(f"Working {done}")
+        job.log_summary()
+        start = time.perf_counter()
+        tracer.shutdown()
+        meter.shutdown()
+        shutdown_s = time.perf_counter() - start
+        rate = done / seconds
+        throughput.shutdowns.append(shutdown_s)  # type: ignore[attr-defined]
+        return rate
+
+    throughput.shutdowns = []  # type: ignore[attr-defined]
+    live, dead = [], []
+    for _ in range(3):
+        live.append(throughput(False))
+        dead.append(throughput(True))
+    slow = statistics.median(live) / statistics.median(dead)  # >1 means the dead collector slowed the job
+    worst = max(throughput.shutdowns)  # type: ignore[attr-defined]
+    return Row(
+        "job time with collector down vs collector up",
+        slow,
+        1.0,
+        "collector up",
+        1.05,
+        unit="x",
+        note=f"worst shutdown {worst:.1f}s",
+    )
+
+
+def versions() -> str:
+    names = ["opentelemetry-api", "opentelemetry-sdk", "tqdm", "rich", "joblogger"]
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, no verdicts (smoke test)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    n = 2_000 if quick else 200_000
+    repeats = 1 if quick else 7
+    print(
+        f"joblogger benchmarks on {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, {platform.machine()}"
+    )
+    print(versions())
+    rows: list[Row] = []
+    rows += bench_increment(n, repeats)
+    rows += bench_track(n, repeats)
+    rows += bench_add_outcome(n, repeats)
+    rows.append(bench_loop_overhead(2_000 if quick else 100_000, repeats, console=False))
+    rows.append(bench_loop_overhead(2_000 if quick else 100_000, repeats, console=True))
+    rows += bench_logs(200 if quick else 20_000, repeats)
+    rows.append(bench_collection(50 if quick else 1_000, 3 if quick else 15))
+    rows.append(bench_threads(8_000 if quick else 800_000, 1 if quick else 5))
+    rows.append(bench_memory(10_000 if quick else 10_000_000, 1_000 if quick else 1_000_000))
+    rows.append(bench_dead_collector(0.5 if quick else 5.0))
+
+    print()
+    print(
+        f"| {'measure':<58} | {'joblogger':>12} | {'peer':>12} | {'peer is':<22} | {'ratio':>6} | {'target':>7} | ok   |"
+    )
+    print(f"|{'-' * 60}|{'-' * 14}|{'-' * 14}|{'-' * 24}|{'-' * 8}|{'-' * 9}|------|")
+    failed = 0
+    for row in rows:
+        verdict = row.verdict(quick)
+        failed += verdict == "FAIL"
+        target = f"<= {row.target:g}" if row.target is not None else "-"
+        name = row.name + (f" ({row.note})" if row.note else "")
+        print(
+            f"| {name:<58} | {row.ours:>9.1f} {row.unit.split('/')[0]:<2} | {row.peer:>9.1f} {row.unit.split('/')[0]:<2} "
+            f"| {row.peer_name:<22} | {row.ratio:>6.2f} | {target:>7} | {verdict:<4} |"
+        )
+    print()
+    print("quick smoke run: sizes too small for verdicts" if quick else f"{len(rows) - failed}/{len(rows)} targets met")
+    return 0 if quick or not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The joblogger command: demo and run, in plain mode and under a pseudo-terminal, with exit codes."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+JOBLOGGER = [sys.executable, "-m", "joblogger"]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(extra)
+    return env
+
+
+def run_in_pty(argv: list[str], timeout: float = 60.0, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run argv with a pseudo-terminal as stdout/stderr; return (exit code, output)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower, env=env or _env(), close_fds=True)
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(timeout=10)
+    os.close(leader)
+    raw = b"".join(chunks).decode("utf-8", "replace")
+    assert "\x1b[" in raw  # it really drew on a terminal
+    return code, ANSI.sub("", raw)
+
+
+def test_demo_plain_output():
+    """`joblogger demo` piped (not a terminal) prints stages, warnings, errors, progress and the summary."""
+    proc = subprocess.run(
+        [*JOBLOGGER, "demo", "--users", "500", "--speed", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for stage in ("Initializing", "Fetching users", "Scoring users", "Finalizing"):
+        assert f"[MILESTONE] Starting: {stage}" in out
+    assert "[INFO] Batch 100/500 complete" in out
+    assert "[WARNING] No valid candidates for user" in out
+    assert "[ERROR] Failed to process user" in out
+    assert "Processed: 500 users | Updates:" in out
+    assert "| Skipped: 15 | Errors: 2 | Warnings: 15" in out
+    assert "\x1b[" not in out
+
+
+def test_demo_under_a_terminal_draws_live_view():
+    """Under a pseudo-terminal the demo draws the live panel with a progress bar and ends with the summary."""
+    code, out = run_in_pty([*JOBLOGGER, "demo", "--users", "1500", "--speed", "3"])
+    assert code == 0, out
+    assert "match-scores · run demo-" in out
+    assert 'Progress: "Scoring users (' in out
+    assert "━" in out
+    assert "Completed in" in out and "Skipped: 45 | Errors: 2 | Warnings: 45" in out
+
+
+def test_demo_failure_exit_code():
+    """A failed job makes the command fail: exit code 1 and the failure in the summary."""
+    proc = subprocess.run(
+        [*JOBLOGGER, "demo", "--users", "200", "--speed", "0", "--fail"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "Failed after" in proc.stdout
+    assert "the job failed: RuntimeError" in proc.stderr
+
+
+def test_help_is_readable():
+    """--help explains the commands, export and exit codes."""
+    proc = subprocess.run([*JOBLOGGER, "--help"], capture_output=True, text=True, check=True, env=_env())
+    for words in ("demo", "run", "OTEL_EXPORTER_OTLP_ENDPOINT", "exit codes"):
+        assert words in proc.stdout
+
+
+def test_usage_error_exit_code():
+    """An unknown command is a usage error (exit code 2)."""
+    proc = subprocess.run([*JOBLOGGER, "frobnicate"], capture_output=True, text=True, env=_env(), check=False)
+    assert proc.returncode == 2
+
+
+@pytest.fixture
+def user_job(tmp_path: Path) -> Path:
+    """A user's job script that uses joblogger without configuring anything itself."""
+    script = tmp_path / "my_job.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        from joblogger import create_job_logger
+        from opentelemetry import trace
+
+        with create_job_logger("run-7", "nightly-cleanup") as job:
+            job.set_stage("Scanning for stale records")
+            for _ in range(250):
+                job.increment_progress()
+                job.add_outcome("deletes")
+            job.warning("Failed to delete record 42", recordId=42)
+        print("provider:", type(trace.get_tracer_provider()).__name__)
+        sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    """)
+    )
+    return script
+
+
+def test_run_configures_the_child_and_passes_exit_code(user_job: Path):
+    """`joblogger run -- python script` shows the job in the view and returns the script's exit code."""
+    proc = subprocess.run(
+        [*JOBLOGGER, "run", "--", sys.executable, str(user_job), "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "[MILESTONE] Starting: Scanning for stale records" in proc.stdout
+    assert "[WARNING] Failed to delete record 42 { recordId: 42 }" in proc.stdout
+    assert "Processed: 250 entities, Deletes: 250, Warnings: 1" in proc.stdout
+    assert "provider: TracerProvider" in proc.stdout  # the SDK provider set up by the bootstrap
+
+
+def test_run_under_a_terminal(user_job: Path):
+    """`joblogger run` under a pseudo-terminal draws the live view and exits 0."""
+    code, out = run_in_pty([*JOBLOGGER, "run", "--", sys.executable, str(user_job)])
+    assert code == 0, out
+    assert "nightly-cleanup · run run-7" in out
+    assert "Completed in" in out
+
+
+def test_run_without_command_is_usage_error():
+    """`joblogger run` with no command explains itself and exits 2."""
+    proc = subprocess.run([*JOBLOGGER, "run"], capture_output=True, text=True, env=_env(), check=False)
+    assert proc.returncode == 2
+    assert "give a command after --" in proc.stderr

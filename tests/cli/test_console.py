@@ -1,0 +1,126 @@
+"""The terminal view: plain fallback, throttling, live drawing, and staying off the job's thread."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+
+from joblogger.console import ConsoleView
+from joblogger.testing import capture
+
+
+class FakeClock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_mode_prints_logs_progress_and_outcome():
+    """Without a terminal, log lines, a progress line and the outcome line are printed plainly."""
+    out = io.StringIO()
+    view = ConsoleView(file=out, plain_interval_s=0.0, refresh_per_second=100).start()
+    with capture() as cap, cap.job_logger("r1", "match-scores") as job:
+        job.set_total(10, "users")
+        job.set_stage("Scoring users")
+        job.increment_progress(5)
+        job.warning("User 1234 has no quiz data, skipping", userId="1234")
+        view._tick(final=False)
+    view.stop()
+    text = out.getvalue()
+    assert "[MILESTONE] Starting: Scoring users" in text
+    assert "[WARNING] User 1234 has no quiz data, skipping { userId: '1234' }" in text
+    assert 'Progress: "Scoring users (5 / 10)" - 50%' in text
+    assert "[match-scores] Outcome: Processed: 5 users, Warnings: 1, Duration:" in text
+    assert "Completed in" in text
+    assert "\x1b[" not in text  # no escape codes in plain mode
+
+
+def test_plain_mode_throttles_progress_lines():
+    """Plain mode prints at most one progress line per interval, however often it ticks."""
+    out = io.StringIO()
+    clock = FakeClock()
+    view = ConsoleView(file=out, plain_interval_s=5.0, clock=clock, refresh_per_second=0.5)
+    view.start()
+    try:
+        with capture() as cap:
+            job = cap.job_logger("r1", "throttle")
+            job.set_total(1000)
+            for step in range(100):
+                job.increment_progress(10)
+                clock.now = step * 0.1  # 10 s in total
+                view._tick(final=False)
+            job.log_summary()
+    finally:
+        view.stop()
+    progress_lines = [line for line in out.getvalue().splitlines() if "Progress:" in line]
+    assert 2 <= len(progress_lines) <= 3, progress_lines
+
+
+def test_debug_lines_hidden_unless_asked():
+    """Debug lines are hidden by default and shown with show_debug=True."""
+    for show, expected in ((False, False), (True, True)):
+        out = io.StringIO()
+        view = ConsoleView(file=out, show_debug=show).start()
+        with capture() as cap, cap.job_logger("r", "dbg") as job:
+            job.debug("fetching user data", userId=1)
+        view.stop()
+        assert ("[DEBUG] fetching user data" in out.getvalue()) is expected
+
+
+def test_live_mode_draws_panel_with_bar_and_logs():
+    """On a terminal the view draws a panel with stage, progress bar, rate, ETA and coloured log lines."""
+    out = io.StringIO()
+    view = ConsoleView(file=out, force_terminal=True, refresh_per_second=50).start()
+    with capture() as cap:
+        job = cap.job_logger("r9", "match-scores")
+        job.set_total(5000, "users")
+        job.set_stage("Scoring users")
+        job.increment_progress(1250)
+        job.error("Failed to process user 5678", userId="5678")
+        view._tick(final=False)
+        drawn = out.getvalue()
+        job.log_summary()
+    view.stop()
+    assert "\x1b[1;31m" in drawn  # errors in bold red
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
+    assert "match-scores · run r9" in drawn
+    assert 'Progress: "Scoring users (1,250 / 5,000)" - 25%' in drawn
+    assert "━" in drawn  # the bar
+    assert "[ERROR] Failed to process user 5678" in drawn
+    assert "Completed in" in out.getvalue()
+
+
+def test_view_never_draws_on_the_job_thread():
+    """Log calls only queue records; drawing happens on the view's own thread."""
+    threads: set[str] = set()
+
+    class Spy(io.StringIO):
+        def write(self, s: str) -> int:
+            threads.add(threading.current_thread().name)
+            return super().write(s)
+
+    out = Spy()
+    view = ConsoleView(file=out, refresh_per_second=50, plain_interval_s=0).start()
+    with capture() as cap, cap.job_logger("r", "threads") as job:
+        for i in range(50):
+            job.info(f"line {i}")
+        threading.Event().wait(0.1)
+        while_running = set(threads)
+    view.stop()  # stop() draws the final frame on the caller's thread, which is fine
+    assert while_running == {"joblogger-console"}
+
+
+def test_stop_restores_logger_level():
+    """Stopping the view detaches its handler and restores the joblogger logger's level."""
+    joblog = logging.getLogger("joblogger")
+    before_level, before_handlers = joblog.level, list(joblog.handlers)
+    view = ConsoleView(file=io.StringIO()).start()
+    view.stop()
+    assert joblog.level == before_level
+    assert joblog.handlers == before_handlers
