@@ -143,20 +143,22 @@ class Tally:
         """Log calls by level."""
         return {level: _ticks_value(t) for level, t in self.log_ticks.items()}
 
+    def points(self, metric: str) -> dict[str, int]:
+        """Counter values of one metric, by attribute value (entity type, outcome key or level)."""
+        if metric == semconv.METRIC_OUTCOMES:
+            return self.outcomes()
+        if metric == semconv.METRIC_LOGS:
+            return self.logs()
+        base = {kind: value for kind, value in self.type_base.items() if value}
+        current = self.entity_type
+        base[current] = base.get(current, 0) + self.processed() - sum(self.type_base.values())
+        return base
+
     def items(self) -> Iterator[tuple[str, str, int]]:
         """Every counter value as ``(metric, attribute value, count)``."""
-        processed = self.processed()
-        base = dict(self.type_base)
-        current = self.entity_type
-        rest = processed - sum(base.values())
-        base[current] = base.get(current, 0) + rest
-        for entity_type, value in base.items():
-            if value or entity_type == current:
-                yield semconv.METRIC_ENTITIES_PROCESSED, entity_type, value
-        for key, value in self.outcomes().items():
-            yield semconv.METRIC_OUTCOMES, key, value
-        for level, value in self.logs().items():
-            yield semconv.METRIC_LOGS, level, value
+        for metric in (semconv.METRIC_ENTITIES_PROCESSED, semconv.METRIC_OUTCOMES, semconv.METRIC_LOGS):
+            for key, value in self.points(metric).items():
+                yield metric, key, value
 
 
 class _SpanSlot:

@@ -9,10 +9,11 @@ synchronously (one histogram or counter call each).
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -30,6 +31,8 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 
 
+#: How long one collection's progress snapshot is reused by the later gauges of that collection.
+_SNAPSHOT_TTL_S = 1.0
 #: Distinct job names reported per meter provider before new ones fold into "other".
 MAX_JOBS = 500
 
@@ -47,6 +50,7 @@ class Hub:
         "__weakref__",
         "_active",
         "_caps",
+        "_gauge_cache",
         "_instruments",
         "_jobs",
         "_lock",
@@ -73,6 +77,7 @@ class Hub:
         self._jobs: set[str] = set()
         # (kind, job) -> distinct values seen, for capped labels (stages, outcome keys).
         self._caps: dict[tuple[str, str], set[str]] = {}
+        self._gauge_cache: tuple[float, list[Any]] | None = None
         unit = {name: u for name, (_, u) in semconv.METRICS.items()}
         self.runs = meter.create_counter(
             semconv.METRIC_RUNS, unit=unit[semconv.METRIC_RUNS], description="Job runs that ended, by result."
@@ -213,23 +218,49 @@ class Hub:
         for job, count in jobs.items():
             yield Observation(count, {semconv.JOB_NAME: job})
 
+    def _gauge_snapshot(self, fresh: bool) -> list[tuple[dict[str, str], int, int | None, float | None]]:
+        """Progress of every active run, read once per collection.
+
+        The four progress gauges are observed one after the other in each
+        collection; the first computes the snapshot and the others reuse it.
+        """
+        cached = self._gauge_cache
+        if not fresh and cached is not None and time.monotonic() - cached[0] < _SNAPSHOT_TTL_S:
+            return cached[1]
+        merged: dict[tuple[tuple[str, str], ...], Any] = {}
+        for run in self._runs():
+            try:
+                attrs, current, total, eta = run._gauge_points()
+            except Exception:  # noqa: BLE001 - one broken run must not hide the others
+                continue
+            key = tuple(attrs.items())
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = (attrs, current, total, eta)
+            else:
+                # Runs without job.run.id on metrics share attributes: add them up (ETA: the longest).
+                _, c, t, e = seen
+                both_totals = None if t is None or total is None else t + total
+                longest = max(e, eta) if e is not None and eta is not None else (e if eta is None else eta)
+                merged[key] = (attrs, c + current, both_totals, longest)
+        points = list(merged.values())
+        self._gauge_cache = (time.monotonic(), points)
+        return points
+
     def _observe_gauge(self, index: int):  # type: ignore[no-untyped-def]
-        def callback(options: CallbackOptions) -> Iterator[Observation]:
-            for run in self._runs():
-                try:
-                    attrs, current, total, eta = run._gauge_points()
-                except Exception:  # noqa: BLE001 - one broken run must not hide the others
-                    continue
-                if index == 0:
-                    yield Observation(current, attrs)
-                elif total is None:
-                    continue
-                elif index == 1:
-                    yield Observation(total, attrs)
-                elif index == 2:
-                    yield Observation(min(1.0, current / total) if total > 0 else 1.0, attrs)
-                elif eta is not None:
-                    yield Observation(eta, attrs)
+        def callback(options: CallbackOptions) -> list[Observation]:
+            points = self._gauge_snapshot(fresh=index == 0)
+            if index == 0:
+                return [Observation(current, attrs) for attrs, current, _, _ in points]
+            if index == 1:
+                return [Observation(total, attrs) for attrs, _, total, _ in points if total is not None]
+            if index == 2:
+                return [
+                    Observation(min(1.0, current / total) if total > 0 else 1.0, attrs)
+                    for attrs, current, total, _ in points
+                    if total is not None
+                ]
+            return [Observation(eta, attrs) for attrs, _, _, eta in points if eta is not None]
 
         return callback
 
@@ -243,10 +274,10 @@ class Hub:
                 totals = {(job, key): v for (m, job, key), v in self._retired.items() if m == metric}
                 tallies = list(self._tallies.values())
             for tally in tallies:
-                for m, key, value in tally.items():
-                    if m == metric:
-                        slot = (tally.job, key)
-                        totals[slot] = totals.get(slot, 0) + value
+                job = tally.job
+                for key, value in tally.points(metric).items():
+                    slot = (job, key)
+                    totals[slot] = totals.get(slot, 0) + value
             return [Observation(v, {semconv.JOB_NAME: job, attr: key}) for (job, key), v in totals.items()]
 
         return callback
