@@ -501,9 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(bench_dead_collector(0.5 if quick else 5.0))
 
     print()
-    print(
-        f"| {'measure':<58} | {'joblogger':>12} | {'peer':>12} | {'peer is':<22} | {'ratio':>6} | {'target':>7} | ok   |"
-    )
+    head = ("measure", "joblogger", "peer", "peer is", "ratio", "target", "ok")
+    print("| {:<58} | {:>12} | {:>12} | {:<22} | {:>6} | {:>7} | {:<4} |".format(*head))
     print(f"|{'-' * 60}|{'-' * 14}|{'-' * 14}|{'-' * 24}|{'-' * 8}|{'-' * 9}|------|")
     failed = 0
     for row in rows:
@@ -511,9 +510,10 @@ def main(argv: list[str] | None = None) -> int:
         failed += verdict == "FAIL"
         target = f"<= {row.target:g}" if row.target is not None else "-"
         name = row.name + (f" ({row.note})" if row.note else "")
+        unit = row.unit.split("/")[0]
+        ours, peer = f"{row.ours:>9.1f} {unit:<2}", f"{row.peer:>9.1f} {unit:<2}"
         print(
-            f"| {name:<58} | {row.ours:>9.1f} {row.unit.split('/')[0]:<2} | {row.peer:>9.1f} {row.unit.split('/')[0]:<2} "
-            f"| {row.peer_name:<22} | {row.ratio:>6.2f} | {target:>7} | {verdict:<4} |"
+            f"| {name:<58} | {ours} | {peer} | {row.peer_name:<22} | {row.ratio:>6.2f} | {target:>7} | {verdict:<4} |"
         )
     print()
     print("quick smoke run: sizes too small for verdicts" if quick else f"{len(rows) - failed}/{len(rows)} targets met")

@@ -8,6 +8,7 @@ synchronously (one histogram or counter call each).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -285,6 +286,23 @@ class Hub:
 
 _hubs: weakref.WeakKeyDictionary[metrics.MeterProvider, Hub] = weakref.WeakKeyDictionary()
 _hubs_lock = threading.Lock()
+
+
+def _forget_parent_runs() -> None:
+    """In a forked child: the parent's runs and totals are the parent's to report, not ours."""
+    global _hubs_lock
+    _hubs_lock = threading.Lock()
+    for hub in list(_hubs.values()):
+        hub._lock = threading.Lock()
+        hub._active.clear()
+        hub._tallies.clear()
+        hub._retired.clear()
+        hub._pending.clear()
+        hub._gauge_cache = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_runs)
 
 
 def hub_for(meter_provider: metrics.MeterProvider) -> Hub:

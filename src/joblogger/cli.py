@@ -105,9 +105,7 @@ def _demo(args: argparse.Namespace) -> int:
     from . import otlp
     from .demo import run_match_scores
 
-    console: bool | dict[str, Any] = (
-        False if args.no_console else {"force_plain": args.plain, "show_debug": args.debug}
-    )
+    console: bool | dict[str, Any] = False if args.no_console else {"force_plain": args.plain, "show_debug": args.debug}
     telemetry = otlp.configure(otlp=_export_wanted(), console=console)
     try:
         summary = run_match_scores(

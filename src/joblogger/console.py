@@ -218,7 +218,9 @@ class ConsoleView:
             level = _level_of(record)
             if level == semconv.LEVEL_DEBUG and not self._show_debug:
                 continue
-            line = _Line(str(getattr(record, semconv.JOB_RUN_ID, "")), level, record.getMessage(), _context_text(record))
+            line = _Line(
+                str(getattr(record, semconv.JOB_RUN_ID, "")), level, record.getMessage(), _context_text(record)
+            )
             view = by_run.get(line.run_id)
             if view is not None:
                 view.lines.append(line)
@@ -295,8 +297,10 @@ class ConsoleView:
             if eta is not None:
                 stats.append(f"ETA {_format.format_duration(eta)}")
             stats.append(_format.format_duration(job.get_elapsed_ms() / 1000))
-            bar.add_row(ProgressBar(total=max(job.total, 1), completed=min(job.current, job.total), width=40),
-                        Text(" · ".join(stats), style="cyan"))
+            bar.add_row(
+                ProgressBar(total=max(job.total, 1), completed=min(job.current, job.total), width=40),
+                Text(" · ".join(stats), style="cyan"),
+            )
             rows.append(bar)
         elif not job.ended:
             spin = _SPINNER[self._frame % len(_SPINNER)]

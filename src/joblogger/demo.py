@@ -38,6 +38,7 @@ class ScoringError(RuntimeError):
 
 def run_match_scores(
     users: int = 5_000,
+    *,
     speed: float = 1.0,
     seed: int = 7,
     job_run_id: str | None = None,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Mapping
@@ -38,7 +39,14 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -73,6 +81,7 @@ class Telemetry:
     metric_export_interval_s: float | None = None
     prometheus_port: int | None = None
     reused_existing: bool = False
+    sigterm_handled: bool = False
     console: Any = None
     _handler: logging.Handler | None = field(default=None, repr=False)
     _shut: bool = field(default=False, repr=False)
@@ -157,6 +166,66 @@ def _exporters(protocol: str, endpoint: str | None, headers: Mapping[str, str] |
     )
 
 
+class _PerProcessIdentity(MetricExporter):
+    """Stamps every metric export with this process's own ``service.instance.id``.
+
+    Counters are cumulative per process, so each process must be its own series.
+    A forked child (Celery prefork, multiprocessing) inherits the parent's
+    providers; this wrapper notices the new pid and gives the child a new id, so
+    the child's counts never overwrite or duplicate the parent's.
+    """
+
+    def __init__(self, inner: MetricExporter, fixed_id: str | None) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._fixed = fixed_id
+        self._pid = os.getpid()
+        self._id = fixed_id or str(uuid.uuid4())
+
+    @property
+    def instance_id(self) -> str:
+        """The id of the calling process."""
+        if self._fixed is None and os.getpid() != self._pid:
+            self._pid, self._id = os.getpid(), str(uuid.uuid4())
+        return self._id
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        """Export with the resource stamped."""
+        stamp = Resource({"service.instance.id": self.instance_id})
+        stamped = MetricsData(
+            [
+                ResourceMetrics(rm.resource.merge(stamp), rm.scope_metrics, rm.schema_url)
+                for rm in metrics_data.resource_metrics
+            ]
+        )
+        return self._inner.export(stamped, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Delegate."""
+        return self._inner.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Delegate."""
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into SystemExit(143) so runs end as cancelled and telemetry is flushed at exit."""
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm_handler() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return False  # the application handles SIGTERM itself
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return True
+
+
 def _already_configured() -> bool:
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
@@ -179,6 +248,7 @@ def configure(
     prometheus_addr: str = "127.0.0.1",
     log_level: int = logging.INFO,
     console: bool | Mapping[str, Any] = False,
+    handle_sigterm: bool = True,
     disabled: bool | None = None,
 ) -> Telemetry:
     """Set up OpenTelemetry export for joblogger (and the rest of the application).
@@ -202,6 +272,8 @@ def configure(
         prometheus_addr: Address of that endpoint (loopback unless you say otherwise).
         log_level: Level from which ``joblogger`` log records are exported (INFO by default; debug is opt-in).
         console: True (or options for :class:`joblogger.console.ConsoleView`) to show the live terminal view.
+        handle_sigterm: Turn SIGTERM into ``SystemExit(143)`` (only when called from the main thread
+            and nothing else handles SIGTERM), so runs end as cancelled and telemetry is flushed.
         disabled: Configure nothing (default ``OTEL_SDK_DISABLED``).
 
     Returns:
@@ -231,6 +303,8 @@ def configure(
 
             options = dict(console) if isinstance(console, Mapping) else {}
             telemetry.console = ConsoleView(**options).start()
+        if handle_sigterm and telemetry.enabled:
+            telemetry.sigterm_handled = _install_sigterm_handler()
         _current = telemetry
         atexit.register(telemetry.shutdown)
         return telemetry
@@ -273,8 +347,8 @@ def _configure(
     if service_name:
         attrs["service.name"] = service_name
     resource = Resource.create(attrs)
-    if "service.instance.id" not in resource.attributes:
-        resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
+    configured_id = resource.attributes.get("service.instance.id")
+    fixed_id = None if configured_id is None else str(configured_id)
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "joblogger"}))
 
@@ -294,7 +368,7 @@ def _configure(
         )
         readers.append(
             PeriodicExportingMetricReader(
-                metric_exporter,
+                _PerProcessIdentity(metric_exporter, fixed_id),
                 export_interval_millis=interval_s * 1000,
                 export_timeout_millis=export_timeout_s * 1000,
             )
