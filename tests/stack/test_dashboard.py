@@ -1,0 +1,284 @@
+"""Offline checks of the Grafana dashboard and its provisioning against joblogger.semconv."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dashboard_queries import DASHBOARD_PATH, REPO_ROOT, dashboard_queries, iter_panels, load_dashboard
+from promql_names import promql_names
+from semconv_names import ATTRIBUTE_KEYS, LABELS, METRICS
+
+PROVISIONING = REPO_ROOT / "dashboards" / "provisioning"
+DATASOURCES = PROVISIONING / "datasources" / "datasources.yaml"
+PROVIDERS = PROVISIONING / "dashboards" / "dashboards.yaml"
+
+#: Variable choices the queries must stay valid for: All, one plain value, and values
+#: with regex and quoting characters (Grafana escapes them for Prometheus).
+VARIABLE_CHOICES: list[dict[str, Any]] = [
+    {"service": "joblogger", "job": None, "run": None, "trace_id": ""},
+    {"service": "billing", "job": ["import"], "run": ["7f3c2a"], "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+    {"service": "svc.a\\b", "job": ["db.sync", "a|b (x)", "it's"], "run": ["r+1", "r[2]"], "trace_id": "abc"},
+]
+
+
+def _datasources() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))
+    return list(doc["datasources"])
+
+
+def _provisioned_uids() -> dict[str, str]:
+    return {ds["uid"]: ds["type"] for ds in _datasources()}
+
+
+def _unescape_provisioning(value: str) -> str:
+    """Undo Grafana's `$$` escape of provisioning files."""
+    return value.replace("$$", "$")
+
+
+def _all_queries() -> list[Any]:
+    return [q for choice in VARIABLE_CHOICES for q in dashboard_queries(**choice)]
+
+
+def test_dashboard_identity() -> None:
+    """uid, title, schema version, refresh and default time range are as documented."""
+    board = load_dashboard()
+    assert board["uid"] == "joblogger-jobs"
+    assert board["title"] == "joblogger: jobs"
+    assert 39 <= board["schemaVersion"] <= 41
+    assert board["refresh"] == "5s"
+    assert board["time"] == {"from": "now-1h", "to": "now"}
+    assert board.get("id") is None
+
+
+def test_dashboard_variables() -> None:
+    """service, job, run and trace_id variables exist; job and run allow several values and All."""
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    assert set(variables) == {"service", "job", "run", "trace_id"}
+    assert variables["trace_id"]["type"] == "textbox"
+    for name in ("job", "run"):
+        assert variables[name]["multi"] and variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+    for name in ("service", "job", "run"):
+        query = variables[name]["query"]["query"]
+        label = re.fullmatch(r"label_values\((.+),\s*(\w+)\s*\)", query)
+        assert label is not None, query
+        assert label.group(2) in LABELS
+
+
+def test_panel_ids_unique_and_grid_not_overlapping() -> None:
+    """Panel ids are unique and no two panels share grid cells."""
+    panels = list(iter_panels(load_dashboard()))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
+
+
+def test_expected_panels() -> None:
+    """The dashboard has the documented panels with the right visualisations."""
+    by_title = {p["title"]: p for p in iter_panels(load_dashboard())}
+    expected = {
+        "Active runs": "table",
+        "Throughput per job": "timeseries",
+        "Outcomes per job and key": "timeseries",
+        "Warning and error logs": "timeseries",
+        "Finished runs by result": "timeseries",
+        "Run duration (p50, p95, p99)": "timeseries",
+        "Last result per job (24 h)": "table",
+        "Run detail: trace $trace_id": "traces",
+        "Recent runs: $job": "table",
+        "Failed runs: $job": "table",
+    }
+    assert {t: by_title[t]["type"] for t in expected if t in by_title} == expected
+
+
+def test_active_runs_table() -> None:
+    """Active runs merges its per-gauge queries and shows progress as a percent bar gauge."""
+    panel = next(p for p in iter_panels(load_dashboard()) if p["title"] == "Active runs")
+    assert panel["transformations"][0]["id"] == "merge"
+    for target in panel["targets"]:
+        assert target["instant"] and target["format"] == "table"
+        assert "time() - timestamp(" in target["expr"], "gauges need the freshness filter"
+    progress = next(o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Progress")
+    props = {p["id"]: p["value"] for p in progress["properties"]}
+    assert props["unit"] == "percentunit" and props["min"] == 0 and props["max"] == 1
+    assert props["custom.cellOptions"]["type"] == "gauge"
+
+
+def test_exemplars_enabled_on_counters_and_histograms() -> None:
+    """Outcome, run and duration panels ask Prometheus for exemplars."""
+    by_title = {p["title"]: p for p in iter_panels(load_dashboard())}
+    for title in ("Outcomes per job and key", "Finished runs by result", "Run duration (p50, p95, p99)"):
+        assert any(t.get("exemplar") for t in by_title[title]["targets"]), title
+
+
+def test_datasources_provisioned() -> None:
+    """Provisioning defines Prometheus and Jaeger with fixed uids, exemplar and metrics links."""
+    sources = {ds["uid"]: ds for ds in _datasources()}
+    assert sources["prometheus"]["type"] == "prometheus"
+    assert sources["prometheus"]["url"] == "http://prometheus:9090"
+    assert sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"] == [
+        {"name": "trace_id", "datasourceUid": "jaeger"}
+    ]
+    assert sources["jaeger"]["type"] == "jaeger"
+    assert sources["jaeger"]["url"] == "http://jaeger:16686"
+    t2m = sources["jaeger"]["jsonData"]["tracesToMetrics"]
+    assert t2m["datasourceUid"] == "prometheus"
+    assert {"key": "job.name", "value": "job_name"} in t2m["tags"]
+    assert sources["jaeger"]["jsonData"]["nodeGraph"]["enabled"] is True
+    assert "loki" in DATASOURCES.read_text(encoding="utf-8"), "keep the commented Loki hook"
+
+
+def test_dashboard_provider() -> None:
+    """The file provider loads dashboards from /var/lib/grafana/dashboards."""
+    doc = yaml.safe_load(PROVIDERS.read_text(encoding="utf-8"))
+    assert doc["apiVersion"] == 1
+    (provider,) = doc["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_every_datasource_reference_is_provisioned() -> None:
+    """Every panel, target and variable data source is a provisioned uid of the same type."""
+    uids = _provisioned_uids()
+    board = load_dashboard()
+    refs = [v["datasource"] for v in board["templating"]["list"] if "datasource" in v]
+    for panel in iter_panels(board):
+        if panel.get("type") == "row":
+            continue
+        refs.append(panel["datasource"])
+        refs += [t["datasource"] for t in panel.get("targets", [])]
+    for ref in refs:
+        assert uids.get(ref["uid"]) == ref["type"], ref
+
+
+def test_promql_names_come_from_semconv() -> None:
+    """Every metric and label in every PromQL query (and link query) is a semconv name."""
+    exprs = [q.query for q in _all_queries() if q.datasource_type == "prometheus"]
+    for ds in _datasources():
+        for query in ds.get("jsonData", {}).get("tracesToMetrics", {}).get("queries", []):
+            exprs.append(_unescape_provisioning(query["query"]).replace("$__tags", 'job_name="import"'))
+    problems = []
+    for expr in exprs:
+        names = promql_names(expr)
+        problems += [f"metric {m} in {expr}" for m in names.metrics - METRICS]
+        problems += [f"label {lbl} in {expr}" for lbl in names.labels - LABELS]
+        problems += [f"function {f} in {expr}" for f in names.unknown_functions]
+    assert problems == []
+
+
+def test_promql_is_valid_after_substitution(promtool: str, tmp_path: Path) -> None:
+    """promtool parses every PromQL query for every variable choice (via a generated rule file)."""
+    rules = [
+        {"record": f"dashboard:query:{i}", "expr": q.query}
+        for i, q in enumerate(_all_queries())
+        if q.datasource_type == "prometheus"
+    ]
+    for ds in _datasources():
+        for query in ds.get("jsonData", {}).get("tracesToMetrics", {}).get("queries", []):
+            expr = _unescape_provisioning(query["query"]).replace("$__tags", 'job_name="import"')
+            rules.append({"record": f"dashboard:link:{len(rules)}", "expr": expr})
+    path = tmp_path / "dashboard_queries.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_regex_variables_escaped() -> None:
+    """Values with regex and quote characters reach PromQL escaped the way Grafana escapes them."""
+    queries = dashboard_queries(service="billing", job=["db.sync", "a|b"], run=None)
+    expr = next(q.query for q in queries if q.title == "Throughput per job")
+    assert 'job_name=~"(db\\\\.sync|a\\\\|b)"' in expr
+    assert 'job="billing"' in expr
+
+
+def test_jaeger_queries_use_semconv_tags() -> None:
+    """Jaeger searches filter on the job's service and run span name, and on semconv tag keys."""
+    board = load_dashboard()
+    searches = [
+        t for p in iter_panels(board) for t in p.get("targets", []) if t.get("datasource", {}).get("type") == "jaeger"
+    ]
+    assert searches
+    for target in searches:
+        if target.get("queryType") != "search":
+            assert target["query"] == "$trace_id"
+            continue
+        assert target["service"] == "$service"
+        assert target["operation"] == "$job"  # the run span is named after the job
+        for pair in target.get("tags", "").split():
+            key, _, _value = pair.partition("=")
+            assert key in ATTRIBUTE_KEYS, key
+
+
+def test_repeated_trace_panels_queried_per_job() -> None:
+    """The per-job trace tables yield one Jaeger search per selected job."""
+    queries = dashboard_queries(service="billing", job=["import", "export"], trace_id="abc")
+    searches = [q.query for q in queries if q.query.startswith("/api/traces?")]
+    assert len(searches) == 4
+    assert any("operation=export" in s and "job.result" in s for s in searches)
+    assert "/api/traces/abc" in [q.query for q in queries]
+
+
+@pytest.mark.parametrize("path", [DASHBOARD_PATH])
+def test_dashboard_json_is_canonical(path: Path) -> None:
+    """The dashboard file is plain UTF-8 JSON ending with a newline (diff-friendly)."""
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    json.loads(text)
+
+
+def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
+    """On synthetic series, promtool computes the intended active-run rows, last result and run counts."""
+    queries = {(q.title, q.ref_id): q.query for q in dashboard_queries(service="billing", job=["import"])}
+    p1 = 'job="billing", instance="p1", job_name="import"'
+    run = 'job_run_id="r1", job_stage="load", job_entity_type="row"'
+    row = '{job_name="import", job_run_id="r1", job_stage="load"}'
+    case = {
+        "interval": "10s",
+        "input_series": [
+            # r1 starts at 60s and advances 1 entity/s; r0 stopped reporting at 30s (finished)
+            {"series": f"job_progress_current{{{p1}, {run}}}", "values": "_x6 0+10x20"},
+            {"series": f"job_progress_ratio{{{p1}, {run}}}", "values": "_x6 0+0.0625x15"},
+            {"series": f'job_progress_current{{{p1}, job_run_id="r0", job_stage="load"}}', "values": "0+1x3"},
+            # a success from a worker at 100s, then a failure from a one-sample process at 200s
+            {"series": f'job_runs_total{{{p1}, job_result="success"}}', "values": "_x10 1+0x16"},
+            {
+                "series": 'job_runs_total{job="billing", instance="p2", job_name="import", job_result="failure"}',
+                "values": "_x20 1",
+            },
+        ],
+        "promql_expr_test": [
+            {"expr": queries[("Active runs", "A")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 0.75}]},
+            {"expr": queries[("Active runs", "B")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 120}]},
+            {"expr": queries[("Active runs", "D")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 1}]},
+            {"expr": queries[("Active runs", "F")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 120}]},
+            {
+                "expr": queries[("Last result per job (24 h)", "A")],
+                "eval_time": "4m",
+                "exp_samples": [{"labels": '{job_name="import", job_result="failure"}', "value": 240000}],
+            },
+            {
+                "expr": queries[("Finished runs by result", "A")],
+                "eval_time": "4m",
+                "exp_samples": [
+                    {"labels": '{job_name="import", job_result="failure"}', "value": 1},
+                    {"labels": '{job_name="import", job_result="success"}', "value": 0},
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "dashboard_queries.test.yml"
+    path.write_text(yaml.safe_dump({"evaluation_interval": "1m", "tests": [case]}, width=10_000), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
