@@ -17,18 +17,31 @@ if importlib.util.find_spec("joblogger") is None:  # src layout, package not ins
 
 #: Debian bookworm's prometheus package ships promtool 2.42, the version the rules target.
 PROMTOOL_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
+#: Debian bookworm's prometheus-alertmanager package ships amtool 0.25, the compose image's release.
+AMTOOL_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus-alertmanager"
+
+
+def _tool(name: str, install: str) -> str:
+    """Path of ``name``, installed with ``install`` when missing; the test fails if that does not work."""
+    path = shutil.which(name)
+    if path is None:
+        result = subprocess.run(["sh", "-c", install], capture_output=True, text=True, check=False)
+        path = shutil.which(name)
+        if path is None:
+            pytest.fail(
+                f"{name} is missing and `{install}` did not install it "
+                f"(exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            )
+    return path
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
     """Path of promtool, installed from Debian's prometheus package when missing."""
-    path = shutil.which("promtool")
-    if path is None:
-        result = subprocess.run(["sh", "-c", PROMTOOL_INSTALL], capture_output=True, text=True, check=False)
-        path = shutil.which("promtool")
-        if path is None:
-            pytest.fail(
-                f"promtool is missing and `{PROMTOOL_INSTALL}` did not install it "
-                f"(exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-            )
-    return path
+    return _tool("promtool", PROMTOOL_INSTALL)
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    """Path of amtool, installed from Debian's prometheus-alertmanager package when missing."""
+    return _tool("amtool", AMTOOL_INSTALL)

@@ -1,0 +1,203 @@
+"""Offline checks of docker-compose.yml: schema, pinned images, loopback ports, mounts, Grafana security."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return data
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    return dict(_compose()["services"])
+
+
+def _mounts(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(source, target, mode) of each short-syntax volume entry."""
+    out = []
+    for entry in service.get("volumes", []):
+        parts = entry.split(":")
+        source, target = parts[0], parts[1]
+        mode = parts[2] if len(parts) > 2 else "rw"
+        out.append((source, target, mode))
+    return out
+
+
+def _bind_mounts() -> list[tuple[str, str, str, str]]:
+    return [
+        (name, src, dst, mode)
+        for name, svc in _services().items()
+        for src, dst, mode in _mounts(svc)
+        if src.startswith(("./", "/", "../"))
+    ]
+
+
+def _environment(service: str) -> dict[str, str]:
+    env = _services()[service].get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_compose_matches_compose_spec() -> None:
+    """check-jsonschema validates the file against the compose specification, offline."""
+    exe = Path(sys.executable).parent / "check-jsonschema"
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "check_jsonschema"]
+    result = subprocess.run(
+        [*command, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_expected_services() -> None:
+    """The stack has the collector, both backends, Grafana and Alertmanager."""
+    assert set(_services()) == {"otel-collector", "jaeger", "prometheus", "grafana", "alertmanager"}
+
+
+@pytest.mark.parametrize("service", sorted(_services()))
+def test_image_pinned(service: str) -> None:
+    """Every image names an explicit version tag, never latest."""
+    image = _services()[service]["image"]
+    name, _, tag = image.rpartition(":")
+    assert name and "/" not in tag, f"{image}: no tag"
+    assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{image}: tag is not a version"
+
+
+def test_ports_bound_to_loopback() -> None:
+    """Every published port is bound to 127.0.0.1."""
+    ports = [(name, str(p)) for name, svc in _services().items() for p in svc.get("ports", [])]
+    assert ports
+    for name, port in ports:
+        assert port.startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+def test_bind_mounts_exist_and_read_only() -> None:
+    """Every mounted host path exists in the repository and is mounted read-only."""
+    mounts = _bind_mounts()
+    assert mounts
+    for name, src, dst, mode in mounts:
+        assert (REPO_ROOT / src).exists(), f"{name}: {src} does not exist"
+        assert mode == "ro", f"{name}: {src} -> {dst} is not read-only"
+
+
+def test_configs_mounted_not_built() -> None:
+    """No service builds an image or copies configs in: configuration is mounted."""
+    for name, svc in _services().items():
+        assert "build" not in svc, name
+        assert "configs" not in svc, name
+
+
+def test_named_volumes_declared() -> None:
+    """Every named volume a service uses is declared at top level."""
+    declared = set(_compose().get("volumes") or {})
+    for svc in _services().values():
+        for src, _dst, _mode in _mounts(svc):
+            if not src.startswith(("./", "/", "../")):
+                assert src in declared, src
+
+
+def test_expected_mount_targets() -> None:
+    """Each program finds its configuration where its image looks for it."""
+    targets = {(name, dst): src for name, src, dst, _mode in _bind_mounts()}
+    assert targets[("otel-collector", "/etc/otelcol-contrib/config.yaml")] == "./collector/config.yaml"
+    assert targets[("jaeger", "/etc/jaeger/config.yaml")] == "./backends/jaeger/config.yaml"
+    assert targets[("prometheus", "/etc/prometheus")] == "./backends/prometheus"
+    assert targets[("alertmanager", "/etc/alertmanager")] == "./backends/alertmanager"
+    assert targets[("grafana", "/etc/grafana/provisioning/datasources")] == "./dashboards/provisioning/datasources"
+    assert targets[("grafana", "/etc/grafana/provisioning/dashboards")] == "./dashboards/provisioning/dashboards"
+    provider = yaml.safe_load((REPO_ROOT / "dashboards/provisioning/dashboards/dashboards.yaml").read_text())
+    assert targets[("grafana", provider["providers"][0]["options"]["path"])] == "./dashboards"
+
+
+def test_prometheus_flags() -> None:
+    """Prometheus accepts remote write and stores exemplars, with the rules directory mounted."""
+    command = _services()["prometheus"]["command"]
+    assert "--web.enable-remote-write-receiver" in command
+    assert "--enable-feature=exemplar-storage" in command
+    assert "--config.file=/etc/prometheus/prometheus.yml" in command
+    assert (REPO_ROOT / "backends/prometheus/alerts.yml").exists()
+
+
+def test_prometheus_version_matches_promtool(promtool: str) -> None:
+    """The Prometheus image is the release whose promtool tests the rules here (Debian's 2.42)."""
+    version = subprocess.run([promtool, "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"version (\d+\.\d+)", version)
+    assert match is not None, version
+    assert _services()["prometheus"]["image"].startswith(f"prom/prometheus:v{match.group(1)}.")
+
+
+def test_alertmanager_config_valid(amtool: str) -> None:
+    """amtool accepts the Alertmanager configuration the compose stack mounts."""
+    config = REPO_ROOT / "backends/alertmanager/alertmanager.yml"
+    result = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alertmanager_image_matches_amtool(amtool: str) -> None:
+    """The Alertmanager image is the release whose amtool checks the configuration here."""
+    version = subprocess.run([amtool, "--version"], capture_output=True, text=True, check=True)
+    match = re.search(r"version (\d+\.\d+\.\d+)", version.stdout + version.stderr)
+    assert match is not None, version.stdout + version.stderr
+    assert _services()["alertmanager"]["image"] == f"prom/alertmanager:v{match.group(1)}"
+
+
+def test_grafana_admin_password_has_no_default() -> None:
+    """Grafana's admin password must come from GRAFANA_ADMIN_PASSWORD, with no default value."""
+    password = _environment("grafana")["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), password
+    assert "GRAFANA_ADMIN_PASSWORD:-" not in COMPOSE.read_text(encoding="utf-8")
+
+
+def test_grafana_anonymous_viewer() -> None:
+    """Anonymous access is on and limited to the Viewer role."""
+    env = _environment("grafana")
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def test_collector_version_matches_builder_manifest() -> None:
+    """The collector image is the release the local collector is built from."""
+    manifest = yaml.safe_load((REPO_ROOT / "collector/builder-config.yaml").read_text(encoding="utf-8"))
+    version = str(manifest["dist"]["version"]).lstrip("v")
+    assert _services()["otel-collector"]["image"] == f"otel/opentelemetry-collector-contrib:{version}"
+
+
+def test_jaeger_image_matches_local_build() -> None:
+    """The Jaeger image is the release backends/jaeger builds for the local stack."""
+    image = _services()["jaeger"]["image"]
+    notes = (REPO_ROOT / "backends/jaeger/build/go.mod").read_text(encoding="utf-8")
+    assert image in notes, f"{image} is not the release named in backends/jaeger/build/go.mod"
+
+
+def test_hosts_in_configs_are_services() -> None:
+    """Hosts the mounted configs send to by default (collector, Grafana, Prometheus) are compose services."""
+    services = set(_services())
+    texts = {
+        "collector/config.yaml": (REPO_ROOT / "collector/config.yaml").read_text(encoding="utf-8"),
+        "datasources.yaml": (REPO_ROOT / "dashboards/provisioning/datasources/datasources.yaml").read_text(),
+        "prometheus.yml": (REPO_ROOT / "backends/prometheus/prometheus.yml").read_text(encoding="utf-8"),
+    }
+    pattern = re.compile(r"(?:\$\{env:\w+:-|url: |targets: \[\"|- \")(?:https?://)?([a-z][\w.-]*):\d+")
+    found = {}
+    for name, text in texts.items():
+        for line in text.splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            for host in pattern.findall(line):
+                if host not in {"localhost", "0.0.0.0"}:
+                    found[host] = name
+    assert found, "no hosts found: the pattern no longer matches the configs"
+    missing = {host: name for host, name in found.items() if host not in services}
+    assert missing == {}
