@@ -20,9 +20,11 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
@@ -34,6 +36,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _format, _sanitize, semconv
 from ._metrics import Hub, hub_for
+from ._snapshots import ensure_checkpointer, snapshots_default
 from ._summary import Summary
 from ._version import __version__
 
@@ -83,6 +86,17 @@ def observe_runs(callback: Callable[[JobLogger], None]) -> Callable[[], None]:
             _RUN_OBSERVERS.remove(callback)
 
     return remove
+
+
+def _forget_parent_runs() -> None:
+    """In a forked child, the parent's runs are not ours to show."""
+    global _LIVE_LOCK
+    _LIVE_LOCK = threading.Lock()
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_runs)
 
 
 def active_runs() -> list[JobLogger]:
@@ -165,19 +179,21 @@ class _SpanSlot:
     """A span with joblogger's own event budget.
 
     Debug and info events may use the budget only up to ``limit - reserve``;
-    milestones, warnings and errors may use all of it but the last slot, which
-    is kept for the event that lists what was dropped.
+    milestones, warnings and errors may use all of it but the last ``tail``
+    slots: one is kept for the event that lists what was dropped and, on the
+    run span, one each for the summary line and the exception event, so the
+    span never holds more than ``limit`` events.
     """
 
     __slots__ = ("ctx", "dropped", "high_cap", "low_cap", "processed_at_start", "span", "started_at", "used")
 
-    def __init__(self, span: Span, limit: int, started_at: float, processed_at_start: int) -> None:
+    def __init__(self, span: Span, limit: int, started_at: float, processed_at_start: int, tail: int = 1) -> None:
         self.span = span
         self.ctx = trace.set_span_in_context(span)
         self.used = 0
         self.dropped: dict[str, int] = {}
         reserve = max(1, limit // 4)
-        self.high_cap = max(0, limit - 1)
+        self.high_cap = max(0, limit - tail)
         self.low_cap = max(0, self.high_cap - reserve)
         self.started_at = started_at
         self.processed_at_start = processed_at_start
@@ -239,6 +255,15 @@ def _error_type(exc: BaseException) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _exception_message(exc: BaseException) -> str:
+    """``str(exc)`` made safe: never raises, UTF-8 encodable, bounded."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not stop the run from ending
+        text = f"<unprintable {type(exc).__name__}>"
+    return _sanitize.truncate(_sanitize.utf8(text), _sanitize.MAX_VALUE_CHARS)
+
+
 class JobLogger:
     """Live feedback for one run of a background job.
 
@@ -263,6 +288,7 @@ class JobLogger:
         "_clock",
         "_context_token",
         "_debug_events",
+        "_dropped",
         "_ended_at",
         "_entity_type",
         "_event_budget",
@@ -275,6 +301,7 @@ class JobLogger:
         "_meter_provider",
         "_outcome_labels",
         "_outcome_ticks",
+        "_outer_exc",
         "_phase_adjust",
         "_phase_base",
         "_rate_anchor",
@@ -282,6 +309,7 @@ class JobLogger:
         "_run_id",
         "_run_id_on_metrics",
         "_secret_keys",
+        "_snapshots",
         "_stage",
         "_stage_label",
         "_stage_name",
@@ -307,6 +335,7 @@ class JobLogger:
         event_budget: int = DEFAULT_EVENT_BUDGET,
         secret_keys: Iterable[str] = (),
         run_id_on_metrics: bool = True,
+        snapshots: bool | None = None,
     ) -> None:
         self._warn = _sanitize.Warner("joblogger: ")
         self._run_id = _sanitize.as_text(job_run_id, "job_run_id", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
@@ -321,8 +350,11 @@ class JobLogger:
         self._debug_events = bool(debug_events)
         budget = _sanitize.as_count(event_budget, "event_budget", self._warn)
         self._event_budget = DEFAULT_EVENT_BUDGET if budget is None else budget
-        self._secret_keys = _sanitize.DEFAULT_SECRET_KEYS + tuple(k.lower() for k in secret_keys)
+        if isinstance(secret_keys, str):  # one key, not its characters
+            secret_keys = (secret_keys,)
+        self._secret_keys = _sanitize.DEFAULT_SECRET_KEYS + tuple(str(k).lower() for k in secret_keys if k)
         self._run_id_on_metrics = run_id_on_metrics
+        self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(
             semconv.SCOPE_NAME, __version__
         )
@@ -345,6 +377,10 @@ class JobLogger:
         self._phase_base = 0
         self._phase_adjust = 0
         self._summary: Summary | None = None
+        #: span events dropped on stages that have ended, by level.
+        self._dropped: dict[str, int] = {}
+        #: the exception being handled when the run started (a retry's): not this run's failure.
+        self._outer_exc: BaseException | None = sys.exc_info()[1]
         self._ended_at: float | None = None
         self._context_token: object | None = None
         self._started = clock()
@@ -355,7 +391,8 @@ class JobLogger:
         run_attrs[semconv.JOB_NAME] = name
         run_attrs[semconv.JOB_RUN_ID] = self._run_id
         span = self._tracer.start_span(name, attributes=run_attrs)
-        self._run = _SpanSlot(span, self._event_budget, self._started, 0)
+        # tail=3: the dropped-events list, the summary line and the exception event.
+        self._run = _SpanSlot(span, self._event_budget, self._started, 0, tail=3)
         self._gauge_attrs: dict[str, str] = {}
         self._refresh_gauge_attrs()
         self._finalizer = self._hub.start(self, self._tally)
@@ -366,6 +403,9 @@ class JobLogger:
                 observer(self)
             except Exception as exc:  # noqa: BLE001 - an observer must not break the job
                 self._internal_error("observer", exc)
+        if self._snapshots:
+            self._snapshot(self._run, semconv.SNAPSHOT_RUN_START)
+            ensure_checkpointer(active_runs)  # type: ignore[arg-type]
 
     # --- read-only state -------------------------------------------------------
     @property
@@ -637,7 +677,9 @@ class JobLogger:
         """Yield the items of ``iterable``, advancing progress by one per item.
 
         The total comes from ``total`` or ``len(iterable)`` when available;
-        ``stage`` starts a stage first.
+        ``stage`` starts a stage first. Without either, a total set earlier is
+        kept while nothing was counted against it yet (``set_total(n)`` then
+        ``track(cursor)``); otherwise a new phase starts with an unknown total.
 
         Example:
             >>> from joblogger import create_job_logger
@@ -656,9 +698,24 @@ class JobLogger:
                 total = None
         if total is not None:
             self.set_total(total)
+        else:
+            self._unknown_total_phase()
         for item in iterable:
             yield item
             next(self._ticks)
+
+    @_guarded
+    def _unknown_total_phase(self) -> None:
+        """Start a phase of unknown total if the current one counted against a known total."""
+        if self._summary is not None:
+            return
+        now = self._clock()
+        with self._lock:
+            if self._total is not None and self.current != 0:
+                self._phase_base = self._tally.processed()
+                self._phase_adjust = 0
+                self._rate_anchor = (now, 0)
+                self._total = None
 
     # --- stages ----------------------------------------------------------------------
     @_guarded
@@ -702,7 +759,36 @@ class JobLogger:
             self._message = text
             self._rate_anchor = (now, self.current)
             self._refresh_gauge_attrs()
+            slot = self._stage
+        if self._snapshots:
+            self._snapshot(slot, semconv.SNAPSHOT_STAGE_START)
         self._log(semconv.LEVEL_MILESTONE, f"Starting: {name}", None, None)
+
+    def _snapshot(self, slot: _SpanSlot, kind: str) -> None:
+        """Emit an already-ended snapshot span under ``slot`` (see ``_snapshots``)."""
+        attrs: dict[str, Any] = {
+            semconv.JOB_SNAPSHOT: True,
+            semconv.JOB_SNAPSHOT_KIND: kind,
+            semconv.JOB_NAME: self._job_name,
+            semconv.JOB_RUN_ID: self._run_id,
+            semconv.JOB_STAGE: self._stage_name or "",
+            semconv.JOB_PROGRESS_CURRENT: self.current,
+            semconv.JOB_ENTITY_TYPE: self._entity_type or _format.DEFAULT_ENTITY_TYPE,
+        }
+        if self._total is not None:
+            attrs[semconv.JOB_PROGRESS_TOTAL] = self._total
+        for key, value in self.outcomes.items():
+            attrs[semconv.JOB_OUTCOME_PREFIX + key] = value
+        for level, value in self._tally.logs().items():
+            attrs[semconv.JOB_LOGS_PREFIX + level] = value
+        name = self._stage_name if kind != semconv.SNAPSHOT_RUN_START and self._stage_name else self._job_name
+        self._tracer.start_span(f"{name} (snapshot)", context=slot.ctx, attributes=attrs).end()
+
+    def _checkpoint(self) -> None:
+        """Called by the checkpoint thread: snapshot the current stage of a run still in progress."""
+        if not self._snapshots or self._summary is not None:
+            return
+        self._snapshot(self._stage or self._run, semconv.SNAPSHOT_CHECKPOINT)
 
     def _hub_stage_label(self, name: str) -> str:
         label = _sanitize.as_label(name)
@@ -713,9 +799,13 @@ class JobLogger:
 
     def _close_stage(self, slot: _SpanSlot, label: str, now: float) -> None:
         processed = self._tally.processed() - slot.processed_at_start
-        slot.close({semconv.JOB_PROGRESS_CURRENT: processed})
+        slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+        with self._lock:
+            for level, n in slot.dropped.items():
+                self._dropped[level] = self._dropped.get(level, 0) + n
         self._hub.stage_duration.record(
-            max(0.0, now - slot.started_at), {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label}
+            max(0.0, now - slot.started_at), {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
+            context=slot.ctx,
         )
 
     def _refresh_gauge_attrs(self) -> None:
@@ -785,10 +875,17 @@ class JobLogger:
         except Exception as exc:  # noqa: BLE001 - never raise into the job
             self._internal_error(level, exc)
 
-    def _emit(self, level: str, levelno: int, text: str, attrs: dict[str, Any], to_stdlib: bool) -> None:
+    def _emit(
+        self, level: str, levelno: int, text: str, attrs: dict[str, Any], to_stdlib: bool, reserved: bool = False
+    ) -> None:
+        """Add the span event (within the budget, or in a ``reserved`` slot) and the stdlib record."""
         with self._lock:
             slot = self._stage or self._run
-            admitted = (level != semconv.LEVEL_DEBUG or self._debug_events) and slot.admit(level)
+            if reserved:
+                slot.used += 1
+                admitted = True
+            else:
+                admitted = (level != semconv.LEVEL_DEBUG or self._debug_events) and slot.admit(level)
             stage = self._stage_name
         if admitted:
             event_attrs = dict(attrs)
@@ -819,7 +916,9 @@ class JobLogger:
         if self._ended_call():
             return
         outcomes = dict(self.outcomes)
-        self._run.span.set_attributes({semconv.JOB_OUTCOME_PREFIX + k: v for k, v in outcomes.items()})
+        self._run.span.set_attributes(
+            {semconv.JOB_OUTCOME_PREFIX + k: _sanitize.clamp_int(v) for k, v in outcomes.items()}
+        )
         flush = getattr(self._meter_provider, "force_flush", None)
         if callable(flush):
             flush(timeout_millis=int(timeout_s * 1000))
@@ -840,7 +939,8 @@ class JobLogger:
             >>> job.log_summary().line
             'Completed in 2m 34s | Processed: 0 entities | Updates: 2'
         """
-        return self._finish(sys.exc_info()[1])
+        exc = sys.exc_info()[1]
+        return self._finish(None if exc is self._outer_exc else exc)
 
     def _finish(self, exc: BaseException | None) -> Summary:
         summary = self._summary
@@ -859,11 +959,13 @@ class JobLogger:
             result = semconv.RESULT_FAILURE
         else:
             result = semconv.RESULT_CANCELLATION
+        self._outer_exc = None
+        exc_text = "" if exc is None else f"{_error_type(exc)}: {_exception_message(exc)}"
         if exc is not None:
             what = "Job failed" if result == semconv.RESULT_FAILURE else "Job cancelled"
             self._log(
                 semconv.LEVEL_ERROR if result == semconv.RESULT_FAILURE else semconv.LEVEL_WARNING,
-                f"{what}: {_error_type(exc)}: {exc}",
+                f"{what}: {exc_text}",
                 None,
                 None,
             )
@@ -878,7 +980,7 @@ class JobLogger:
             outcomes = _format.ordered_outcomes(self._recorded_outcomes(), self._tally.logs())
             current = self.current
             line = _format.summary_line(result, duration_s, current, self._entity_type, outcomes.items())
-            dropped: dict[str, int] = {}
+            dropped = dict(self._dropped)
             for slot in (stage, self._run):
                 if slot is not None:
                     for level, n in slot.dropped.items():
@@ -897,7 +999,7 @@ class JobLogger:
         if stage is not None:
             self._close_stage(stage, stage_label, now)
         # The summary line is the run's last log record: on the run span, counted as a milestone.
-        self._emit(semconv.LEVEL_MILESTONE, MILESTONE, line, {}, _pylog.isEnabledFor(MILESTONE))
+        self._emit(semconv.LEVEL_MILESTONE, MILESTONE, line, {}, _pylog.isEnabledFor(MILESTONE), reserved=True)
         next(self._tally.log_ticks[semconv.LEVEL_MILESTONE])
         with self._lock:
             self._ticks = _Closed(self)
@@ -905,23 +1007,24 @@ class JobLogger:
         run_attrs: dict[str, Any] = {
             semconv.JOB_RESULT: result,
             semconv.JOB_ENTITY_TYPE: self._entity_type or _format.DEFAULT_ENTITY_TYPE,
-            semconv.JOB_PROGRESS_CURRENT: current,
+            semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(current),
             semconv.JOB_DURATION_MS: summary.duration_ms,
         }
         if self._total is not None:
-            run_attrs[semconv.JOB_PROGRESS_TOTAL] = self._total
+            run_attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
         for key, value in outcomes.items():
-            run_attrs[semconv.JOB_OUTCOME_PREFIX + key] = value
+            run_attrs[semconv.JOB_OUTCOME_PREFIX + key] = _sanitize.clamp_int(value)
         status = None
         run_span = self._run.span
         if exc is not None:
             run_attrs[semconv.ERROR_TYPE] = _error_type(exc)
-            run_span.record_exception(exc, escaped=True)
-            status = Status(StatusCode.ERROR, f"{_error_type(exc)}: {exc}"[:1024])
+            self._record_exception(exc)
+            status = Status(StatusCode.ERROR, exc_text[:1024])
         self._run.close(run_attrs, status)
         metric_attrs = {semconv.JOB_NAME: self._tally.job, semconv.JOB_RESULT: result}
-        self._hub.runs.add(1, metric_attrs)
-        self._hub.run_duration.record(duration_s, metric_attrs)
+        # Recorded in the run span's context, so exemplars link the metric to the run's trace.
+        self._hub.runs.add(1, metric_attrs, context=self._run.ctx)
+        self._hub.run_duration.record(duration_s, metric_attrs, context=self._run.ctx)
         self._tally.ended = True
         with _LIVE_LOCK:
             _LIVE.discard(self)
@@ -950,6 +1053,20 @@ class JobLogger:
         # Returning None lets the user's exception propagate untouched.
 
     # --- internals -------------------------------------------------------------------------
+    def _record_exception(self, exc: BaseException) -> None:
+        """Add the exception event to the run span, even for an exception whose ``str()`` fails."""
+        message = _exception_message(exc)
+        stack = _sanitize.utf8("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        try:
+            self._run.span.record_exception(
+                exc, {"exception.message": message, "exception.stacktrace": stack}, escaped=True
+            )
+        except Exception:  # noqa: BLE001 - the SDK calls str(exc) itself
+            self._run.span.add_event(
+                "exception",
+                {"exception.type": _error_type(exc), "exception.message": message, "exception.escaped": "True"},
+            )
+
     def _ended_call(self) -> bool:
         if self._summary is not None:
             self._warn("ended", "the run has ended (log_summary was called); call ignored")
@@ -978,6 +1095,7 @@ def create_job_logger(
     event_budget: int = DEFAULT_EVENT_BUDGET,
     secret_keys: Iterable[str] = (),
     run_id_on_metrics: bool = True,
+    snapshots: bool | None = None,
 ) -> JobLogger:
     """Start a run of ``job_name`` and return its :class:`JobLogger`.
 
@@ -995,6 +1113,8 @@ def create_job_logger(
         event_budget: Span events joblogger adds per span before dropping low levels first.
         secret_keys: Extra context key fragments to redact (added to the defaults).
         run_id_on_metrics: Put ``job.run.id`` on progress gauges (turn off for very frequent jobs).
+        snapshots: Emit snapshot spans (start markers and periodic checkpoints) so the run shows
+            in trace backends before it ends; default: on once ``joblogger.otlp.configure()`` ran.
 
     Example:
         >>> from joblogger import create_job_logger
@@ -1015,4 +1135,5 @@ def create_job_logger(
         event_budget=event_budget,
         secret_keys=secret_keys,
         run_id_on_metrics=run_id_on_metrics,
+        snapshots=snapshots,
     )

@@ -53,6 +53,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from . import semconv
 from ._bridge import OTelLogHandler
+from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
+from ._snapshots import configure_snapshots
 from ._version import __version__
 
 __all__ = ["DEFAULT_METRIC_EXPORT_INTERVAL_S", "Telemetry", "configure"]
@@ -249,6 +251,8 @@ def configure(
     log_level: int = logging.INFO,
     console: bool | Mapping[str, Any] = False,
     handle_sigterm: bool = True,
+    snapshots: bool = True,
+    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
     disabled: bool | None = None,
 ) -> Telemetry:
     """Set up OpenTelemetry export for joblogger (and the rest of the application).
@@ -274,6 +278,9 @@ def configure(
         console: True (or options for :class:`joblogger.console.ConsoleView`) to show the live terminal view.
         handle_sigterm: Turn SIGTERM into ``SystemExit(143)`` (only when called from the main thread
             and nothing else handles SIGTERM), so runs end as cancelled and telemetry is flushed.
+        snapshots: Make runs emit snapshot spans (start markers, checkpoints every
+            ``checkpoint_interval_s``) so they show in the trace backend before they end.
+        checkpoint_interval_s: Seconds between checkpoints of each active run.
         disabled: Configure nothing (default ``OTEL_SDK_DISABLED``).
 
     Returns:
@@ -303,6 +310,8 @@ def configure(
 
             options = dict(console) if isinstance(console, Mapping) else {}
             telemetry.console = ConsoleView(**options).start()
+        if snapshots and telemetry.enabled:
+            configure_snapshots(True, checkpoint_interval_s)
         if handle_sigterm and telemetry.enabled:
             telemetry.sigterm_handled = _install_sigterm_handler()
         _current = telemetry

@@ -36,6 +36,16 @@ JOB_EVENTS_DROPPED: Final = "job.events.dropped"
 JOB_EVENTS_DROPPED_PREFIX: Final = "job.events.dropped."
 JOB_DURATION_MS: Final = "job.duration_ms"
 ERROR_TYPE: Final = "error.type"
+#: True on snapshot spans (run/stage start markers and checkpoints), absent elsewhere.
+JOB_SNAPSHOT: Final = "job.snapshot"
+#: ``run.start``, ``stage.start`` or ``checkpoint``.
+JOB_SNAPSHOT_KIND: Final = "job.snapshot.kind"
+#: Prefix of per-level log counts on checkpoints: ``job.logs.<level>``.
+JOB_LOGS_PREFIX: Final = "job.logs."
+
+SNAPSHOT_RUN_START: Final = "run.start"
+SNAPSHOT_STAGE_START: Final = "stage.start"
+SNAPSHOT_CHECKPOINT: Final = "checkpoint"
 
 # --- span event names ----------------------------------------------------
 #: Name of the event that lists per-level dropped event counts when a span ends.
