@@ -8,6 +8,7 @@ when it was killed by signal N).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated data (default: 7)")
     demo.add_argument("--run-id", default=None, help="run id (default: random)")
     demo.add_argument("--fail", action="store_true", help="fail halfway through, to see a failed run")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON on stdout at the end")
     view_flags(demo)
 
     run = commands.add_parser(
@@ -119,7 +121,9 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     finally:
         telemetry.shutdown()
-    if args.no_console:
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+    elif args.no_console:
         print(summary.line)
     return 0 if summary.result == "success" else 1
 

@@ -1,0 +1,129 @@
+"""Process faults: SIGTERM, Ctrl-C and fork end runs correctly and never duplicate counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from joblogger import semconv
+from joblogger.testing import capture
+
+JOB_UNTIL_SIGNALLED = textwrap.dedent("""
+    import logging, sys, time
+    from joblogger import create_job_logger, otlp
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stdout)
+    telemetry = otlp.configure(otlp=False)   # no backend: only SIGTERM handling and exit flushing
+    print("sigterm handled:", telemetry.sigterm_handled, flush=True)
+    try:
+        with create_job_logger("run-sig", "long-job") as job:
+            job.set_total(1_000_000, "rows")
+            job.set_stage("Copying rows")
+            print("ready", flush=True)
+            while True:
+                job.increment_progress()
+                time.sleep(0.001)
+    finally:
+        print("finally ran; summary:", job.summary.result, flush=True)
+""")
+
+
+def _start(tmp_path, script: str) -> subprocess.Popen[str]:
+    path = tmp_path / "job.py"
+    path.write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    proc = subprocess.Popen(
+        [sys.executable, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == "ready":
+            time.sleep(0.3)
+            return proc
+    proc.kill()
+    pytest.fail("job did not start")
+
+
+def test_sigterm_cancels_the_run_logs_the_summary_and_exits_143(tmp_path):
+    """SIGTERM mid-job: the run ends as cancelled, the summary is logged, finally blocks run, exit status 143."""
+    proc = _start(tmp_path, JOB_UNTIL_SIGNALLED)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "MILESTONE Cancelled after" in out
+    assert "Processed: " in out and " rows" in out
+    assert "finally ran; summary: cancellation" in out
+    assert "Job cancelled: SystemExit: 143" in out
+
+
+def test_ctrl_c_cancels_the_run_and_keyboardinterrupt_propagates(tmp_path):
+    """SIGINT (Ctrl-C) mid-job: the run ends as cancelled and KeyboardInterrupt reaches the application."""
+    proc = _start(tmp_path, JOB_UNTIL_SIGNALLED)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in err
+    assert "MILESTONE Cancelled after" in out
+    assert "finally ran; summary: cancellation" in out
+
+
+def test_sigterm_left_alone_when_the_application_handles_it(tmp_path):
+    """configure() does not replace a SIGTERM handler the application installed."""
+    script = textwrap.dedent("""
+        import signal
+        from joblogger import otlp
+        signal.signal(signal.SIGTERM, lambda *a: None)
+        print(otlp.configure(otlp=False).sigterm_handled)
+    """)
+    path = tmp_path / "app.py"
+    path.write_text(script)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_forked_child_reports_only_its_own_runs():
+    """A forked child (prefork worker) sees none of the parent's runs or counts; the parent keeps its own."""
+    with capture() as cap:
+        parent_job = cap.job_logger("parent-run", "prefork")
+        parent_job.increment_progress(1000)
+        parent_job.add_outcome("updates", 1000)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                child_job = cap.job_logger("child-run", "prefork")
+                child_job.increment_progress(7)
+                child_job.add_outcome("updates", 7)
+                points = cap.metrics()
+                child_job.log_summary()
+                result = {
+                    "processed": cap.metric_value(semconv.METRIC_ENTITIES_PROCESSED),
+                    "updates": sum(p.value for p in points if p.name == semconv.METRIC_OUTCOMES),
+                    "runs": sorted(
+                        p.attributes.get(semconv.JOB_RUN_ID, "")
+                        for p in points
+                        if p.name == semconv.METRIC_PROGRESS_CURRENT
+                    ),
+                }
+                os.write(write_fd, json.dumps(result).encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        _, status = os.waitpid(pid, 0)
+        child = json.loads(os.read(read_fd, 65536))
+        os.close(read_fd)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert child == {"processed": 7, "updates": 7, "runs": ["child-run"]}
+        assert cap.metric_value(semconv.METRIC_OUTCOMES) == 1000  # the parent's counts are intact
+        parent_job.log_summary()
+        assert parent_job.summary.entities_processed == 1000
