@@ -93,8 +93,11 @@ def progress_text(
     """Render the one-line progress text.
 
     ``counting`` says whether the counts belong to this line: true when progress
-    advanced during the current stage, or when the stage has no message and
-    there is something to count. The forms are:
+    advanced during the current stage. A stage without a message also shows
+    the counts of a phase still under way (a known total not yet reached, or
+    something counted against an unknown total); a stage that starts after its
+    phase completed shows just its name, as the reference guide's
+    ``"Saving results"``. The forms are:
 
     - ``"Scoring users (1,250 / 5,000)"`` (known total)
     - ``"Scanning for orphaned files (1,250 processed)"`` (unknown total)
@@ -107,8 +110,11 @@ def progress_text(
         'Scoring users (1,250 / 5,000)'
         >>> progress_text("Initializing", 0, None, "Loading configuration", counting=False)
         'Initializing (loading configuration)'
+        >>> progress_text("Saving results", 1000, 1000, None, counting=False)
+        'Saving results'
     """
-    if counting or (not message and (total is not None or current > 0)):
+    under_way = current < total if total is not None else current > 0
+    if counting or (not message and under_way):
         if total is not None:
             counts = f"{format_count(current)} / {format_count(total)}"
         else:
@@ -131,9 +137,11 @@ def percent(current: int, total: int | None) -> float | None:
     """
     if total is None:
         return None
-    if total <= 0:
+    if total <= 0 or current >= total:
         return 100.0
-    return max(0.0, min(100.0, current * 100.0 / total))
+    if current <= 0:
+        return 0.0
+    return current * 100 / total  # int true division: exact for ints of any size
 
 
 def rate(done: int, elapsed_s: float) -> float | None:
@@ -145,7 +153,10 @@ def rate(done: int, elapsed_s: float) -> float | None:
     """
     if done <= 0 or not math.isfinite(elapsed_s) or elapsed_s <= 0:
         return None
-    return done / elapsed_s
+    try:
+        return done / elapsed_s
+    except OverflowError:  # a count beyond float range
+        return math.inf
 
 
 def eta(current: int, total: int | None, items_per_s: float | None) -> float | None:
@@ -159,7 +170,10 @@ def eta(current: int, total: int | None, items_per_s: float | None) -> float | N
     """
     if total is None or items_per_s is None or items_per_s <= 0:
         return None
-    return max(0, total - current) / items_per_s
+    try:
+        return max(0, total - current) / items_per_s
+    except OverflowError:  # a count beyond float range
+        return math.inf
 
 
 def outcome_label(key: str) -> str:

@@ -876,7 +876,7 @@ class JobLogger:
             self._internal_error(level, exc)
 
     def _emit(
-        self, level: str, levelno: int, text: str, attrs: dict[str, Any], to_stdlib: bool, reserved: bool = False
+        self, level: str, levelno: int, text: str, attrs: dict[str, Any], to_stdlib: bool, *, reserved: bool = False
     ) -> None:
         """Add the span event (within the budget, or in a ``reserved`` slot) and the stdlib record."""
         with self._lock:
@@ -1015,7 +1015,6 @@ class JobLogger:
         for key, value in outcomes.items():
             run_attrs[semconv.JOB_OUTCOME_PREFIX + key] = _sanitize.clamp_int(value)
         status = None
-        run_span = self._run.span
         if exc is not None:
             run_attrs[semconv.ERROR_TYPE] = _error_type(exc)
             self._record_exception(exc)

@@ -34,6 +34,9 @@ DURATION_BUCKETS = (
 
 #: How long one collection's progress snapshot is reused by the later gauges of that collection.
 _SNAPSHOT_TTL_S = 1.0
+#: Largest value an OTLP integer data point can carry (int64); larger counts are clamped.
+_MAX_INT = 2**63 - 1
+
 #: Distinct job names reported per meter provider before new ones fold into "other".
 MAX_JOBS = 500
 
@@ -252,9 +255,9 @@ class Hub:
         def callback(options: CallbackOptions) -> list[Observation]:
             points = self._gauge_snapshot(fresh=index == 0)
             if index == 0:
-                return [Observation(current, attrs) for attrs, current, _, _ in points]
+                return [Observation(min(current, _MAX_INT), attrs) for attrs, current, _, _ in points]
             if index == 1:
-                return [Observation(total, attrs) for attrs, _, total, _ in points if total is not None]
+                return [Observation(min(total, _MAX_INT), attrs) for attrs, _, total, _ in points if total is not None]
             if index == 2:
                 return [
                     Observation(min(1.0, current / total) if total > 0 else 1.0, attrs)
@@ -279,7 +282,9 @@ class Hub:
                 for key, value in tally.points(metric).items():
                     slot = (job, key)
                     totals[slot] = totals.get(slot, 0) + value
-            return [Observation(v, {semconv.JOB_NAME: job, attr: key}) for (job, key), v in totals.items()]
+            return [
+                Observation(min(v, _MAX_INT), {semconv.JOB_NAME: job, attr: key}) for (job, key), v in totals.items()
+            ]
 
         return callback
 

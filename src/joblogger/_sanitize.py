@@ -7,9 +7,12 @@ logger (see :class:`Warner`).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
+import numbers
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -43,6 +46,11 @@ DEFAULT_SECRET_KEYS = (
     "session",
 )
 
+#: Largest integer an OTLP attribute or data point can carry (int64).
+MAX_INT = 2**63 - 1
+#: Nesting depth of context values kept before the rest is elided.
+MAX_DEPTH = 16
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _SPACES = re.compile(r"\s+")
 
@@ -69,12 +77,28 @@ class Warner:
         return frozenset(self._seen)
 
 
-def truncate(text: str, limit: int) -> str:
-    """Cut ``text`` to ``limit`` characters, saying how much was dropped."""
-    if len(text) <= limit:
+def utf8(text: str) -> str:
+    """Replace what UTF-8 cannot encode (lone surrogates), which would make the OTLP exporter fail a batch."""
+    if text.isascii():
         return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def clamp_int(value: int) -> int:
+    """Clamp an integer to the int64 range OTLP can carry."""
+    return max(-MAX_INT - 1, min(MAX_INT, value))
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters, saying how much was dropped; the result is UTF-8 encodable."""
+    if len(text) <= limit:
+        return utf8(text)
     note = f"... [{len(text) - limit:,} chars truncated]"
-    return text[: max(0, limit - len(note))] + note
+    return utf8(text[: max(0, limit - len(note))] + note)
 
 
 def as_text(value: object, what: str, warn: Warner, *, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -87,8 +111,7 @@ def as_text(value: object, what: str, warn: Warner, *, limit: int = MAX_MESSAGE_
             value = f"<unprintable {type(value).__name__}>"
     if len(value) > limit:
         warn(f"{what}-long", "%s longer than %d chars was truncated", what, limit)
-        value = truncate(value, limit)
-    return value
+    return truncate(value, limit)
 
 
 def as_label(value: str) -> str:
@@ -100,7 +123,9 @@ def as_label(value: str) -> str:
 def as_count(value: object, what: str, warn: Warner, *, allow_zero: bool = True) -> int | None:
     """Coerce a count to a non-negative int, or None when it cannot be used.
 
-    Accepts ints, integral floats, numeric strings and bools (as 0/1, with a
+    Accepts ints and integer-likes (``__index__``, e.g. numpy integers),
+    integral floats and other real numbers (``Decimal``, ``Fraction``; rounded,
+    with a warning when fractional), numeric strings and bools (as 0/1, with a
     warning). Rejects negatives, NaN, infinities and anything non-numeric.
     """
     if type(value) is int:  # the common case first
@@ -128,6 +153,19 @@ def as_count(value: object, what: str, warn: Warner, *, allow_zero: bool = True)
                 return None
             return as_count(as_float, what, warn, allow_zero=allow_zero)
         warn(f"{what}-str", "%s should be a number, got the string %r; converting", what, value[:40])
+    elif hasattr(type(value), "__index__"):  # integer-likes such as numpy.int64
+        try:
+            number = operator.index(value)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001
+            warn(f"{what}-type", "%s should be a number, got %s; call ignored", what, type(value).__name__)
+            return None
+    elif isinstance(value, numbers.Number):  # Decimal, Fraction, numpy floats
+        try:
+            as_float = float(value)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - complex and friends
+            warn(f"{what}-type", "%s should be a number, got %s; call ignored", what, type(value).__name__)
+            return None
+        return as_count(as_float, what, warn, allow_zero=allow_zero)
     else:
         warn(f"{what}-type", "%s should be a number, got %s; call ignored", what, type(value).__name__)
         return None
@@ -143,6 +181,8 @@ def as_count(value: object, what: str, warn: Warner, *, allow_zero: bool = True)
 
 
 def _json_default(value: object) -> object:
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
     if isinstance(value, (set, frozenset)):
         return sorted(map(str, value))
     if isinstance(value, (bytes, bytearray)):
@@ -150,11 +190,34 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def attribute_value(value: object) -> AttributeValue:
+def _redact(value: object, secret_keys: tuple[str, ...], depth: int, seen: frozenset[int]) -> object:
+    """Copy of a nested value with secret-looking mapping keys redacted, cycles and deep nesting cut."""
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        if id(value) in seen:
+            return "<recursive>"
+        if depth >= MAX_DEPTH:
+            return "<nested too deep>"
+        inner = seen | {id(value)}
+        if isinstance(value, Mapping):
+            return {
+                key: REDACTED
+                if isinstance(key, str) and is_secret(key, secret_keys)
+                else _redact(item, secret_keys, depth + 1, inner)
+                for key, item in value.items()
+            }
+        if isinstance(value, (set, frozenset)):
+            return value
+        return [_redact(item, secret_keys, depth + 1, inner) for item in value]
+    return value
+
+
+def attribute_value(value: object, secret_keys: tuple[str, ...] = ()) -> AttributeValue:
     """Coerce any value to a legal OpenTelemetry attribute value.
 
-    Primitives pass through (strings are capped); bytes are decoded; homogeneous
-    lists of primitives stay lists; anything else becomes a JSON string.
+    Primitives pass through (strings are capped, ints beyond int64 become
+    strings); bytes are decoded; homogeneous lists of primitives stay lists;
+    anything else becomes a JSON string, with keys matching ``secret_keys``
+    redacted at any depth. Strings are always UTF-8 encodable. Never raises.
     """
     if isinstance(value, (bool, int, float)):
         if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
@@ -172,9 +235,15 @@ def attribute_value(value: object) -> AttributeValue:
             if first is int and not all(-(2**63) <= v < 2**63 for v in value):
                 return str(list(value))
             return list(value)[:MAX_CONTEXT_ITEMS]
+    if value is not None and not isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        try:  # a single object: its text, not a quoted JSON string
+            return truncate(str(_json_default(value)), MAX_VALUE_CHARS)
+        except Exception:  # noqa: BLE001 - a broken __str__
+            return f"<unprintable {type(value).__name__}>"
     try:
+        value = _redact(value, secret_keys, 0, frozenset())
         text = json.dumps(value, default=_json_default, ensure_ascii=False, sort_keys=True)
-    except (ValueError, TypeError):  # recursive structures, unsortable keys
+    except Exception:  # noqa: BLE001 - unsortable keys, a broken __str__ or items()
         try:
             text = repr(value)
         except Exception:  # noqa: BLE001
@@ -198,13 +267,16 @@ def context_attributes(
         return {}
     if not isinstance(context, Mapping):
         warn("context-type", "context should be a mapping, got %s; kept as 'context'", type(context).__name__)
-        return {"context": attribute_value(context)}
+        return {"context": attribute_value(context, secret_keys)}
     out: dict[str, AttributeValue] = {}
     for index, (key, value) in enumerate(context.items()):
         if index >= MAX_CONTEXT_ITEMS:
             warn("context-size", "context has more than %d entries; the rest were dropped", MAX_CONTEXT_ITEMS)
             break
-        name = key if isinstance(key, str) else str(key)
+        try:
+            name = key if isinstance(key, str) else str(key)
+        except Exception:  # noqa: BLE001 - a broken __str__ on a key
+            name = f"<unprintable {type(key).__name__}>"
         name = truncate(name, MAX_LABEL_CHARS) or "_"
-        out[name] = REDACTED if is_secret(name, secret_keys) else attribute_value(value)
+        out[name] = REDACTED if is_secret(name, secret_keys) else attribute_value(value, secret_keys)
     return out

@@ -256,7 +256,7 @@ def collector_accepted_logs(stack: Any) -> float:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_configure_exports_everything_before_exit(stack: Any, tmp_path: Path, protocol: str):
-    """configure() over each OTLP protocol: spans, final metric values and logs arrive though the process exits at once."""
+    """configure() over each OTLP protocol: spans, final metrics and logs arrive though the process exits at once."""
     service = f"e2e-exit-{protocol.split('/', maxsplit=1)[0]}-{uuid.uuid4().hex[:6]}"
     logs_before = collector_accepted_logs(stack)
     (run_id,) = run_short_jobs(stack, tmp_path, service, protocol, 1)
