@@ -355,9 +355,7 @@ class JobLogger:
         self._secret_keys = _sanitize.DEFAULT_SECRET_KEYS + tuple(str(k).lower() for k in secret_keys if k)
         self._run_id_on_metrics = run_id_on_metrics
         self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
-        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(
-            semconv.SCOPE_NAME, __version__
-        )
+        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(semconv.SCOPE_NAME, __version__)
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub: Hub = hub_for(self._meter_provider)
         label = self._hub.job_label(name)
@@ -569,7 +567,7 @@ class JobLogger:
         n = _sanitize.as_count(count, "outcome count", self._warn)
         if n is None:
             return
-        with self._lock:
+        with self._warn.deferred(), self._lock:
             label = self._outcome_label(key)
             extra = self._tally.outcome_extra
             extra[label] = extra.get(label, 0) + n
@@ -589,8 +587,9 @@ class JobLogger:
             label = semconv.OUTCOME_OTHER
         if label not in self._outcome_ticks:
             if not self._hub.cap_value("outcome", self._tally.job, label, MAX_OUTCOME_KEYS):
-                self._warn("outcome-cap", "more than %d distinct outcome keys; the rest count as 'other'",
-                           MAX_OUTCOME_KEYS)
+                self._warn(
+                    "outcome-cap", "more than %d distinct outcome keys; the rest count as 'other'", MAX_OUTCOME_KEYS
+                )
                 label = semconv.OUTCOME_OTHER
             self._outcome_ticks.setdefault(label, itertools.count())
         try:
@@ -621,7 +620,7 @@ class JobLogger:
             return
         n = _sanitize.as_count(current, "progress", self._warn)
         text = None if message is None else _sanitize.as_text(message, "message", self._warn)
-        with self._lock:
+        with self._warn.deferred(), self._lock:
             if n is not None:
                 delta = n - self.current
                 if delta > 0:
@@ -804,7 +803,8 @@ class JobLogger:
             for level, n in slot.dropped.items():
                 self._dropped[level] = self._dropped.get(level, 0) + n
         self._hub.stage_duration.record(
-            max(0.0, now - slot.started_at), {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
+            max(0.0, now - slot.started_at),
+            {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
             context=slot.ctx,
         )
 

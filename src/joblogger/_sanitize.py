@@ -14,7 +14,9 @@ import math
 import numbers
 import operator
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry.util.types import AttributeValue
@@ -56,20 +58,48 @@ _SPACES = re.compile(r"\s+")
 
 
 class Warner:
-    """Emits each kind of warning at most once per owner (one job run)."""
+    """Emits each kind of warning at most once per owner (one job run).
 
-    __slots__ = ("_prefix", "_seen")
+    Inside ``with warn.deferred():`` warnings are queued and emitted when the
+    block exits, so code holding a lock never calls logging handlers (which
+    may call back into joblogger).
+    """
+
+    __slots__ = ("_local", "_prefix", "_seen")
 
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix
         self._seen: set[str] = set()
+        self._local = threading.local()
 
     def __call__(self, kind: str, message: str, *args: object) -> None:
         """Log ``message`` as a warning unless ``kind`` was already reported."""
         if kind in self._seen:
             return
         self._seen.add(kind)
+        queue = getattr(self._local, "queue", None)
+        if queue is not None:
+            queue.append((kind, message, args))
+        else:
+            self._emit(kind, message, args)
+
+    def _emit(self, kind: str, message: str, args: tuple[object, ...]) -> None:
         _log.warning(self._prefix + message, *args, extra={"joblogger.warning": kind})
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Queue warnings raised in the block; emit them after it."""
+        if getattr(self._local, "queue", None) is not None:
+            yield
+            return
+        queue: list[tuple[str, str, tuple[object, ...]]] = []
+        self._local.queue = queue
+        try:
+            yield
+        finally:
+            self._local.queue = None
+            for kind, message, args in queue:
+                self._emit(kind, message, args)
 
     @property
     def kinds(self) -> frozenset[str]:

@@ -884,3 +884,35 @@ def test_capture_helpers() -> None:
         with pytest.raises(AssertionError):
             c.span("missing")
         assert c.metric_value(semconv.METRIC_RUNS) == 1
+
+
+def test_warning_handler_may_call_back_into_the_logger():
+    """A logging handler that calls the job logger while handling a joblogger warning does not deadlock."""
+    import logging
+    import threading
+
+    from joblogger.testing import capture
+
+    with capture() as cap:
+        job = cap.job_logger("r", "reentrant")
+        seen: list[str] = []
+
+        class Reenter(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "joblogger.warning" in record.__dict__:
+                    seen.append(record.__dict__["joblogger.warning"])
+                    job.info("handler saw a warning")
+
+        handler = Reenter()
+        logging.getLogger("joblogger").addHandler(handler)
+        try:
+            worker = threading.Thread(
+                target=lambda: (job.set_total(10), job.increment_progress(5), job.set_progress(2), job.add_outcome(" "))
+            )
+            worker.start()
+            worker.join(10)
+            assert not worker.is_alive(), "deadlocked"
+        finally:
+            logging.getLogger("joblogger").removeHandler(handler)
+        assert {"progress-backwards", "outcome-empty"} <= set(seen)
+        job.log_summary()
