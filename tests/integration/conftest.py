@@ -29,7 +29,7 @@ def _load_stack() -> ModuleType:
 stack_module = _load_stack()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack() -> Iterator[stack_module.StackEndpoints]:  # type: ignore[name-defined]
     """Start collector, Jaeger and Prometheus (building them on first use); stop them after.
 

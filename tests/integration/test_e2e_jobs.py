@@ -171,7 +171,13 @@ def test_prometheus_counts_equal_the_jobs_summary(stack: Any, demo_run: dict[str
 def test_jaeger_has_the_run_with_stages_events_and_outcomes(stack: Any, demo_run: dict[str, Any]):
     """The run's trace has the run span, one child per stage, warning/error events with context, outcome attributes."""
     service, run_id, summary = demo_run["service"], demo_run["run_id"], demo_run["summary"]
-    traces = eventually(lambda: jaeger_traces(stack, service, {"job.run.id": run_id}), "the run's trace")
+
+    def complete() -> list[dict[str, Any]] | None:
+        traces = jaeger_traces(stack, service, {"job.run.id": run_id})
+        names = {s["operationName"] for t in traces for s in t["spans"]}
+        return traces if {"match-scores", "Finalizing"} <= names else None
+
+    traces = eventually(complete, "the run's trace with its run and stage spans")
     assert len(traces) == 1
     spans = traces[0]["spans"]
     by_id = {s["spanID"]: s for s in spans}
@@ -268,9 +274,14 @@ def test_configure_exports_everything_before_exit(stack: Any, tmp_path: Path, pr
     assert scalar(stack, f'sum(job_outcomes_total{{{sel}, job_outcome="errors"}})') == 4
     assert scalar(stack, f"sum(job_entities_processed_total{{{sel}}})") == 40
     assert scalar(stack, f'sum(job_runs_total{{{sel}, job_result="success"}})') == 1
-    traces = eventually(lambda: jaeger_traces(stack, service, {"job.run.id": run_id}), "the short run's trace")
-    names = {s["operationName"] for s in traces[0]["spans"]}
-    assert {"short-job", "Copying files"} <= names
+
+    def span_names() -> set[str] | None:
+        traces = jaeger_traces(stack, service, {"job.run.id": run_id})
+        names = {s["operationName"] for t in traces for s in t["spans"]}
+        return names if {"short-job", "Copying files"} <= names else None
+
+    names = eventually(span_names, "the short run's run and stage spans")
+    assert {"short-job (snapshot)", "Copying files (snapshot)"} <= names
     # 4 errors + 2 milestones (stage start, summary) at least, through the log bridge
     assert eventually(lambda: collector_accepted_logs(stack) - logs_before >= 6, "log records at the collector")
 
