@@ -34,8 +34,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import stack as stack_script  # noqa: E402
 
-TARGETS_S = {"progress -> Prometheus": 5.0, "run end -> Jaeger search": 10.0,
-             "stage start -> Jaeger (snapshot)": 10.0, "warning() -> log store": 5.0}
+TARGETS_S = {
+    "progress -> Prometheus": 5.0,
+    "run end -> Jaeger search": 10.0,
+    "stage start -> Jaeger (snapshot)": 10.0,
+    "warning() -> log store": 5.0,
+}
 
 
 def get_json(url: str, params: dict[str, str]) -> Any:
@@ -71,27 +75,46 @@ def measure(urls: Any, repeats: int) -> dict[str, list[float]]:
         job.set_total(1000)
         stage = f"Stage {round_no}"
         job.set_stage(stage)
-        results["stage start -> Jaeger (snapshot)"].append(wait_for(lambda: bool(get_json(
-            f"{urls.jaeger}/api/traces",
-            {"service": service, "tags": json.dumps({"job.run.id": run_id, "job.snapshot.kind": "stage.start"}),
-             "lookback": "1h"}).get("data"))))
+        results["stage start -> Jaeger (snapshot)"].append(
+            wait_for(
+                lambda: bool(
+                    get_json(
+                        f"{urls.jaeger}/api/traces",
+                        {
+                            "service": service,
+                            "tags": json.dumps({"job.run.id": run_id, "job.snapshot.kind": "stage.start"}),
+                            "lookback": "1h",
+                        },
+                    ).get("data")
+                )
+            )
+        )
         for step in (100, 200):
             job.set_progress(step)
             query = f'job_progress_current{{job="{service}", job_run_id="{run_id}"}} == {step}'
-            results["progress -> Prometheus"].append(wait_for(lambda q=query: bool(
-                get_json(f"{urls.prometheus}/api/v1/query", {"query": q})["data"]["result"]))))
+            results["progress -> Prometheus"].append(
+                wait_for(
+                    lambda q=query: bool(get_json(f"{urls.prometheus}/api/v1/query", {"query": q})["data"]["result"])
+                )
+            )
         if logs_url:
             marker = uuid.uuid4().hex
             job.warning(f"freshness marker {marker}")
             results["warning() -> log store"].append(wait_for(lambda m=marker: marker_found(logs_url, m)))
         job.log_summary()
-        results["run end -> Jaeger search"].append(wait_for(lambda: any(
-            not any(t["key"] == "job.snapshot" for t in s.get("tags", []))
-            and s["operationName"] == "freshness"
-            for trace in get_json(f"{urls.jaeger}/api/traces", {
-                "service": service, "tags": json.dumps({"job.run.id": run_id}), "lookback": "1h"}).get("data") or []
-            for s in trace["spans"]
-        )))
+        results["run end -> Jaeger search"].append(
+            wait_for(
+                lambda: any(
+                    not any(t["key"] == "job.snapshot" for t in s.get("tags", [])) and s["operationName"] == "freshness"
+                    for trace in get_json(
+                        f"{urls.jaeger}/api/traces",
+                        {"service": service, "tags": json.dumps({"job.run.id": run_id}), "lookback": "1h"},
+                    ).get("data")
+                    or []
+                    for s in trace["spans"]
+                )
+            )
+        )
     return {k: v for k, v in results.items() if v}
 
 
@@ -119,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, samples in results.items():
         ok = max(samples) <= TARGETS_S[name]
         failed += not ok
-        print(f"| {name:<34} | {statistics.median(samples):>8.2f} | {max(samples):>6.2f} | "
-              f"{TARGETS_S[name]:>8.0f} | {'PASS' if ok else 'FAIL':<4} |")
+        print(
+            f"| {name:<34} | {statistics.median(samples):>8.2f} | {max(samples):>6.2f} | "
+            f"{TARGETS_S[name]:>8.0f} | {'PASS' if ok else 'FAIL':<4} |"
+        )
     return 1 if failed else 0
 
 
