@@ -119,9 +119,12 @@ class Tally:
     """Counts of one run, written lock-free on the hot path and read by the metrics hub."""
 
     __slots__ = (
+        "ctx",
         "ended",
         "entity_type",
         "extra",
+        "flush_lock",
+        "flushed",
         "job",
         "log_ticks",
         "outcome_extra",
@@ -143,6 +146,10 @@ class Tally:
         self.outcome_ticks: dict[str, itertools.count[int]] = {}
         self.outcome_extra: dict[str, int] = {}
         self.log_ticks = {level: itertools.count() for level in semconv.LEVELS}
+        #: outcome values already added to the SDK counter, and the context they are added in.
+        self.flushed: dict[str, int] = {}
+        self.flush_lock = threading.Lock()
+        self.ctx: otel_context.Context | None = None
 
     def processed(self) -> int:
         """Entities processed over all phases."""
@@ -391,6 +398,7 @@ class JobLogger:
         span = self._tracer.start_span(name, attributes=run_attrs)
         # tail=3: the dropped-events list, the summary line and the exception event.
         self._run = _SpanSlot(span, self._event_budget, self._started, 0, tail=3)
+        self._tally.ctx = self._run.ctx
         self._gauge_attrs: dict[str, str] = {}
         self._refresh_gauge_attrs()
         self._finalizer = self._hub.start(self, self._tally)
@@ -753,6 +761,7 @@ class JobLogger:
         )
         with self._lock:
             self._stage = _SpanSlot(span, self._event_budget, now, self._tally.processed())
+            self._tally.ctx = self._stage.ctx
             self._stage_name = name
             self._stage_label = label
             self._message = text
@@ -919,6 +928,7 @@ class JobLogger:
         self._run.span.set_attributes(
             {semconv.JOB_OUTCOME_PREFIX + k: _sanitize.clamp_int(v) for k, v in outcomes.items()}
         )
+        self._hub.flush_outcomes(self._tally)
         flush = getattr(self._meter_provider, "force_flush", None)
         if callable(flush):
             flush(timeout_millis=int(timeout_s * 1000))
@@ -1027,6 +1037,7 @@ class JobLogger:
         self._tally.ended = True
         with _LIVE_LOCK:
             _LIVE.discard(self)
+        self._hub.flush_outcomes(self._tally)
         self._hub.end(self, self._tally)
         self._finalizer.detach()
         return summary

@@ -8,6 +8,7 @@ synchronously (one histogram or counter call each).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -61,6 +62,8 @@ class Hub:
         "_pending",
         "_retired",
         "_tallies",
+        "_unflushed",
+        "outcomes",
         "run_duration",
         "runs",
         "stage_duration",
@@ -82,6 +85,8 @@ class Hub:
         # (kind, job) -> distinct values seen, for capped labels (stages, outcome keys).
         self._caps: dict[tuple[str, str], set[str]] = {}
         self._gauge_cache: tuple[float, list[Any]] | None = None
+        # tallies of abandoned runs whose last outcomes still need flushing (by the flusher thread).
+        self._unflushed: list[Tally] = []
         unit = {name: u for name, (_, u) in semconv.METRICS.items()}
         self.runs = meter.create_counter(
             semconv.METRIC_RUNS, unit=unit[semconv.METRIC_RUNS], description="Job runs that ended, by result."
@@ -97,6 +102,11 @@ class Hub:
             unit="s",
             description="Duration of ended job stages.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        # Outcomes are a synchronous counter fed in the background (see flush_outcomes), so each
+        # addition carries the run's trace context and errors/skips get exemplars linking to the trace.
+        self.outcomes = meter.create_counter(
+            semconv.METRIC_OUTCOMES, unit="{outcome}", description="Outcomes recorded with add_outcome, by key."
         )
         self._instruments = (
             meter.create_observable_up_down_counter(
@@ -136,12 +146,6 @@ class Hub:
                 description="Entities processed, over all phases and runs.",
             ),
             meter.create_observable_counter(
-                semconv.METRIC_OUTCOMES,
-                [self._observe_counts(1)],
-                unit="{outcome}",
-                description="Outcomes recorded with add_outcome, by key.",
-            ),
-            meter.create_observable_counter(
                 semconv.METRIC_LOGS,
                 [self._observe_counts(2)],
                 unit="{log}",
@@ -155,6 +159,7 @@ class Hub:
         with self._lock:
             self._active[id(run)] = weakref.ref(run)
             self._tallies[id(tally)] = tally
+        _ensure_flusher()
         return weakref.finalize(run, self._abandoned, id(run), tally)
 
     def end(self, run: ActiveRun, tally: Tally) -> None:
@@ -176,6 +181,32 @@ class Hub:
                 self._active.pop(run_id, None)
                 tally.ended = True
                 self._fold(tally)
+                self._unflushed.append(tally)
+
+    def flush_outcomes(self, tally: Tally) -> None:
+        """Add what ``tally`` recorded since its last flush to the outcomes counter.
+
+        Called by the background flusher every ``FLUSH_INTERVAL_S`` and, synchronously, when a
+        run ends or saves its outcome; never on the per-item path. The additions run in the
+        context of the run's current stage span, so the SDK can attach exemplars.
+        """
+        with tally.flush_lock:
+            for key, value in tally.outcomes().items():
+                delta = value - tally.flushed.get(key, 0)
+                if delta > 0 or key not in tally.flushed:  # a new key starts its series, even at 0
+                    attrs = {semconv.JOB_NAME: tally.job, semconv.JOB_OUTCOME: key}
+                    self.outcomes.add(delta, attrs, context=tally.ctx)
+                    tally.flushed[key] = value
+
+    def flush_all(self) -> None:
+        """Flush every live and abandoned run of this hub."""
+        with self._lock:
+            self._drain()
+            tallies = list(self._tallies.values())
+            tallies.extend(self._unflushed)
+            self._unflushed.clear()
+        for tally in tallies:
+            self.flush_outcomes(tally)
 
     def job_label(self, job_name: str) -> str | None:
         """Metric label for ``job_name``, or None when the cap folded it into ``other``."""
@@ -211,6 +242,9 @@ class Hub:
         return [run for run in (ref() for ref in refs) if run is not None]
 
     def _observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
+        # The first of our callbacks in every collection: bring the outcomes counter up to date
+        # first, so a collection always sees every outcome recorded before it started.
+        self.flush_all()
         with self._lock:
             self._drain()
             jobs: dict[str, int] = {}
@@ -293,10 +327,40 @@ _hubs: weakref.WeakKeyDictionary[metrics.MeterProvider, Hub] = weakref.WeakKeyDi
 _hubs_lock = threading.Lock()
 
 
+#: Seconds between background flushes of outcome counts into the SDK.
+FLUSH_INTERVAL_S = 0.5
+_flusher: threading.Thread | None = None
+_flusher_lock = threading.Lock()
+
+
+def _flush_loop() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL_S)
+        with _hubs_lock:
+            hubs = list(_hubs.values())
+        for hub in hubs:
+            try:
+                hub.flush_all()
+            except Exception as exc:  # noqa: BLE001 - the flusher must survive anything
+                logging.getLogger("joblogger").debug("joblogger: outcome flush failed: %r", exc)
+
+
+def _ensure_flusher() -> None:
+    """Start the background outcome flusher once per process."""
+    global _flusher
+    if _flusher is not None and _flusher.is_alive():
+        return
+    with _flusher_lock:
+        if _flusher is None or not _flusher.is_alive():
+            _flusher = threading.Thread(target=_flush_loop, name="joblogger-flush", daemon=True)
+            _flusher.start()
+
+
 def _forget_parent_runs() -> None:
     """In a forked child: the parent's runs and totals are the parent's to report, not ours."""
-    global _hubs_lock
+    global _hubs_lock, _flusher, _flusher_lock
     _hubs_lock = threading.Lock()
+    _flusher, _flusher_lock = None, threading.Lock()
     for hub in list(_hubs.values()):
         hub._lock = threading.Lock()
         hub._active.clear()
@@ -304,6 +368,7 @@ def _forget_parent_runs() -> None:
         hub._retired.clear()
         hub._pending.clear()
         hub._gauge_cache = None
+        hub._unflushed.clear()
 
 
 if hasattr(os, "register_at_fork"):
