@@ -12,7 +12,9 @@ STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack.py"
 
 def test_status_and_env_commands(stack: Any):
     """`stack.py status` reports every service ready and `stack.py env` prints the endpoint variables."""
-    status = subprocess.run([sys.executable, str(STACK), "status"], capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [sys.executable, str(STACK), "status"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     for service in ("collector", "jaeger", "prometheus"):
         assert service in status.stdout
