@@ -242,8 +242,11 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
     """On synthetic series, promtool computes the intended active-run rows, last result and run counts."""
     queries = {(q.title, q.ref_id): q.query for q in dashboard_queries(service="billing", job=["import"])}
     p1 = 'job="billing", instance="p1", job_name="import"'
+    p3 = 'job="billing", instance="p3", job_name="import"'
+    p4 = 'job="billing", instance="p4", job_name="import"'
     run = 'job_run_id="r1", job_stage="load", job_entity_type="row"'
     row = '{job_name="import", job_run_id="r1", job_stage="load"}'
+    row3 = '{job_name="import", job_run_id="r3", job_stage="load"}'
     case = {
         "interval": "10s",
         "input_series": [
@@ -251,6 +254,15 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             {"series": f"job_progress_current{{{p1}, {run}}}", "values": "_x6 0+10x20"},
             {"series": f"job_progress_ratio{{{p1}, {run}}}", "values": "_x6 0+0.0625x15"},
             {"series": f'job_progress_current{{{p1}, job_run_id="r0", job_stage="load"}}', "values": "0+1x3"},
+            {"series": f"job_runs_active{{{p1}}}", "values": "1x30"},
+            # r3 moved from stage extract to load at 170s: the finished stage's gauge lingers
+            # (remote write sends no staleness) but only the current stage is a row
+            {"series": f'job_progress_current{{{p3}, job_run_id="r3", job_stage="extract"}}', "values": "_x10 5+5x6"},
+            {"series": f'job_progress_current{{{p3}, job_run_id="r3", job_stage="load"}}', "values": "_x17 0+2x10"},
+            {"series": f"job_runs_active{{{p3}}}", "values": "_x10 1x20"},
+            # r4's process ended its run at 170s (job_runs_active 0): gone at once, not 30 s later
+            {"series": f'job_progress_current{{{p4}, job_run_id="r4", job_stage="load"}}', "values": "_x10 0+1x7"},
+            {"series": f"job_runs_active{{{p4}}}", "values": "_x10 1x6 0"},
             # a success from a worker at 100s, then a failure from a one-sample process at 200s
             {"series": f'job_runs_total{{{p1}, job_result="success"}}', "values": "_x10 1+0x16"},
             {
@@ -260,9 +272,22 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
         ],
         "promql_expr_test": [
             {"expr": queries[("Active runs", "A")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 0.75}]},
-            {"expr": queries[("Active runs", "B")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 120}]},
-            {"expr": queries[("Active runs", "D")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 1}]},
-            {"expr": queries[("Active runs", "F")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 120}]},
+            {
+                "expr": queries[("Active runs", "B")],
+                "eval_time": "3m",
+                "exp_samples": [{"labels": row, "value": 120}, {"labels": row3, "value": 2}],
+            },
+            {
+                "expr": queries[("Active runs", "D")],
+                "eval_time": "3m",
+                "exp_samples": [{"labels": row, "value": 1}, {"labels": row3, "value": 0.2}],
+            },
+            {
+                "expr": queries[("Active runs", "F")],
+                "eval_time": "3m",
+                # r3 began at 100s: older than a minute, so its start has 30 s resolution (seen at 120s)
+                "exp_samples": [{"labels": row, "value": 120}, {"labels": row3, "value": 60}],
+            },
             {
                 "expr": queries[("Last result per job (24 h)", "A")],
                 "eval_time": "4m",
