@@ -9,7 +9,10 @@ docker-compose runs, with the repository's own configuration files:
 * Jaeger v2 (traces), built from the Go tool module ``backends/jaeger/build``,
   run with ``backends/jaeger/config.yaml``;
 * Prometheus (metrics, from Debian's ``prometheus`` package), run with
-  ``backends/prometheus/prometheus.yml``.
+  ``backends/prometheus/prometheus.yml``;
+* VictoriaLogs (log records), built from the Go tool module
+  ``backends/victorialogs/build``, configured by ``VL_*`` environment
+  variables (``-envflag.enable -envflag.prefix=VL_``) exactly as in docker-compose.
 
 Command line::
 
@@ -22,8 +25,13 @@ Command line::
 Everything lives under ``${JOBLOGGER_STACK_HOME:-~/.cache/joblogger/stack}``:
 ``bin/`` holds binaries whose names carry a version and a hash of their build
 inputs (a change rebuilds, only the first run on a machine pays), ``run/`` the
-pid files and logs, ``data/`` Prometheus' TSDB. Go builds use the Go module
-proxy (the default ``GOPROXY``) with ``GOFLAGS=-mod=mod``.
+pid files and logs, ``data/`` Prometheus' TSDB and VictoriaLogs' storage. Go
+builds use the Go module proxy (the default ``GOPROXY``) with ``GOFLAGS=-mod=mod``.
+
+``up`` keeps services that already run, unless what they run no longer matches
+what they would be started with (another binary, other arguments or
+environment, or a changed configuration file): such a service is restarted,
+and only it.
 
 Ports are overridable with ``JOBLOGGER_STACK_*_PORT`` variables (see
 :data:`PORT_DEFAULTS`).
@@ -78,9 +86,13 @@ COLLECTOR_CONFIG = REPO_ROOT / "collector" / "config.yaml"
 JAEGER_BUILD_DIR = REPO_ROOT / "backends" / "jaeger" / "build"
 JAEGER_CONFIG = REPO_ROOT / "backends" / "jaeger" / "config.yaml"
 PROMETHEUS_CONFIG = REPO_ROOT / "backends" / "prometheus" / "prometheus.yml"
+VICTORIALOGS_BUILD_DIR = REPO_ROOT / "backends" / "victorialogs" / "build"
+VICTORIALOGS_PACKAGE = "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs"
+#: VictoriaLogs' retention, the same in docker-compose.yml.
+VICTORIALOGS_RETENTION = "7d"
 
 HOST = "127.0.0.1"
-SERVICES: tuple[str, ...] = ("prometheus", "jaeger", "collector")
+SERVICES: tuple[str, ...] = ("prometheus", "jaeger", "victorialogs", "collector")
 """Services in start order (backends first, then the collector)."""
 
 PORT_DEFAULTS: Mapping[str, int] = {
@@ -94,6 +106,7 @@ PORT_DEFAULTS: Mapping[str, int] = {
     "JOBLOGGER_STACK_JAEGER_QUERY_GRPC_PORT": 16685,
     "JOBLOGGER_STACK_JAEGER_HEALTH_PORT": 13134,
     "JOBLOGGER_STACK_PROMETHEUS_PORT": 9090,
+    "JOBLOGGER_STACK_VICTORIALOGS_PORT": 9428,
 }
 """Environment variables that move a local port, with their defaults."""
 
@@ -122,6 +135,8 @@ class StackEndpoints:
     collector_metrics: str
     jaeger: str
     prometheus: str
+    logs: str
+    """VictoriaLogs: LogsQL at ``/select/logsql/query``, OTLP logs in at ``/insert/opentelemetry/v1/logs``."""
 
     def env(self) -> dict[str, str]:
         """Return the environment variables that point clients at this stack.
@@ -138,6 +153,7 @@ class StackEndpoints:
             "COLLECTOR_METRICS_URL": self.collector_metrics,
             "JAEGER_URL": self.jaeger,
             "PROMETHEUS_URL": self.prometheus,
+            "VICTORIALOGS_URL": self.logs,
         }
 
 
@@ -148,6 +164,7 @@ class Binaries:
     collector: Path
     jaeger: Path
     prometheus: Path
+    victorialogs: Path
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,6 +176,8 @@ class _Service:
     env: Mapping[str, str]
     ready_url: str
     ports: tuple[int, ...]
+    configs: tuple[Path, ...] = ()
+    """Files the service reads at start-up: a change to them means a restart."""
 
 
 # --------------------------------------------------------------------------
@@ -201,6 +220,7 @@ def endpoints(environ: Mapping[str, str] | None = None) -> StackEndpoints:
         collector_metrics=f"http://{HOST}:{p['JOBLOGGER_STACK_COLLECTOR_TELEMETRY_PORT']}/metrics",
         jaeger=f"http://{HOST}:{p['JOBLOGGER_STACK_JAEGER_QUERY_PORT']}",
         prometheus=f"http://{HOST}:{p['JOBLOGGER_STACK_PROMETHEUS_PORT']}",
+        logs=f"http://{HOST}:{p['JOBLOGGER_STACK_VICTORIALOGS_PORT']}",
     )
 
 
@@ -219,7 +239,7 @@ def _go(environ: Mapping[str, str]) -> str:
     if found is None and Path("/usr/local/go/bin/go").exists():
         found = "/usr/local/go/bin/go"
     if found is None:
-        raise StackError("the `go` command is needed to build the collector and Jaeger")
+        raise StackError("the `go` command is needed to build the collector, Jaeger and VictoriaLogs")
     return found
 
 
@@ -251,6 +271,18 @@ def _jaeger_version() -> str:
     )
     if match is None:
         raise StackError(f"cannot find the Jaeger version in {JAEGER_BUILD_DIR / 'go.mod'}")
+    return match.group(1)
+
+
+def _victorialogs_version() -> str:
+    """Return the VictoriaLogs module version required by the tool module."""
+    match = re.search(
+        r"^require github\.com/VictoriaMetrics/VictoriaLogs (\S+)",
+        (VICTORIALOGS_BUILD_DIR / "go.mod").read_text(),
+        re.MULTILINE,
+    )
+    if match is None:
+        raise StackError(f"cannot find the VictoriaLogs version in {VICTORIALOGS_BUILD_DIR / 'go.mod'}")
     return match.group(1)
 
 
@@ -358,6 +390,44 @@ def _build_jaeger(home: Path, environ: Mapping[str, str]) -> Path:
     return target
 
 
+def _build_victorialogs(home: Path, environ: Mapping[str, str]) -> Path:
+    """Build VictoriaLogs from the tool module unless the cached binary matches it.
+
+    Upstream's "pure" build (``CGO_ENABLED=0``, no C compiler needed); the
+    ldflag makes ``-version`` and ``vm_app_version`` name the release.
+    """
+    files = [VICTORIALOGS_BUILD_DIR / n for n in ("go.mod", "go.sum", "tools.go")]
+    version = _victorialogs_version()
+    key = _digest(*files)
+    target = home / "bin" / f"victoria-logs-{version}-{key}"
+    if target.exists():
+        return target
+    go = _go(environ)
+    logs = home / "build-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{target.name}.log"
+    started = time.monotonic()
+    # Build in a copy so that -mod=mod never rewrites the committed go.mod/go.sum.
+    src = home / "build" / target.name
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for f in files:
+        shutil.copy2(f, src / f.name)
+    _log(f"building VictoriaLogs {version} (first run only; a few minutes) ...")
+    out = src / "victoria-logs"
+    ldflags = f"-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-{version}"
+    _run(
+        [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), VICTORIALOGS_PACKAGE],
+        cwd=src,
+        env=_go_env(environ, CGO_ENABLED="0"),
+        log=log,
+    )
+    _install(out, target)
+    shutil.rmtree(src, ignore_errors=True)
+    _log(f"built {target.name} in {time.monotonic() - started:.0f} s")
+    return target
+
+
 def _install(built: Path, target: Path) -> None:
     """Move a fresh binary into place atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -428,7 +498,8 @@ def ensure_built(environ: Mapping[str, str] | None = None) -> Binaries:
         prometheus = _ensure_prometheus(env)
         collector = _build_collector(home, env)
         jaeger = _build_jaeger(home, env)
-    return Binaries(collector=collector, jaeger=jaeger, prometheus=prometheus)
+        victorialogs = _build_victorialogs(home, env)
+    return Binaries(collector=collector, jaeger=jaeger, prometheus=prometheus, victorialogs=victorialogs)
 
 
 @contextlib.contextmanager
@@ -475,6 +546,7 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
             env={},
             ready_url=f"{urls.prometheus}/-/ready",
             ports=(p["JOBLOGGER_STACK_PROMETHEUS_PORT"],),
+            configs=(PROMETHEUS_CONFIG,),
         ),
         _Service(
             name="jaeger",
@@ -487,6 +559,7 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
                 "JAEGER_HEALTH_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_HEALTH_PORT']}",
             },
             ready_url=f"{urls.jaeger}/api/services",
+            configs=(JAEGER_CONFIG,),
             ports=tuple(
                 p[k]
                 for k in (
@@ -499,6 +572,18 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
             ),
         ),
         _Service(
+            name="victorialogs",
+            # The same two arguments as docker-compose; every flag comes from VL_* variables.
+            argv=(str(bins.victorialogs), "-envflag.enable", "-envflag.prefix=VL_"),
+            env={
+                "VL_httpListenAddr": f"{HOST}:{p['JOBLOGGER_STACK_VICTORIALOGS_PORT']}",
+                "VL_storageDataPath": str(home / "data" / "victorialogs"),
+                "VL_retentionPeriod": VICTORIALOGS_RETENTION,
+            },
+            ready_url=f"{urls.logs}/health",
+            ports=(p["JOBLOGGER_STACK_VICTORIALOGS_PORT"],),
+        ),
+        _Service(
             name="collector",
             argv=(str(bins.collector), f"--config={COLLECTOR_CONFIG}"),
             env={
@@ -509,8 +594,10 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
                 "COLLECTOR_TELEMETRY_PORT": str(p["JOBLOGGER_STACK_COLLECTOR_TELEMETRY_PORT"]),
                 "TRACES_OTLP_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_OTLP_GRPC_PORT']}",
                 "PROMETHEUS_REMOTE_WRITE_URL": f"{urls.prometheus}/api/v1/write",
+                "VICTORIALOGS_OTLP_LOGS_ENDPOINT": f"{urls.logs}/insert/opentelemetry/v1/logs",
             },
             ready_url=f"{urls.collector_health}/",
+            configs=(COLLECTOR_CONFIG,),
             ports=tuple(
                 p[k]
                 for k in (
@@ -610,8 +697,44 @@ def _spawn(service: _Service, home: Path, environ: Mapping[str, str]) -> int:
         )
     finally:
         os.close(fd)
-    (run / f"{service.name}.pid").write_text(json.dumps({"pid": pid, "exe": service.argv[0], "log": str(log)}))
+    record = {"pid": pid, "exe": service.argv[0], "log": str(log), "configs": _config_digest(service)}
+    (run / f"{service.name}.pid").write_text(json.dumps(record))
     return pid
+
+
+def _config_digest(service: _Service) -> str:
+    """Return a hash of the configuration files ``service`` reads at start-up."""
+    return _digest(*(p for p in service.configs if p.exists()), extra=" ".join(str(p) for p in service.configs))
+
+
+def _drift(service: _Service, pid: int, home: Path) -> str | None:
+    """Say why the running ``pid`` no longer matches ``service`` (None when it does).
+
+    Compares the process' real command line and the environment variables that
+    this script sets with what ``service`` would be started with now, and the
+    digest of its configuration files with the one recorded when it started.
+    """
+    try:
+        argv = tuple(a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1])
+        environ = dict(
+            item.decode(errors="replace").partition("=")[::2]
+            for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if item
+        )
+    except OSError:
+        return None  # cannot tell (another user's process): keep it
+    if argv != service.argv:
+        return "its binary or arguments changed"
+    changed = sorted(k for k, v in service.env.items() if environ.get(k) != v)
+    if changed:
+        return "its environment changed (" + ", ".join(changed) + ")"
+    try:
+        recorded = json.loads((_run_dir(home) / f"{service.name}.pid").read_text()).get("configs")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and recorded != _config_digest(service):
+        return "its configuration file changed"
+    return None
 
 
 def start(
@@ -622,12 +745,15 @@ def start(
 ) -> StackEndpoints:
     """Build what is missing, start every service not yet running, wait until ready.
 
-    Services that already run (started earlier by this script) are kept. The
-    names of the services this call started are in :func:`started_by_last_start`.
+    Services that already run (started earlier by this script) are kept, unless
+    their binary, arguments, environment or configuration file changed since:
+    those are restarted (and are not counted as started by this call, so a
+    caller that stops what it started leaves them running, as it found them).
+    The names of the services this call started are in :func:`started_by_last_start`.
 
     Args:
         environ: Environment to read overrides from (default ``os.environ``).
-        fresh: Delete Prometheus' data before starting it.
+        fresh: Delete the stored data (Prometheus, VictoriaLogs) before starting.
         timeout: Seconds to wait for each service to become ready.
 
     Returns:
@@ -646,6 +772,7 @@ def start(
     bins = ensure_built(env)
     home = _home(env)
     started: list[str] = []
+    restarted: list[str] = []
     with _locked(home):
         services = _services(bins, home, env)
         if fresh:
@@ -655,9 +782,15 @@ def start(
         (home / "data").mkdir(parents=True, exist_ok=True)
         pending: list[_Service] = []
         for service in services:
-            if _read_pid(home, service.name) is not None:
-                pending.append(service)
-                continue
+            pid = _read_pid(home, service.name)
+            if pid is not None:
+                reason = _drift(service, pid, home)
+                if reason is None:
+                    pending.append(service)
+                    continue
+                _log(f"restarting {service.name}: {reason}")
+                _terminate(pid)
+                restarted.append(service.name)
             busy = [port for port in service.ports if _port_in_use(port)]
             if busy:
                 raise StackError(
@@ -666,20 +799,21 @@ def start(
                     "JOBLOGGER_STACK_*_PORT variables"
                 )
             _spawn(service, home, env)
-            started.append(service.name)
+            if service.name not in restarted:
+                started.append(service.name)
             pending.append(service)
         try:
             _wait_ready(pending, home, timeout)
         except StackError:
             # Leave nothing half-started behind: stop what this call launched.
-            for name in reversed(started):
+            for name in reversed(started + restarted):
                 pid = _read_pid(home, name)
                 if pid is not None:
                     _terminate(pid)
                 (_run_dir(home) / f"{name}.pid").unlink(missing_ok=True)
             raise
     _write_started(home, started)
-    for name in started:
+    for name in started + restarted:
         _log(f"{name} is ready")
     return endpoints(env)
 
@@ -791,7 +925,7 @@ def status(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, obje
 
     Example:
         >>> sorted(status())  # doctest: +SKIP
-        ['collector', 'jaeger', 'prometheus']
+        ['collector', 'jaeger', 'prometheus', 'victorialogs']
     """
     env = dict(os.environ if environ is None else environ)
     home = _home(env)
@@ -799,6 +933,7 @@ def status(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, obje
     ready_urls = {
         "prometheus": f"{urls.prometheus}/-/ready",
         "jaeger": f"{urls.jaeger}/api/services",
+        "victorialogs": f"{urls.logs}/health",
         "collector": f"{urls.collector_health}/",
     }
     return {
@@ -850,7 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, info in status().items():
                 state = "ready" if info["ready"] else ("starting?" if info["pid"] else "down")
                 all_ready = all_ready and bool(info["ready"])
-                print(f"{name:<11} {state:<9} pid={info['pid']} {info['url']}  log={info['log']}")
+                print(f"{name:<12} {state:<9} pid={info['pid']} {info['url']}  log={info['log']}")
             return 0 if all_ready else 3
         elif args.command == "env":
             for key, value in endpoints().env().items():
