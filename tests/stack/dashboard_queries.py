@@ -1,8 +1,8 @@
 """Every query of the Grafana dashboard, with its variables substituted as Grafana would.
 
 Offline tests (tests/stack/test_dashboard.py) check the names and the syntax of
-these queries; live tests can run the same list against a real Prometheus and
-Jaeger::
+these queries; live tests can run the same list against a real Prometheus,
+Jaeger and VictoriaLogs::
 
     import sys
 
@@ -12,8 +12,10 @@ Jaeger::
     for q in dashboard_queries(service="billing", job=["import"], trace_id="4bf92f3577b34da6a3ce929d0e0e4736"):
         if q.datasource_type == "prometheus":
             ...  # GET {prometheus}/api/v1/query?query=<q.query> (instant) or /api/v1/query_range
-        else:
+        elif q.datasource_type == "jaeger":
             ...  # GET {jaeger}<q.query>: "/api/traces?service=..." or "/api/traces/<trace id>"
+        else:  # victoriametrics-logs-datasource, q.query_type "instant": raw log lines
+            ...  # GET {victorialogs}/select/logsql/query?query=<q.query>&limit=<q.max_lines>&start=...
 
 Substitution follows Grafana's rules for each data source:
 
@@ -22,14 +24,27 @@ Substitution follows Grafana's rules for each data source:
   ``(a|b)``, "All" becomes the variable's ``allValue`` (``.*``);
 * Prometheus, single-value variable: only backslashes (and ``'``) are escaped;
 * Jaeger: values are used as they are; a panel or row repeated over ``job``
-  is queried once per job value, as Grafana repeats it.
+  is queried once per job value, as Grafana repeats it;
+* VictoriaLogs (LogsQL): every variable carries an explicit Grafana format
+  (``${job:regex}``, ``${level:doublequote}``), so Grafana's own formatter
+  renders it and the plugin's rewriting of bare ``$var`` filters never applies.
+  ``regex``: values escaped with Grafana's ``escapeStringForRegex``, several
+  become ``(a|b)``, "All" is the variable's ``allValue`` as it is;
+  ``doublequote``: each value in double quotes (``"`` escaped), joined by commas.
 
 Example:
     >>> qs = dashboard_queries(service="billing", job=["import", "db.sync"])
     >>> any('job_name=~"(import|db\\\\\\\\.sync)"' in q.query for q in qs)
     True
     >>> sorted({q.datasource_type for q in qs})
-    ['jaeger', 'prometheus']
+    ['jaeger', 'prometheus', 'victoriametrics-logs-datasource']
+    >>> qs = dashboard_queries(service="svc", job=["import"], run=["r.1"], level=["warning", "error"])
+    >>> live = next(q for q in qs if q.datasource_type == LOGS_DATASOURCE_TYPE)
+    >>> print(live.title, live.query_type, live.max_lines)
+    Live log instant 1000
+    >>> print(live.query)  # doctest: +NORMALIZE_WHITESPACE
+    service.name:~`^svc$` AND job.name:~`^import$` AND job.run.id:~`^r\\.1$`
+      AND job.log.level:in("warning","error") | sort by (_time) desc
 """
 
 from __future__ import annotations
@@ -58,6 +73,10 @@ DEFAULT_BUILTINS: Mapping[str, str] = {
 _VAR = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)")
 _LABEL_VALUES = re.compile(r"label_values\((.+),\s*(\w+)\s*\)")
 _REGEX_META = re.compile(r"[$^*{}\[\]+?.()|]")
+#: Characters Grafana's escapeStringForRegex (@grafana/data) escapes for the ``regex`` format.
+_GRAFANA_REGEX_META = re.compile(r"[/.*+?|()\[\]{}\\^$]")
+#: Data source type of the VictoriaLogs plugin.
+LOGS_DATASOURCE_TYPE = "victoriametrics-logs-datasource"
 
 
 @dataclass(frozen=True)
@@ -68,8 +87,10 @@ class DashboardQuery:
     datasource_uid: str
     title: str  # panel title (substituted) or "variable <name> (label <label>)"
     ref_id: str
-    query: str  # PromQL (a variable's label_values selector), or a Jaeger HTTP API path with its query string
+    query: str  # PromQL (a variable's label_values selector), a Jaeger HTTP API path with its query string, or LogsQL
     instant: bool = False  # Prometheus: instant query (tables) rather than range
+    query_type: str = ""  # VictoriaLogs: the plugin's queryType ("instant" = raw log lines)
+    max_lines: int | None = None  # VictoriaLogs: the target's maxLines (the `limit` of /select/logsql/query)
 
 
 def load_dashboard(path: Path = DASHBOARD_PATH) -> dict[str, Any]:
@@ -91,6 +112,26 @@ def _prom_regex_escape(value: str) -> str:
 
 def _prom_plain_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\\\'")
+
+
+def _grafana_regex_escape(value: str) -> str:
+    return _GRAFANA_REGEX_META.sub(lambda m: "\\" + m.group(0), value)
+
+
+def _explicit_format(var: Mapping[str, Any] | None, value: str | Sequence[str] | None, fmt: str) -> str:
+    """Render ``${var:fmt}`` the way Grafana's formatter registry does, whatever the data source."""
+    if value is None:  # "All": a custom allValue is used as it is
+        return str((var or {}).get("allValue") or ".*")
+    values = [value] if isinstance(value, str) else list(value)
+    if fmt == "regex":
+        escaped = [_grafana_regex_escape(v) for v in values]
+        return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+    if fmt == "doublequote":
+        return ",".join('"' + v.replace('"', '\\"') + '"' for v in values)
+    if fmt == "queryparam":
+        name = (var or {}).get("name", "")
+        return "&".join(f"var-{name}={urllib.parse.quote(v)}" for v in values)
+    raise ValueError(f"variable format {fmt!r} is not emulated here")
 
 
 def _variables(dashboard: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -137,10 +178,8 @@ def substitute(
         else:
             return match.group(0)
         var = variables.get(name)
-        if fmt == "regex":
-            vals = [value] if isinstance(value, str) else list(value or [])
-            esc = [re.escape(v) for v in vals]
-            return ".*" if value is None else (esc[0] if len(esc) == 1 else "(" + "|".join(esc) + ")")
+        if fmt:
+            return _explicit_format(var, value, fmt)
         return _format(var, value, datasource_type)
 
     return _VAR.sub(replace, text)
@@ -166,6 +205,7 @@ def dashboard_queries(
     service: str = "joblogger",
     job: str | Sequence[str] | None = None,
     run: str | Sequence[str] | None = None,
+    level: Sequence[str] | None = ("info", "milestone", "warning", "error"),
     trace_id: str = "",
     builtins: Mapping[str, str] | None = None,
 ) -> list[DashboardQuery]:
@@ -177,6 +217,7 @@ def dashboard_queries(
         job: Job name(s) for ``$job``; None means "All" (then the panels repeated per job,
             whose copies Grafana makes from the variable's options, are left out).
         run: Run id(s) for ``$run``; None means "All".
+        level: Log levels for ``$level`` (the Live log panel); the default is the dashboard's.
         trace_id: Value of ``$trace_id``; the Run detail query is left out when empty.
         builtins: Overrides for ``$__interval``, ``$__rate_interval``, ...
 
@@ -189,6 +230,7 @@ def dashboard_queries(
         "service": service,
         "job": job,
         "run": run,
+        "level": level,
         "trace_id": trace_id,
         **DEFAULT_BUILTINS,
         **(builtins or {}),
@@ -254,6 +296,21 @@ def dashboard_queries(
                         query = _jaeger_query(target, sub)
                         if query is not None:
                             out.append(DashboardQuery(ds_type, ds["uid"], title, target["refId"], query))
+                    elif ds_type == LOGS_DATASOURCE_TYPE:
+                        bare = [m.group(0) for m in _VAR.finditer(target["expr"]) if not m.group(2)]
+                        if bare:
+                            raise ValueError(f"panel {title!r}: LogsQL variables need an explicit format: {bare}")
+                        out.append(
+                            DashboardQuery(
+                                ds_type,
+                                ds["uid"],
+                                title,
+                                target["refId"],
+                                sub(target["expr"]),
+                                query_type=target.get("queryType", "instant"),
+                                max_lines=target.get("maxLines"),
+                            )
+                        )
                     else:
                         raise ValueError(f"panel {title!r}: unexpected data source type {ds_type!r}")
     return out

@@ -1,11 +1,17 @@
-"""Offline checks of docker-compose.yml: schema, pinned images, loopback ports, mounts, Grafana security."""
+"""Offline checks of docker-compose.yml: schema, pinned images, loopback ports, mounts, Grafana security.
+
+The VictoriaLogs checks also hold docker-compose.yml and the local stack
+(scripts/stack.py) to the same flags and release.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -13,6 +19,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = REPO_ROOT / "docker-compose.yml"
+VICTORIALOGS_GO_MOD = REPO_ROOT / "backends/victorialogs/build/go.mod"
+LOGS_PLUGIN = "victoriametrics-logs-datasource"
 
 
 def _compose() -> dict[str, Any]:
@@ -61,9 +69,22 @@ def test_compose_matches_compose_spec() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _stack_script() -> ModuleType:
+    """scripts/stack.py as a module (it is not a package)."""
+    name = "joblogger_stack"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts/stack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_expected_services() -> None:
-    """The stack has the collector, both backends, Grafana and Alertmanager."""
-    assert set(_services()) == {"otel-collector", "jaeger", "prometheus", "grafana", "alertmanager"}
+    """The stack has the collector, the three backends, Grafana and Alertmanager."""
+    assert set(_services()) == {"otel-collector", "jaeger", "prometheus", "victorialogs", "grafana", "alertmanager"}
 
 
 @pytest.mark.parametrize("service", sorted(_services()))
@@ -201,3 +222,81 @@ def test_hosts_in_configs_are_services() -> None:
     assert found, "no hosts found: the pattern no longer matches the configs"
     missing = {host: name for host, name in found.items() if host not in services}
     assert missing == {}
+
+
+def test_victorialogs_image_matches_local_build() -> None:
+    """The VictoriaLogs image tag is the release backends/victorialogs/build pins for the local stack."""
+    go_mod = VICTORIALOGS_GO_MOD.read_text(encoding="utf-8")
+    match = re.search(r"^require github\.com/VictoriaMetrics/VictoriaLogs (v\S+)$", go_mod, re.M)
+    assert match is not None
+    assert _services()["victorialogs"]["image"] == f"victoriametrics/victoria-logs:{match.group(1)}"
+    assert _stack_script()._victorialogs_version() == match.group(1)
+
+
+def test_victorialogs_env_flags_same_as_local_stack(tmp_path: Path) -> None:
+    """Compose and stack.py start VictoriaLogs with the same arguments and VL_* variables; only addresses differ."""
+    svc = _services()["victorialogs"]
+    assert svc["command"] == ["-envflag.enable", "-envflag.prefix=VL_"]
+    env = _environment("victorialogs")
+    assert env == {
+        "VL_httpListenAddr": ":9428",
+        "VL_storageDataPath": "/victoria-logs-data",
+        "VL_retentionPeriod": "7d",
+    }
+    assert ("victorialogs-data", "/victoria-logs-data", "rw") in _mounts(svc)
+    assert svc["ports"] == ["127.0.0.1:9428:9428"]
+    stack = _stack_script()
+    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs")))
+    local = {s.name: s for s in stack._services(bins, tmp_path, {})}["victorialogs"]
+    assert list(local.argv[1:]) == svc["command"]
+    assert set(local.env) == set(env)
+    assert local.env["VL_retentionPeriod"] == env["VL_retentionPeriod"]
+    assert local.env["VL_httpListenAddr"] == "127.0.0.1:9428"
+    assert local.env["VL_storageDataPath"] == str(tmp_path / "data" / "victorialogs")
+    assert local.ready_url == "http://127.0.0.1:9428/health"
+
+
+def test_collector_sends_logs_to_victorialogs(tmp_path: Path) -> None:
+    """The collector waits for VictoriaLogs in compose and gets its loopback logs URL from stack.py."""
+    assert "victorialogs" in _services()["otel-collector"]["depends_on"]
+    config = yaml.safe_load((REPO_ROOT / "collector/config.yaml").read_text(encoding="utf-8"))
+    exporter = config["exporters"]["otlphttp/victorialogs"]
+    assert exporter["logs_endpoint"] == (
+        "${env:VICTORIALOGS_OTLP_LOGS_ENDPOINT:-http://victorialogs:9428/insert/opentelemetry/v1/logs}"
+    )
+    assert exporter["headers"] == {"VL-Stream-Fields": "service.name,job.name"}
+    assert config["service"]["pipelines"]["logs"]["exporters"] == ["otlphttp/victorialogs"]
+    stack = _stack_script()
+    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs")))
+    collector = {s.name: s for s in stack._services(bins, tmp_path, {})}["collector"]
+    assert collector.env["VICTORIALOGS_OTLP_LOGS_ENDPOINT"] == "http://127.0.0.1:9428/insert/opentelemetry/v1/logs"
+    moved = {s.name: s for s in stack._services(bins, tmp_path, {"JOBLOGGER_STACK_VICTORIALOGS_PORT": "19428"})}
+    assert moved["collector"].env["VICTORIALOGS_OTLP_LOGS_ENDPOINT"].startswith("http://127.0.0.1:19428/")
+    assert moved["victorialogs"].env["VL_httpListenAddr"] == "127.0.0.1:19428"
+    assert stack.endpoints({"JOBLOGGER_STACK_VICTORIALOGS_PORT": "19428"}).logs == "http://127.0.0.1:19428"
+
+
+def test_builder_manifest_lists_exactly_the_components_used() -> None:
+    """Every component collector/config.yaml uses is compiled in, and nothing else."""
+    config = yaml.safe_load((REPO_ROOT / "collector/config.yaml").read_text(encoding="utf-8"))
+    manifest = yaml.safe_load((REPO_ROOT / "collector/builder-config.yaml").read_text(encoding="utf-8"))
+    pipelines = config["service"]["pipelines"].values()
+    used = {
+        "receivers": {n.split("/")[0] for p in pipelines for n in p["receivers"]},
+        "processors": {n.split("/")[0] for p in pipelines for n in p.get("processors", [])},
+        "exporters": {n.split("/")[0] for p in pipelines for n in p["exporters"]},
+        "extensions": {n.split("/")[0] for n in config["service"].get("extensions", [])},
+    }
+    for kind, names in used.items():
+        built = {entry["gomod"].split()[0].rsplit("/", 1)[1] for entry in manifest[kind]}
+        assert built == {f"{name.replace('_', '')}{kind[:-1]}" for name in names}, kind
+        declared = {n.split("/")[0] for n in config[kind]}
+        assert declared == names, f"{kind} declared but not used: {declared - names}"
+
+
+def test_grafana_installs_pinned_logs_plugin() -> None:
+    """Grafana installs the VictoriaLogs plugin, pinned, before provisioning, and waits for VictoriaLogs."""
+    grafana = _services()["grafana"]
+    assert _environment("grafana")["GF_PLUGINS_PREINSTALL_SYNC"] == f"{LOGS_PLUGIN}@0.26.3"
+    assert "GF_INSTALL_PLUGINS" not in _environment("grafana")
+    assert "victorialogs" in grafana["depends_on"]

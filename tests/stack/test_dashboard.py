@@ -10,9 +10,18 @@ from typing import Any
 
 import pytest
 import yaml
-from dashboard_queries import DASHBOARD_PATH, REPO_ROOT, dashboard_queries, iter_panels, load_dashboard
+from dashboard_queries import (
+    DASHBOARD_PATH,
+    LOGS_DATASOURCE_TYPE,
+    REPO_ROOT,
+    dashboard_queries,
+    iter_panels,
+    load_dashboard,
+)
 from promql_names import promql_names
 from semconv_names import ATTRIBUTE_KEYS, LABELS, METRICS
+
+from joblogger import semconv
 
 PROVISIONING = REPO_ROOT / "dashboards" / "provisioning"
 DATASOURCES = PROVISIONING / "datasources" / "datasources.yaml"
@@ -57,9 +66,9 @@ def test_dashboard_identity() -> None:
 
 
 def test_dashboard_variables() -> None:
-    """service, job, run and trace_id variables exist; job and run allow several values and All."""
+    """service, job, run, level and trace_id variables exist; job and run allow several values and All."""
     variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
-    assert set(variables) == {"service", "job", "run", "trace_id"}
+    assert set(variables) == {"service", "job", "run", "level", "trace_id"}
     assert variables["trace_id"]["type"] == "textbox"
     for name in ("job", "run"):
         assert variables[name]["multi"] and variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
@@ -99,6 +108,7 @@ def test_expected_panels() -> None:
         "Run detail: trace $trace_id": "traces",
         "Recent runs: $job": "table",
         "Failed runs: $job": "table",
+        "Live log": "logs",
     }
     assert {t: by_title[t]["type"] for t in expected if t in by_title} == expected
 
@@ -137,7 +147,76 @@ def test_datasources_provisioned() -> None:
     assert t2m["datasourceUid"] == "prometheus"
     assert {"key": "job.name", "value": "job_name"} in t2m["tags"]
     assert sources["jaeger"]["jsonData"]["nodeGraph"]["enabled"] is True
-    assert "loki" in DATASOURCES.read_text(encoding="utf-8"), "keep the commented Loki hook"
+    assert "loki" not in DATASOURCES.read_text(encoding="utf-8").lower(), "Loki is not part of this stack"
+
+
+def test_level_variable_excludes_debug_by_default() -> None:
+    """The Log levels variable offers joblogger's levels, several at once, with debug off by default."""
+    level = next(v for v in load_dashboard()["templating"]["list"] if v["name"] == "level")
+    assert level["type"] == "custom" and level["multi"] and not level.get("includeAll")
+    assert level["query"].split(",") == list(semconv.LEVELS)
+    assert [o["value"] for o in level["options"]] == list(semconv.LEVELS)
+    assert level["current"]["value"] == [lv for lv in semconv.LEVELS if lv != semconv.LEVEL_DEBUG]
+    assert [o["value"] for o in level["options"] if o["selected"]] == level["current"]["value"]
+
+
+def test_live_log_panel() -> None:
+    """Live log reads raw lines from VictoriaLogs in the plugin's query model, newest first, for $job and $run."""
+    panel = next(p for p in iter_panels(load_dashboard()) if p["title"] == "Live log")
+    assert panel["datasource"] == {"type": LOGS_DATASOURCE_TYPE, "uid": "victorialogs"}
+    assert panel["options"]["sortOrder"] == "Descending"
+    assert panel["options"]["showTime"] and panel["options"]["enableLogDetails"]
+    (target,) = panel["targets"]
+    assert target["queryType"] == "instant" and target["editorMode"] == "code" and target["direction"] == "desc"
+    assert target["maxLines"] >= 100
+    expr = target["expr"]
+    for variable in ("${service:regex}", "${job:regex}", "${run:regex}", "${level:doublequote}"):
+        assert variable in expr
+    assert expr.endswith("| sort by (_time) desc")
+
+
+def test_logsql_fields_come_from_semconv() -> None:
+    """Every field a LogsQL query filters on is a joblogger attribute or service.name."""
+    logsql = [q.query for q in _all_queries() if q.datasource_type == LOGS_DATASOURCE_TYPE]
+    assert logsql
+    for query in logsql:
+        fields = set(re.findall(r"([A-Za-z_][\w.]*):(?:~|=|in\()", re.split(r" \| ", query)[0]))
+        assert fields, query
+        assert fields <= ATTRIBUTE_KEYS | {"service.name"}, fields - ATTRIBUTE_KEYS
+        assert semconv.JOB_RUN_ID in fields and semconv.JOB_NAME in fields and semconv.JOB_LOG_LEVEL in fields
+
+
+def test_logsql_variables_substituted_as_grafana_does() -> None:
+    """Regex and quoting characters in job and run values reach LogsQL escaped; All and several values work."""
+    queries = dashboard_queries(service="svc.a\\b", job=["db.sync", "a|b (x)", "it's"], run=["r+1", "r[2]"])
+    (expr,) = [q.query for q in queries if q.datasource_type == LOGS_DATASOURCE_TYPE]
+    assert "service.name:~`^svc\\.a\\\\b$`" in expr
+    assert "job.name:~`^(db\\.sync|a\\|b \\(x\\)|it's)$`" in expr
+    assert "job.run.id:~`^(r\\+1|r\\[2\\])$`" in expr
+    assert 'job.log.level:in("info","milestone","warning","error")' in expr
+    (every,) = [q.query for q in dashboard_queries(job=None, run=None) if q.datasource_type == LOGS_DATASOURCE_TYPE]
+    assert "job.name:~`^.*$` AND job.run.id:~`^.*$`" in every
+
+
+def test_victorialogs_datasource_links_and_levels() -> None:
+    """VictoriaLogs links trace_id to Jaeger, Jaeger links spans back, and job.log.level sets the level colours."""
+    sources = {ds["uid"]: ds for ds in _datasources()}
+    logs = sources["victorialogs"]
+    assert logs["type"] == LOGS_DATASOURCE_TYPE
+    assert logs["url"] == "http://victorialogs:9428"
+    (derived,) = logs["jsonData"]["derivedFields"]
+    assert derived["matcherType"] == "label" and derived["matcherRegex"] == "trace_id"
+    assert derived["datasourceUid"] == "jaeger"
+    assert _unescape_provisioning(derived["url"]) == "${__value.raw}"
+    rules = {r["value"]: r["level"] for r in logs["jsonData"]["logLevelRules"]}
+    for rule in logs["jsonData"]["logLevelRules"]:
+        assert rule["field"] == semconv.JOB_LOG_LEVEL and rule["operator"] == "equals" and rule["enabled"]
+    assert rules == {"debug": "debug", "info": "info", "milestone": "info", "warning": "warning", "error": "error"}
+    assert set(rules) == set(semconv.LEVELS)
+    t2l = sources["jaeger"]["jsonData"]["tracesToLogsV2"]
+    assert t2l["datasourceUid"] == "victorialogs"
+    assert t2l["customQuery"] is True
+    assert _unescape_provisioning(t2l["query"]) == 'trace_id:="${__span.traceId}"'
 
 
 def test_dashboard_provider() -> None:
