@@ -230,6 +230,55 @@ class _SpanSlot:
         span.end()
 
 
+#: Records per second and burst allowed per level before further records are suppressed.
+#: Only debug and info can be limited; warnings, errors and milestones never are.
+DEFAULT_LOG_RATE_LIMITS: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {semconv.LEVEL_DEBUG: (20.0, 200.0), semconv.LEVEL_INFO: (20.0, 200.0)}
+)
+
+
+class _TokenBucket:
+    """Allows ``rate`` records per second with bursts of ``burst``; counts what it suppresses."""
+
+    __slots__ = ("burst", "clock", "last", "rate", "suppressed", "tokens")
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = burst
+        self.last = clock()
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False
+
+
+def _rate_limits(
+    limits: Mapping[str, tuple[float, float]], clock: Callable[[], float], warn: _sanitize.Warner
+) -> dict[str, _TokenBucket]:
+    buckets: dict[str, _TokenBucket] = {}
+    for level, spec in dict(limits).items():
+        if level not in _LOW_LEVELS:
+            warn("rate-limit-level", "log rate limits apply to debug and info only; %r ignored", level)
+            continue
+        if spec is None:
+            continue
+        try:
+            rate, burst = float(spec[0]), float(spec[1])
+        except (TypeError, ValueError, IndexError):
+            warn("rate-limit-spec", "log rate limit for %s should be (per_second, burst); ignored", level)
+            continue
+        if rate > 0 and burst >= 1:
+            buckets[level] = _TokenBucket(rate, burst, clock)
+    return buckets
+
+
 class _Closed:
     """Stands in for the progress counter once the run has ended: warns once, counts nothing."""
 
@@ -303,6 +352,7 @@ class JobLogger:
         "_gauge_attrs",
         "_hub",
         "_job_name",
+        "_limits",
         "_lock",
         "_message",
         "_meter_provider",
@@ -343,6 +393,7 @@ class JobLogger:
         secret_keys: Iterable[str] = (),
         run_id_on_metrics: bool = True,
         snapshots: bool | None = None,
+        log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self._warn = _sanitize.Warner("joblogger: ")
         self._run_id = _sanitize.as_text(job_run_id, "job_run_id", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
@@ -362,6 +413,9 @@ class JobLogger:
         self._secret_keys = _sanitize.DEFAULT_SECRET_KEYS + tuple(str(k).lower() for k in secret_keys if k)
         self._run_id_on_metrics = run_id_on_metrics
         self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
+        self._limits = _rate_limits(
+            DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, clock, self._warn
+        )
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(semconv.SCOPE_NAME, __version__)
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub: Hub = hub_for(self._meter_provider)
@@ -868,6 +922,9 @@ class JobLogger:
                 self._warn("ended", "the run has ended (log_summary was called); call ignored")
                 return
             next(self._tally.log_ticks[level])
+            limiter = self._limits.get(level)
+            if limiter is not None and not limiter.allow():
+                return
             levelno = _LEVELNO[level]
             to_stdlib = _pylog.isEnabledFor(levelno)
             if level == semconv.LEVEL_DEBUG and not (self._debug_events or to_stdlib):
@@ -995,7 +1052,11 @@ class JobLogger:
                 if slot is not None:
                     for level, n in slot.dropped.items():
                         dropped[level] = dropped.get(level, 0) + n
+            suppressed = {level: bucket.suppressed for level, bucket in self._limits.items() if bucket.suppressed}
+            if suppressed:
+                line += f" | Logs suppressed: {_format.format_count(sum(suppressed.values()))}"
             summary = Summary(
+                logs_suppressed=suppressed,
                 line=line,
                 result=result,
                 entities_processed=current,
@@ -1106,6 +1167,7 @@ def create_job_logger(
     secret_keys: Iterable[str] = (),
     run_id_on_metrics: bool = True,
     snapshots: bool | None = None,
+    log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
 ) -> JobLogger:
     """Start a run of ``job_name`` and return its :class:`JobLogger`.
 
@@ -1125,6 +1187,10 @@ def create_job_logger(
         run_id_on_metrics: Put ``job.run.id`` on progress gauges (turn off for very frequent jobs).
         snapshots: Emit snapshot spans (start markers and periodic checkpoints) so the run shows
             in trace backends before it ends; default: on once ``joblogger.otlp.configure()`` ran.
+        log_rate_limits: ``{"debug"|"info": (per_second, burst)}``; records beyond the limit are
+            suppressed (still counted in ``job.logs``) and reported in the summary. Default
+            :data:`DEFAULT_LOG_RATE_LIMITS` (20/s with bursts of 200); ``{}`` turns limits off.
+            Milestones, warnings and errors are never limited.
 
     Example:
         >>> from joblogger import create_job_logger
@@ -1146,4 +1212,5 @@ def create_job_logger(
         secret_keys=secret_keys,
         run_id_on_metrics=run_id_on_metrics,
         snapshots=snapshots,
+        log_rate_limits=log_rate_limits,
     )

@@ -661,7 +661,7 @@ def test_garbage_collected_logger_keeps_its_counts(cap: Capture) -> None:
 
 def test_default_event_budget_keeps_high_levels(cap: Capture) -> None:
     """With the default budget of 128: 300 infos, then 20 errors (all kept), then warnings until it is full."""
-    job = cap.job_logger("r", "j")
+    job = cap.job_logger("r", "j", log_rate_limits={})  # the budget alone, no rate limit
     job.set_stage("S")
     for i in range(300):
         job.info(f"i{i}")
@@ -916,3 +916,36 @@ def test_warning_handler_may_call_back_into_the_logger():
             logging.getLogger("joblogger").removeHandler(handler)
         assert {"progress-backwards", "outcome-empty"} <= set(seen)
         job.log_summary()
+
+
+def test_log_rate_limits_suppress_info_flood_and_report_it(cap: Capture) -> None:
+    """An info flood beyond the rate limit is suppressed, still counted in metrics, and reported in the summary."""
+    now = [0.0]
+    job = cap.job_logger("r", "flood", clock=lambda: now[0], log_rate_limits={"info": (10.0, 5.0)})
+    job.set_stage("S")
+    for i in range(20):
+        job.info(f"info {i}")  # burst of 5 passes, 15 suppressed
+        job.warning(f"warning {i}")  # never limited
+    now[0] = 1.0  # one second later the bucket refilled, up to its burst of 5
+    for i in range(12):
+        job.info(f"later {i}")
+    summary = job.log_summary()
+    stage = stage_span(cap, "S")
+    assert levels(stage).count("info") == 5 + 5
+    assert levels(stage).count("warning") == 20
+    assert summary.logs_suppressed == {"info": 15 + 7}
+    assert summary.line.endswith(" | Logs suppressed: 22")
+    assert summary.to_dict()["logsSuppressed"] == {"info": 22}
+    assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_LOG_LEVEL: "info"}) == 32
+
+
+def test_rate_limits_never_apply_to_warnings_errors_or_milestones(cap: Capture, caplog) -> None:
+    """A limit asked for warning/error/milestone is refused with one warning; those levels always pass."""
+    job = cap.job_logger("r", "j", log_rate_limits={"warning": (1.0, 1.0), "error": (1.0, 1.0)})
+    for i in range(10):
+        job.warning(f"w{i}")
+        job.error(f"e{i}")
+    summary = job.log_summary()
+    assert summary.logs_suppressed == {}
+    assert summary.outcomes["warnings"] == 10 and summary.outcomes["errors"] == 10
+    assert sum("apply to debug and info only" in r.getMessage() for r in caplog.records) == 1
