@@ -12,6 +12,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+#: Not a doctest module. `--doctest-modules` would import this file as module "conftest" again, which
+#: fails when another directory's conftest.py was loaded last (`pytest tests/stack tests/integration/...`).
+collect_ignore = ["conftest.py"]
+
 if importlib.util.find_spec("joblogger") is None:  # src layout, package not installed in this venv
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
