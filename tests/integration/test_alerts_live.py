@@ -67,7 +67,9 @@ def finished_jobs(stack: Any) -> dict[str, Any]:
     return {"errors": errors, "clean": clean, "ended": time.time()}
 
 
-def test_errors_alert_fires_for_a_job_with_errors_not_for_a_clean_one(stack: Any, finished_jobs: dict[str, Any]):
+def test_errors_alert_fires_for_a_job_with_errors_not_for_a_clean_one(
+    stack: Any, finished_jobs: dict[str, Any]
+) -> None:
     """JobErrorsRecorded fires, naming the job, for the job that recorded errors and never for the clean job."""
     errors, clean = finished_jobs["errors"], finished_jobs["clean"]
 
@@ -114,7 +116,7 @@ KILLED_JOB = textwrap.dedent("""
 
 def test_sigkilled_run_fires_vanished_and_keeps_its_last_snapshot(
     stack: Any, tmp_path: Path, finished_jobs: dict[str, Any]
-):
+) -> None:
     """A SIGKILLed run fires JobRunVanished after about 2 min; Jaeger keeps its last checkpoint, stage and progress."""
     service, run_id = f"alert-killed-{uuid.uuid4().hex[:6]}", f"killed-{uuid.uuid4().hex[:8]}"
     script = tmp_path / "killed_job.py"

@@ -195,7 +195,7 @@ def live(stack: Any) -> dict[str, Any]:
     }
 
 
-def test_datasource_uids_match_provisioning():
+def test_datasource_uids_match_provisioning() -> None:
     """Every data source the dashboard names (panels, targets, variables, links) is provisioned, same uid and type."""
     provisioned = provisioned_datasources()
     board = load_dashboard()
@@ -228,7 +228,7 @@ def nested_values(node: Any, key: str) -> list[Any]:
     return []
 
 
-def test_every_dashboard_query_returns_the_runs_data(stack: Any, live: dict[str, Any]):
+def test_every_dashboard_query_returns_the_runs_data(stack: Any, live: dict[str, Any]) -> None:
     """Each dashboard query, variables substituted with the run's values, returns data of that job from its backend."""
     service, run_id = live["service"], live["run_id"]
     queries = dashboard_queries(service=service, job=JOB, run=run_id, trace_id=live["trace_id"])
@@ -261,7 +261,7 @@ def test_every_dashboard_query_returns_the_runs_data(stack: Any, live: dict[str,
     assert len(queries) >= 20
 
 
-def test_active_runs_table_follows_the_live_run(live: dict[str, Any]):
+def test_active_runs_table_follows_the_live_run(live: dict[str, Any]) -> None:
     """While the job runs, Active runs has one row (the current stage) with sane values; it leaves when the run ends."""
     samples = live["samples"]
     cols = {ref: samples[("Active runs", ref)] for ref in "ABCDEF"}
@@ -282,7 +282,7 @@ def test_active_runs_table_follows_the_live_run(live: dict[str, Any]):
     assert live["left_active_after_s"] < 10  # the final export says job_runs_active 0
 
 
-def test_time_series_panels_count_the_runs(stack: Any, live: dict[str, Any]):
+def test_time_series_panels_count_the_runs(stack: Any, live: dict[str, Any]) -> None:
     """Outcome, log, result and duration panels show the job's keys, levels and both runs (1 success, 1 failure)."""
     queries = dashboard_queries(service=live["service"], job=JOB, run=live["run_id"])
     ranged = {(q.title, q.ref_id): q for q in queries if q.datasource_type == "prometheus" and not q.instant}
@@ -311,7 +311,7 @@ def test_time_series_panels_count_the_runs(stack: Any, live: dict[str, Any]):
         assert values and all(v > 0 for v in values), ref
 
 
-def test_jaeger_panels_return_the_runs(stack: Any, live: dict[str, Any]):
+def test_jaeger_panels_return_the_runs(stack: Any, live: dict[str, Any]) -> None:
     """Recent runs lists both runs, Failed runs only the failed one, and Run detail the whole run trace."""
     queries = {
         q.title: q
@@ -342,7 +342,7 @@ def exemplars(stack: Any, query: str, since: float) -> list[dict[str, Any]]:
     return [{**e, "series": s["seriesLabels"]} for s in body["data"] for e in s["exemplars"]]
 
 
-def test_exemplars_open_the_runs_trace(stack: Any, live: dict[str, Any]):
+def test_exemplars_open_the_runs_trace(stack: Any, live: dict[str, Any]) -> None:
     """Exemplars of run counts and durations carry the run's trace id, which Jaeger returns with that run span."""
     sel = f'job="{live["service"]}", job_name="{JOB}"'
     label = provisioned_datasources()["prometheus"]["jsonData"]["exemplarTraceIdDestinations"][0]["name"]
