@@ -55,7 +55,8 @@ def test_existing_sdk_providers_are_reused_unchanged():
         from joblogger import create_job_logger, otlp
         t = otlp.configure(service_name="ignored")
         t2 = otlp.configure()
-        print("reused", t.reused_existing, t is t2, trace.get_tracer_provider() is tp, metrics.get_meter_provider() is mp)
+        same = trace.get_tracer_provider() is tp, metrics.get_meter_provider() is mp
+        print("reused", t.reused_existing, t is t2, *same)
         with create_job_logger("r1", "dropin") as job:
             job.add_outcome("updates", 4)
         names = [s.name for s in spans.get_finished_spans()]
