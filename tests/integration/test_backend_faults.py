@@ -61,7 +61,7 @@ EXIT_SLACK_S = 2.0
 #: Allowed slowdown of the job body under a fault.
 MAX_OVERHEAD = 0.05
 #: Absolute allowance on top of MAX_OVERHEAD: one-off work of a failing exporter (channel re-creation,
-#: a few warning lines) that does not scale with the job; healthy twins differ by < 0.5 % of ~2.5 s.
+#: a few warning lines) that does not scale with the job; healthy twins differ by < 1 % of ~2.5 s.
 OVERHEAD_SLACK_S = 0.1
 #: A telemetry call that waited for the network would take seconds (timeouts are 5 s); preemption on a loaded VM is ms.
 MAX_CALL_S = 0.5
