@@ -306,6 +306,14 @@ def _guarded(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def _quietly(flush: Callable[..., object], timeout_millis: int) -> None:
+    """Run a provider's force_flush on a helper thread; its failures are logged, never raised."""
+    try:
+        flush(timeout_millis=timeout_millis)
+    except Exception as exc:  # noqa: BLE001
+        _pylog.warning("joblogger: save_outcome flush failed: %r", exc)
+
+
 def _error_type(exc: BaseException) -> str:
     cls = type(exc)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
@@ -988,7 +996,14 @@ class JobLogger:
         self._hub.flush_outcomes(self._tally)
         flush = getattr(self._meter_provider, "force_flush", None)
         if callable(flush):
-            flush(timeout_millis=int(timeout_s * 1000))
+            # The SDK's force_flush can outlive its own timeout against a hung collector (it waits for
+            # an export already in flight), so it runs on its own thread and the job waits at most
+            # timeout_s; the flush still completes in the background.
+            worker = threading.Thread(
+                target=_quietly, args=(flush, int(timeout_s * 1000)), name="joblogger-save-outcome", daemon=True
+            )
+            worker.start()
+            worker.join(max(0.0, float(timeout_s)))
 
     def log_summary(self) -> Summary:
         """End the run and log its summary line as a milestone; idempotent.

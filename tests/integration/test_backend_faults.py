@@ -782,11 +782,6 @@ def test_exit_is_bounded_with_full_queues(heavy_runs: dict[str, dict[str, Any]])
     assert not heavy_runs["healthy"]["dropped_at_exit"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known issue: save_outcome() waits for the metric reader's lock (held by a hung periodic export) and for "
-    "the gRPC exporter's own 5 s timeout, not for timeout_s; a fix belongs in JobLogger.save_outcome",
-)
 def test_save_outcome_waits_at_most_its_timeout(spawn: Callable[..., JobProcess]):
     """save_outcome(timeout_s=2) against a hung collector should block the job for at most about 2 s."""
     server = FaultServer("blackhole")
