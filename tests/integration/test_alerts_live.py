@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e_jobs import eventually, get_json, jaeger_traces, job_env, scalar, tags_of
+from live import eventually, get_json, jaeger_traces, job_env, scalar, tags_of
 
 ERRORS_ALERT_TIMEOUT_S = 60.0
 #: JobRunVanished needs 120 s of silence (rules' freshness threshold) plus evaluation; bounded well above.

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from live import eventually, get_json
 
 from joblogger import otlp
 
@@ -188,30 +189,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
-
-
-def get_json(url: str, params: dict[str, str] | None = None) -> Any:
-    """GET ``url`` (with query ``params``) and decode JSON."""
-    if params:
-        url = f"{url}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = BACKEND_TIMEOUT_S) -> T:
-    """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except (OSError, KeyError, IndexError, ValueError) as exc:
-            last, result = exc, None
-        if result:
-            return result
-        last = last if result is None else result
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
 
 
 def promql(stack: Any, query: str) -> list[dict[str, Any]]:

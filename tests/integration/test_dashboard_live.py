@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_e2e_jobs import eventually, get_json, jaeger_traces, job_env, tags_of
+from live import eventually, get_json, jaeger_traces, job_env, tags_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
 from dashboard_queries import (

@@ -17,13 +17,14 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
+from live import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "stack"))
@@ -42,21 +43,6 @@ DATASOURCES = REPO_ROOT / "dashboards" / "provisioning" / "datasources" / "datas
 MILESTONE = "Loaded 3,000 users to process"
 WARNING_PREFIX = "No valid candidates for user "
 ERROR_PREFIX = "Failed to process user "
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = TIMEOUT_S) -> T:
-    """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except (OSError, KeyError, IndexError, ValueError) as exc:
-            last, result = exc, None
-        if result:
-            return result
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
 
 
 def logsql(stack: Any, query: str, *, limit: int = 5000, start: float | None = None, end: float | None = None) -> list:
