@@ -33,6 +33,13 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 
 
+#: The progress gauges, in the order their callbacks run (the first one reads the runs' state).
+_GAUGES = (
+    (semconv.METRIC_PROGRESS_CURRENT, "Entities processed so far in the current phase of an active run."),
+    (semconv.METRIC_PROGRESS_EXPECTED, "Entities expected in the current phase of an active run."),
+    (semconv.METRIC_PROGRESS_RATIO, "Fraction of the current phase done (0-1)."),
+    (semconv.METRIC_PROGRESS_ETA, "Estimated seconds until the current phase is done."),
+)
 #: How long one collection's progress snapshot is reused by the later gauges of that collection.
 _SNAPSHOT_TTL_S = 1.0
 #: Largest value an OTLP integer data point can carry (int64); larger counts are clamped.
@@ -115,29 +122,9 @@ class Hub:
                 unit=unit[semconv.METRIC_RUNS_ACTIVE],
                 description="Job runs in progress.",
             ),
-            meter.create_observable_gauge(
-                semconv.METRIC_PROGRESS_CURRENT,
-                [self._observe_gauge(0)],
-                unit="{entity}",
-                description="Entities processed so far in the current phase of an active run.",
-            ),
-            meter.create_observable_gauge(
-                semconv.METRIC_PROGRESS_EXPECTED,
-                [self._observe_gauge(1)],
-                unit="{entity}",
-                description="Entities expected in the current phase of an active run.",
-            ),
-            meter.create_observable_gauge(
-                semconv.METRIC_PROGRESS_RATIO,
-                [self._observe_gauge(2)],
-                unit="1",
-                description="Fraction of the current phase done (0-1).",
-            ),
-            meter.create_observable_gauge(
-                semconv.METRIC_PROGRESS_ETA,
-                [self._observe_gauge(3)],
-                unit="s",
-                description="Estimated seconds until the current phase is done.",
+            *(
+                meter.create_observable_gauge(name, [self._observe_gauge(index)], unit=unit[name], description=text)
+                for index, (name, text) in enumerate(_GAUGES)
             ),
             meter.create_observable_counter(
                 semconv.METRIC_ENTITIES_PROCESSED,
