@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live import eventually, get_json, jaeger_traces, job_env, scalar, tags_of
+from live import eventually, get_json, jaeger_traces, job_env, promql, scalar, tags_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
+from dashboard_queries import dashboard_queries  # tests/stack is not a package on the path
 
 ERRORS_ALERT_TIMEOUT_S = 60.0
 #: JobRunVanished needs 120 s of silence (rules' freshness threshold) plus evaluation; bounded well above.
@@ -180,6 +183,18 @@ def test_sigkilled_run_fires_vanished_and_keeps_its_last_snapshot(
     labels = alert["labels"]
     assert labels["job_name"] == "nightly-import" and labels["severity"] == "critical" and labels["instance"]
     assert "nightly-import" in alert["annotations"]["summary"]
+
+    # The dashboard's "Interrupted runs" panel lists the killed run (its own query, variables substituted).
+    (panel,) = [
+        q
+        for q in dashboard_queries(service=service, job="nightly-import", run=run_id)
+        if q.title.startswith("Interrupted runs")
+    ]
+    rows = eventually(
+        lambda: [r for r in promql(stack, panel.query) if r["metric"].get("job_run_id") == run_id],
+        "the killed run in the Interrupted runs panel",
+    )
+    assert float(rows[0]["value"][1]) >= 120
 
     # The jobs that ended normally more than 2 minutes ago never look vanished.
     assert time.time() - finished_jobs["ended"] > 125

@@ -250,7 +250,12 @@ def test_every_dashboard_query_returns_the_runs_data(stack: Any, live: dict[str,
         series = rows_for(prom_range(stack, q), {run_id})
         return any(not math.isnan(float(v)) and float(v) > 0 for s in series for _, v in s["values"])
 
-    pending = list(queries)
+    # The interrupted-runs panel lists only runs whose process died; these runs ended normally, so it
+    # must not list them (test_alerts_live.py checks that it lists a SIGKILLed run).
+    interrupted = [q for q in queries if q.title.startswith("Interrupted runs")]
+    assert len(interrupted) == 1
+    assert not rows_for(prom_instant(stack, interrupted[0].query), {run_id, live["failed_id"]})
+    pending = [q for q in queries if q not in interrupted]
     deadline = time.monotonic() + POST_RUN_TIMEOUT_S
     while pending and time.monotonic() < deadline:
         pending = [q for q in pending if not has_data(q)]
