@@ -78,12 +78,19 @@ class _Handoff(logging.Handler):
         self._sink.append(record)
 
 
+#: Record attributes that are not the job's context: stdlib ones and joblogger's own extras.
+_NOT_CONTEXT = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    semconv.JOB_NAME,
+    semconv.JOB_RUN_ID,
+    semconv.JOB_STAGE,
+    semconv.JOB_LOG_LEVEL,
+    "joblogger.warning",
+}
+
+
 def _context_text(record: logging.LogRecord) -> str:
-    skip = {semconv.JOB_NAME, semconv.JOB_RUN_ID, semconv.JOB_STAGE, semconv.JOB_LOG_LEVEL, "joblogger.warning"}
-    reserved = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
-    pairs = [
-        f"{k}: {v!r}" for k, v in record.__dict__.items() if k not in reserved and k not in skip and k != "message"
-    ]
+    pairs = [f"{k}: {v!r}" for k, v in record.__dict__.items() if k not in _NOT_CONTEXT]
     return "{ " + ", ".join(pairs) + " }" if pairs else ""
 
 
