@@ -91,7 +91,9 @@ JOB_SCRIPT = textwrap.dedent(
         print(json.dumps({"kind": kind, **data}), flush=True)
 
     def peak_rss_mib():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM starts afresh at exec; ru_maxrss would include the forking test process's own size.
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
     def rss_mib():
         with open("/proc/self/statm") as f:
