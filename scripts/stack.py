@@ -358,11 +358,24 @@ def _build_collector(home: Path, environ: Mapping[str, str]) -> Path:
     return target
 
 
-def _build_jaeger(home: Path, environ: Mapping[str, str]) -> Path:
-    """Build Jaeger from the tool module unless the cached binary matches it."""
-    files = [JAEGER_BUILD_DIR / n for n in ("go.mod", "go.sum", "tools.go")]
-    key = _digest(*files)
-    target = home / "bin" / f"jaeger-{_jaeger_version()}-{key}"
+def _build_go_tool(
+    home: Path,
+    environ: Mapping[str, str],
+    *,
+    build_dir: Path,
+    name: str,
+    version: str,
+    package: str,
+    ldflags: str = "-s -w",
+    **go_env: str,
+) -> Path:
+    """Build ``package`` from the tool module in ``build_dir`` unless the cached binary matches it.
+
+    The binary is named ``<name>-<version>-<hash of go.mod, go.sum, tools.go>``, so a
+    change of the tool module rebuilds and nothing else does.
+    """
+    files = [build_dir / n for n in ("go.mod", "go.sum", "tools.go")]
+    target = home / "bin" / f"{name}-{version}-{_digest(*files)}"
     if target.exists():
         return target
     go = _go(environ)
@@ -376,12 +389,12 @@ def _build_jaeger(home: Path, environ: Mapping[str, str]) -> Path:
     src.mkdir(parents=True)
     for f in files:
         shutil.copy2(f, src / f.name)
-    _log(f"building Jaeger {_jaeger_version()} (first run only; several minutes) ...")
-    out = src / "jaeger"
+    _log(f"building {name} {version} (first run only; several minutes) ...")
+    out = src / name
     _run(
-        [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(out), "github.com/jaegertracing/jaeger/cmd/jaeger"],
+        [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), package],
         cwd=src,
-        env=_go_env(environ),
+        env=_go_env(environ, **go_env),
         log=log,
     )
     _install(out, target)
@@ -390,42 +403,35 @@ def _build_jaeger(home: Path, environ: Mapping[str, str]) -> Path:
     return target
 
 
+def _build_jaeger(home: Path, environ: Mapping[str, str]) -> Path:
+    """Build Jaeger v2 from its tool module (backends/jaeger/build)."""
+    return _build_go_tool(
+        home,
+        environ,
+        build_dir=JAEGER_BUILD_DIR,
+        name="jaeger",
+        version=_jaeger_version(),
+        package="github.com/jaegertracing/jaeger/cmd/jaeger",
+    )
+
+
 def _build_victorialogs(home: Path, environ: Mapping[str, str]) -> Path:
-    """Build VictoriaLogs from the tool module unless the cached binary matches it.
+    """Build VictoriaLogs from its tool module (backends/victorialogs/build).
 
     Upstream's "pure" build (``CGO_ENABLED=0``, no C compiler needed); the
     ldflag makes ``-version`` and ``vm_app_version`` name the release.
     """
-    files = [VICTORIALOGS_BUILD_DIR / n for n in ("go.mod", "go.sum", "tools.go")]
     version = _victorialogs_version()
-    key = _digest(*files)
-    target = home / "bin" / f"victoria-logs-{version}-{key}"
-    if target.exists():
-        return target
-    go = _go(environ)
-    logs = home / "build-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{target.name}.log"
-    started = time.monotonic()
-    # Build in a copy so that -mod=mod never rewrites the committed go.mod/go.sum.
-    src = home / "build" / target.name
-    shutil.rmtree(src, ignore_errors=True)
-    src.mkdir(parents=True)
-    for f in files:
-        shutil.copy2(f, src / f.name)
-    _log(f"building VictoriaLogs {version} (first run only; a few minutes) ...")
-    out = src / "victoria-logs"
-    ldflags = f"-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-{version}"
-    _run(
-        [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), VICTORIALOGS_PACKAGE],
-        cwd=src,
-        env=_go_env(environ, CGO_ENABLED="0"),
-        log=log,
+    return _build_go_tool(
+        home,
+        environ,
+        build_dir=VICTORIALOGS_BUILD_DIR,
+        name="victoria-logs",
+        version=version,
+        package=VICTORIALOGS_PACKAGE,
+        ldflags=f"-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-{version}",
+        CGO_ENABLED="0",
     )
-    _install(out, target)
-    shutil.rmtree(src, ignore_errors=True)
-    _log(f"built {target.name} in {time.monotonic() - started:.0f} s")
-    return target
 
 
 def _install(built: Path, target: Path) -> None:
