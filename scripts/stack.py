@@ -262,28 +262,23 @@ def _collector_versions() -> tuple[str, str]:
     return core.group(1), dist.group(1)
 
 
+def _required_version(build_dir: Path, module: str) -> str:
+    """Return the version of ``module`` that the tool module in ``build_dir`` requires."""
+    go_mod = build_dir / "go.mod"
+    match = re.search(rf"^require {re.escape(module)} (\S+)", go_mod.read_text(), re.MULTILINE)
+    if match is None:
+        raise StackError(f"cannot find the version of {module} in {go_mod}")
+    return match.group(1)
+
+
 def _jaeger_version() -> str:
     """Return the Jaeger module version required by the tool module."""
-    match = re.search(
-        r"^require github\.com/jaegertracing/jaeger (\S+)",
-        (JAEGER_BUILD_DIR / "go.mod").read_text(),
-        re.MULTILINE,
-    )
-    if match is None:
-        raise StackError(f"cannot find the Jaeger version in {JAEGER_BUILD_DIR / 'go.mod'}")
-    return match.group(1)
+    return _required_version(JAEGER_BUILD_DIR, "github.com/jaegertracing/jaeger")
 
 
 def _victorialogs_version() -> str:
     """Return the VictoriaLogs module version required by the tool module."""
-    match = re.search(
-        r"^require github\.com/VictoriaMetrics/VictoriaLogs (\S+)",
-        (VICTORIALOGS_BUILD_DIR / "go.mod").read_text(),
-        re.MULTILINE,
-    )
-    if match is None:
-        raise StackError(f"cannot find the VictoriaLogs version in {VICTORIALOGS_BUILD_DIR / 'go.mod'}")
-    return match.group(1)
+    return _required_version(VICTORIALOGS_BUILD_DIR, "github.com/VictoriaMetrics/VictoriaLogs")
 
 
 def _run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> None:

@@ -40,6 +40,11 @@ _GAUGES = (
     (semconv.METRIC_PROGRESS_RATIO, "Fraction of the current phase done (0-1)."),
     (semconv.METRIC_PROGRESS_ETA, "Estimated seconds until the current phase is done."),
 )
+#: The observable counters: metric and the attribute that splits it (outcomes are a synchronous counter).
+_OBSERVED_COUNTERS = (
+    (semconv.METRIC_ENTITIES_PROCESSED, semconv.JOB_ENTITY_TYPE),
+    (semconv.METRIC_LOGS, semconv.JOB_LOG_LEVEL),
+)
 #: How long one collection's progress snapshot is reused by the later gauges of that collection.
 _SNAPSHOT_TTL_S = 1.0
 #: Largest value an OTLP integer data point can carry (int64); larger counts are clamped.
@@ -134,7 +139,7 @@ class Hub:
             ),
             meter.create_observable_counter(
                 semconv.METRIC_LOGS,
-                [self._observe_counts(2)],
+                [self._observe_counts(1)],
                 unit="{log}",
                 description="Log calls, by level (counted even when not exported).",
             ),
@@ -207,6 +212,8 @@ class Hub:
 
     def _fold(self, tally: Tally) -> None:
         for metric, key, value in tally.items():
+            if metric == semconv.METRIC_OUTCOMES:
+                continue  # the SDK keeps the outcomes counter's cumulative sums itself
             slot = (metric, tally.job, key)
             self._retired[slot] = self._retired.get(slot, 0) + value
 
@@ -290,8 +297,7 @@ class Hub:
         return callback
 
     def _observe_counts(self, which: int):  # type: ignore[no-untyped-def]
-        metric = (semconv.METRIC_ENTITIES_PROCESSED, semconv.METRIC_OUTCOMES, semconv.METRIC_LOGS)[which]
-        attr = (semconv.JOB_ENTITY_TYPE, semconv.JOB_OUTCOME, semconv.JOB_LOG_LEVEL)[which]
+        metric, attr = _OBSERVED_COUNTERS[which]
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             with self._lock:
