@@ -6,6 +6,9 @@ OTLP logs. It is the only place in joblogger that sets global providers.
 
 Choices, and why (see docs/otlp.md):
 
+- **Standard configuration**: arguments, then the ``OTEL_*`` variables, then joblogger's
+  defaults, resolved per signal in :mod:`joblogger._otlp_settings`; OTLP/HTTP on port
+  4318 unless ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``.
 - **Live by default**: metrics are exported every 2 s (``OTEL_METRIC_EXPORT_INTERVAL``
   or ``metric_export_interval_s=`` change it), so dashboards move while a job runs.
 - **Cumulative temporality and a unique ``service.instance.id`` per process**: every
@@ -304,21 +307,22 @@ def configure(
 ) -> Telemetry:
     """Set up OpenTelemetry export for joblogger (and the rest of the application).
 
-    Explicit arguments win over the standard variables: ``OTEL_SERVICE_NAME``,
-    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
-    ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` or ``http/protobuf``),
-    ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_METRIC_EXPORT_INTERVAL`` (ms) and
-    ``OTEL_SDK_DISABLED``. Calling it again returns the first result.
+    Each setting is resolved per signal as explicit argument > standard ``OTEL_*``
+    variable (per-signal before generic) > joblogger default, with the
+    specification's units (``OTEL_EXPORTER_OTLP_*TIMEOUT`` and the batch and
+    interval variables in milliseconds); see docs/otlp.md for every variable.
+    Calling it again returns the first result.
 
     Args:
         service_name: ``service.name`` of the resource (default ``OTEL_SERVICE_NAME``, else ``"joblogger"``).
-        endpoint: OTLP endpoint, e.g. ``http://127.0.0.1:4317`` (gRPC) or ``http://127.0.0.1:4318`` (HTTP).
-        protocol: ``"grpc"`` (default) or ``"http/protobuf"``.
+        endpoint: OTLP base endpoint for all signals, e.g. ``http://127.0.0.1:4318`` (HTTP, ``/v1/<signal>``
+            is appended) or ``http://127.0.0.1:4317`` (gRPC).
+        protocol: ``"http/protobuf"`` (default, as the specification says) or ``"grpc"``.
         headers: Extra export headers (e.g. authentication).
         resource_attributes: Added to the resource (a ``service.instance.id`` is generated unless given).
-        metric_export_interval_s: Seconds between metric exports (default 2).
-        export_timeout_s: Timeout of each export (``OTEL_EXPORTER_OTLP_TIMEOUT``, seconds, wins); shutdown
-            at exit takes at most three times this long.
+        metric_export_interval_s: Seconds between metric exports (default ``OTEL_METRIC_EXPORT_INTERVAL``, else 2).
+        export_timeout_s: Seconds each export may take (default ``OTEL_EXPORTER_OTLP_*TIMEOUT`` in ms, else 5);
+            shutdown at exit takes at most three times the longest signal's timeout.
         otlp: Set to False to skip OTLP exporters (e.g. terminal view or Prometheus pull only).
         prometheus_port: Also serve ``/metrics`` for Prometheus to scrape on this port.
         prometheus_addr: Address of that endpoint (loopback unless you say otherwise).
