@@ -218,7 +218,7 @@ def defaults(ctx: Context) -> list[Row]:
     assert run.setup["bsp_timeout_ms"] == [5000] and run.setup["metric_timeout_ms"] == [5000]
     return [
         ("`OTEL_EXPORTER_OTLP_ENDPOINT`", "`http://127.0.0.1:<port>`", "POSTs to `/v1/traces`, `/v1/metrics`, `/v1/logs` under it"),
-        ("`OTEL_EXPORTER_OTLP_PROTOCOL`", "unset", "OTLP/HTTP (`http/protobuf`) for all three signals (port 4318 when no endpoint is set)"),
+        ("`OTEL_EXPORTER_OTLP_PROTOCOL`", "unset", "OTLP/HTTP (`http/protobuf`) for all three signals"),
         ("`OTEL_BSP_SCHEDULE_DELAY`", "unset", f"first span batch {about(spans, 1, 0.6)} after start (joblogger: 1000 ms; SDK: 5000)"),
         ("`OTEL_BLRP_SCHEDULE_DELAY`", "unset", f"first log batch {about(logs, 1, 0.6)} after start (joblogger: 1000 ms)"),
         ("`OTEL_METRIC_EXPORT_INTERVAL`", "unset", f"first metric export {about(metrics, 2, 0.6)} after start (joblogger: 2000 ms; SDK: 60000)"),
@@ -396,7 +396,7 @@ def timeout_per_signal(ctx: Context) -> list[Row]:
         assert hung >= 1, f"{signal}: the black hole got nothing"
         assert run.exit_s is not None and run.exit_s <= 3.0, (signal, run.exit_s)
         rows.append(
-            (f"`OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT`", "`500`", f"{signal} to a receiver that never answers: exit {within(run.exit_s, 3)} of the job's end (default 5 s would take over 5 s)")
+            (f"`OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT`", "`500`", f"{signal} to a receiver that never answers: exit {within(run.exit_s, 3)} of the job's end (bound 3 x 0.5 s)")
         )  # fmt: skip
     return rows
 
@@ -521,7 +521,7 @@ def exporters(ctx: Context) -> list[Row]:
     assert '"name": "envjob"' in run.stdout and '"body": "hello from the env test"' in run.stdout, run.stdout[-2000:]
     rows += [
         ("`OTEL_TRACES_EXPORTER`", "`console`", "spans printed as JSON on stdout; none sent over OTLP"),
-        ("`OTEL_METRICS_EXPORTER`", "`none`", "no metric export at all"),
+        ("`OTEL_METRICS_EXPORTER`", "`none`", "no metric sent"),
         ("`OTEL_LOGS_EXPORTER`", "`otlp,console`", "log records sent over OTLP and printed on stdout"),
     ]
     with receiving() as r:
@@ -535,9 +535,13 @@ def exporters(ctx: Context) -> list[Row]:
     assert run.routes() == {}, run.routes()
     assert '"name": "job.outcomes"' in run.stdout and '"name": "envjob"' not in run.stdout, run.stdout[-2000:]
     rows += [
-        ("`OTEL_TRACES_EXPORTER`", "`none`", "no span export (spans still exist for context and exemplars)"),
-        ("`OTEL_METRICS_EXPORTER`", "`console`", "metrics printed as JSON on stdout every interval and at exit"),
-        ("`OTEL_LOGS_EXPORTER`", "`none`", "no log export; the `joblogger` logger gets no OpenTelemetry handler"),
+        ("`OTEL_TRACES_EXPORTER`", "`none`", "no span sent"),
+        (
+            "`OTEL_METRICS_EXPORTER`",
+            "`console`",
+            "metrics (`job.outcomes` among them) printed as JSON on stdout; none sent over OTLP",
+        ),
+        ("`OTEL_LOGS_EXPORTER`", "`none`", "no log record sent"),
     ]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
