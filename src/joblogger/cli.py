@@ -27,7 +27,7 @@ Live feedback for background jobs: stages, progress, logs, outcomes and a
 summary, shown in the terminal and exported with OpenTelemetry.
 
 Export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set (for example
-http://127.0.0.1:4317 for the bundled collector); otherwise only the terminal
+http://127.0.0.1:4318 for the bundled collector, OTLP/HTTP); otherwise only the terminal
 view is shown. The other standard OTEL_* variables apply as usual.
 """
 
@@ -35,7 +35,7 @@ EPILOG = """\
 examples:
   joblogger demo                        run the demo job (about 25 s) in the terminal view
   joblogger demo --users 500 --speed 5  a shorter demo
-  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 joblogger demo
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 joblogger demo
                                         also send it to the collector (see README: "See it in Grafana")
   joblogger run -- python my_job.py     run your script with joblogger configured
 
