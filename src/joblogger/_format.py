@@ -221,7 +221,10 @@ def ordered_outcomes(
 _RESULT_PREFIX = {
     semconv.RESULT_SUCCESS: "Completed in",
     semconv.RESULT_FAILURE: "Failed after",
+    semconv.RESULT_ERROR: "Errored after",
+    semconv.RESULT_TIMEOUT: "Timed out after",
     semconv.RESULT_CANCELLATION: "Cancelled after",
+    semconv.RESULT_SKIP: "Skipped after",
 }
 
 
