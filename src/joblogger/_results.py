@@ -28,10 +28,15 @@ class SignalExit(SystemExit):
 
     A run it ends is a ``cancellation``, not a ``failure``.
 
+    Its ``error.type`` is ``joblogger.SignalExit``.
+
     Example:
         >>> classify(SignalExit(143)).result
         'cancellation'
     """
+
+
+SignalExit.__module__ = "joblogger"  # the public name, for error.type and tracebacks
 
 
 @dataclass(frozen=True, slots=True)
