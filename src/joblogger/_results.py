@@ -31,8 +31,13 @@ class SignalExit(SystemExit):
     Its ``error.type`` is ``joblogger.SignalExit``.
 
     Example:
-        >>> classify(SignalExit(143)).result
-        'cancellation'
+        >>> from joblogger import SignalExit, create_job_logger
+        >>> try:
+        ...     with create_job_logger("r", "j") as job:
+        ...         raise SignalExit(143)
+        ... except SystemExit as exit:
+        ...     print(exit.code, job.result)
+        143 cancellation
     """
 
 
