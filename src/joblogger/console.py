@@ -96,8 +96,12 @@ class _Handoff(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self._sink.append(record)
-        if record.levelno == MILESTONE:
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        handled = super().handle(record)
+        if handled and record.levelno == MILESTONE:  # outside the handler's lock: it may wait for the view
             self._on_milestone(record)
+        return bool(handled)
 
 
 #: Record attributes that are not the job's context: stdlib ones and joblogger's own extras.
