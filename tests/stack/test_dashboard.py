@@ -23,9 +23,6 @@ from semconv_names import ATTRIBUTE_KEYS, LABELS, METRICS
 
 from joblogger import semconv
 
-#: Tags Jaeger derives from a span's OpenTelemetry status (status ERROR: error=true), searchable like attributes.
-JAEGER_STATUS_TAGS = {"error", "otel.status_code"}
-
 #: Recording rules of backends/prometheus/alerts.yml, which dashboard queries may use too.
 RECORDED = {
     str(rule["record"])
@@ -311,7 +308,7 @@ def test_jaeger_queries_use_semconv_tags() -> None:
         assert target["operation"] == "$job"  # the run span is named after the job
         for pair in target.get("tags", "").split():
             key, _, _value = pair.partition("=")
-            assert key in ATTRIBUTE_KEYS | JAEGER_STATUS_TAGS, key
+            assert key in ATTRIBUTE_KEYS, key
 
 
 def test_repeated_trace_panels_queried_per_job() -> None:
@@ -319,7 +316,7 @@ def test_repeated_trace_panels_queried_per_job() -> None:
     queries = dashboard_queries(service="billing", job=["import", "export"], trace_id="abc")
     searches = [q.query for q in queries if q.query.startswith("/api/traces?")]
     assert len(searches) == 4
-    assert any("operation=export" in s and "error" in s for s in searches)
+    assert any("operation=export" in s and "job.result" in s for s in searches)
     assert "/api/traces/abc" in [q.query for q in queries]
 
 
