@@ -72,7 +72,8 @@ def job(
         **options: Passed to :func:`joblogger.create_job_logger` (providers, attributes, ...).
 
     Raises:
-        TypeError: At decoration time, when ``run_id_arg`` is not a parameter of the function.
+        TypeError: At decoration time, when ``run_id_arg`` is not a parameter of the function,
+            or when the decorator is used without a name (``@job`` instead of ``@job("name")``).
 
     Example:
         >>> from joblogger import current_job, job
@@ -85,6 +86,9 @@ def job(
         >>> score([1, 2, 3], job_run_id="run-7")
         'run-7'
     """
+
+    if not isinstance(name, str):
+        raise TypeError('@job needs the job name: @job("match-scores")')
 
     def decorate(fn: Callable[_P, Any]) -> Callable[_P, Any]:
         get_run_id = _run_id_getter(fn, run_id, run_id_arg)

@@ -170,6 +170,15 @@ def test_job_decorator_unknown_run_id_arg_is_a_setup_error() -> None:
             pass
 
 
+def test_job_decorator_without_name_is_a_setup_error() -> None:
+    """`@job` without parentheses is reported when decorating, not when the job runs."""
+    with pytest.raises(TypeError, match="needs the job name"):
+
+        @job  # type: ignore[arg-type]
+        def work() -> None:
+            pass
+
+
 def test_keyword_forms(cap: Capture) -> None:
     """create_job_logger accepts name=/run_id= (and job_name=/job_run_id=) in any order."""
     run = create_job_logger(name="match-scores", run_id="run-1", tracer_provider=cap.tracer_provider)
