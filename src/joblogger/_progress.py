@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from . import _format, _sanitize, semconv
 from ._state import MAX_OUTCOME_KEYS, RunState, guarded
@@ -237,18 +237,32 @@ class ProgressMixin(RunState):
                 self._entity_type = kind
             self._refresh_gauge_attrs()
 
-    def track(self, iterable: Iterable[_T], total: int | None = None, stage: str | None = None) -> Iterator[_T]:
+    @overload
+    def track(self, iterable: Iterable[_T], total: int | None = None, stage: str | None = None) -> Iterator[_T]: ...
+    @overload
+    def track(
+        self, iterable: AsyncIterable[_T], total: int | None = None, stage: str | None = None
+    ) -> AsyncIterator[_T]: ...
+    def track(
+        self, iterable: Iterable[_T] | AsyncIterable[_T], total: int | None = None, stage: str | None = None
+    ) -> Iterator[_T] | AsyncIterator[_T]:
         """Yield the items of ``iterable``, advancing progress by one per item.
 
-        The total comes from ``total`` or ``len(iterable)`` when available;
+        The stage and total are set when ``track()`` is called, not at the first
+        item. The total comes from ``total`` or ``len(iterable)`` when available;
         ``stage`` starts a stage first. Without either, a total set earlier is
         kept while nothing was counted against it yet (``set_total(n)`` then
         ``track(cursor)``); otherwise a new phase starts with an unknown total.
+        An async iterable (one with ``__aiter__`` and no ``__iter__``) gives an
+        async iterator: ``async for row in job.track(cursor):``.
 
         Example:
             >>> from joblogger import create_job_logger
             >>> job = create_job_logger("r", "j")
-            >>> sum(job.track([1, 2, 3], stage="Adding"))
+            >>> items = job.track([1, 2, 3], stage="Adding")
+            >>> job.progress_text
+            'Adding (0 / 3)'
+            >>> sum(items)
             6
             >>> job.progress_text
             'Adding (3 / 3)'
@@ -264,7 +278,17 @@ class ProgressMixin(RunState):
             self.set_total(total)
         else:
             self._unknown_total_phase()
+        if not hasattr(iterable, "__iter__") and hasattr(iterable, "__aiter__"):
+            return self._track_async(iterable)  # type: ignore[arg-type]
+        return self._track(iterable)  # type: ignore[arg-type]
+
+    def _track(self, iterable: Iterable[_T]) -> Iterator[_T]:
         for item in iterable:
+            yield item
+            next(self._ticks)
+
+    async def _track_async(self, iterable: AsyncIterable[_T]) -> AsyncIterator[_T]:
+        async for item in iterable:
             yield item
             next(self._ticks)
 

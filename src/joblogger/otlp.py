@@ -69,6 +69,7 @@ from ._otlp_settings import (
     SignalSettings,
     resolve,
 )
+from ._results import SignalExit
 from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
@@ -265,8 +266,8 @@ class _PerProcessIdentity(MetricExporter):
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    """Turn SIGTERM into SystemExit(143) so runs end as cancelled and telemetry is flushed at exit."""
-    raise SystemExit(128 + signum)
+    """Turn SIGTERM into SignalExit(143) (a SystemExit) so runs end as cancelled and telemetry is flushed at exit."""
+    raise SignalExit(128 + signum)
 
 
 def _install_sigterm_handler() -> bool:

@@ -313,7 +313,7 @@ CASES: list[Case] = [
     Case("other-thread", _from_thread, processed=50, total=50, outcomes={"updates": 50}),
     # --- construction ----------------------------------------------------------------------------------------
     Case("name-and-id-odd", lambda j: j.increment_progress(), processed=1,
-         kwargs={"job_run_id": None, "job_name": 12345}, warns=frozenset({"job_run_id-type", "job_name-type"})),
+         kwargs={"job_run_id": 3.5, "job_name": 12345}, warns=frozenset({"job_run_id-type", "job_name-type"})),
     Case("name-empty", lambda j: None, kwargs={"job_name": "  "}, warns=frozenset({"job_name-empty"}),
          check=lambda job, cap: _assert(cap.spans("job") != [])),
     Case("name-megabyte", lambda j: None, kwargs={"job_name": "n" * MB, "job_run_id": "r" * MB}),
