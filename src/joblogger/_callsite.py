@@ -9,10 +9,22 @@ milestones); the public modules (``demo``, ``console``, ``cli``) count as caller
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from types import FrameType
 
 _PRIVATE = os.path.join(os.path.dirname(__file__), "_")
+_CONTEXTLIB = contextlib.__file__
+
+
+def _internal(frame: FrameType) -> bool:
+    """A frame of joblogger's private modules, or contextlib running one of their context managers."""
+    filename = frame.f_code.co_filename
+    if filename.startswith(_PRIVATE):
+        return True
+    caller = frame.f_back
+    return filename == _CONTEXTLIB and caller is not None and caller.f_code.co_filename.startswith(_PRIVATE)
 
 
 def stacklevel(skip: int = 0) -> int:
@@ -23,7 +35,7 @@ def stacklevel(skip: int = 0) -> int:
     """
     frame = sys._getframe(1)
     level = 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PRIVATE):
+    while frame.f_back is not None and _internal(frame):
         frame = frame.f_back
         level += 1
     return level + skip

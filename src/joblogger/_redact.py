@@ -9,8 +9,9 @@ their secret in a field are redacted too: ``["Authorization", "Bearer ..."]``
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -48,7 +49,8 @@ def secret_fragment(key: str) -> str:
     return _SEPARATORS.sub("", key.lower())
 
 
-def is_secret(key: str, secret_keys: Iterable[str]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def is_secret(key: str, secret_keys: tuple[str, ...]) -> bool:
     """True when ``key`` looks like it names a secret (fragments as made by :func:`secret_fragment`)."""
     folded = secret_fragment(key)
     return any(fragment in folded for fragment in secret_keys)

@@ -227,6 +227,10 @@ def _items(value: Mapping[Any, Any]) -> Iterable[tuple[Any, Any]]:
     return pairs
 
 
+_encode_string = json.encoder.encode_basestring  # the C encoder json.dumps(..., ensure_ascii=False) uses
+_REDACTED_JSON = _encode_string(REDACTED)
+
+
 def _key_text(key: object) -> str:
     if isinstance(key, str):
         return key
@@ -238,6 +242,25 @@ def _key_text(key: object) -> str:
         return f"<unprintable {type(key).__name__}>"
 
 
+def _scalar_json(value: object) -> str | None:
+    """JSON text of a scalar (as ``json.dumps`` writes it, non-ASCII kept), or None for anything else."""
+    if isinstance(value, str):
+        return _encode_string(redact_text(value[: MAX_VALUE_CHARS + 1]))
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float.__repr__(value)
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (bytes, bytearray)):
+        return _scalar_json(bytes(value[: MAX_VALUE_CHARS + 1]).decode("utf-8", "replace"))
+    return None
+
+
 def _json_chunks(value: object, secret_keys: tuple[str, ...], depth: int, seen: tuple[int, ...]) -> Iterator[str]:
     """JSON text of ``value``, lazily: the caller stops reading once it has enough.
 
@@ -245,23 +268,16 @@ def _json_chunks(value: object, secret_keys: tuple[str, ...], depth: int, seen: 
     depth, credential-looking strings are redacted, cycles and nesting deeper than
     :data:`MAX_DEPTH` are cut, and no string longer than the cap is encoded whole.
     """
-    if value is None or isinstance(value, (bool, int, float)):
-        yield json.dumps(value)
-        return
-    if isinstance(value, str):
-        yield json.dumps(redact_text(value[: MAX_VALUE_CHARS + 1]), ensure_ascii=False)
-        return
-    if isinstance(value, (bytes, bytearray)):
-        yield json.dumps(
-            redact_text(bytes(value[: MAX_VALUE_CHARS + 1]).decode("utf-8", "replace")), ensure_ascii=False
-        )
+    scalar = _scalar_json(value)
+    if scalar is not None:
+        yield scalar
         return
     if not isinstance(value, (Mapping, list, tuple, set, frozenset)):
         try:
             text = str(_json_default(value))
         except Exception:  # noqa: BLE001 - a broken __str__
             text = f"<unprintable {type(value).__name__}>"
-        yield json.dumps(redact_text(text[: MAX_VALUE_CHARS + 1]), ensure_ascii=False)
+        yield _encode_string(redact_text(text[: MAX_VALUE_CHARS + 1]))
         return
     if id(value) in seen:
         yield '"<recursive>"'
@@ -275,11 +291,15 @@ def _json_chunks(value: object, secret_keys: tuple[str, ...], depth: int, seen: 
         yield "{"
         for index, (key, item) in enumerate(_items(value)):
             name = _key_text(key)
-            yield (", " if index else "") + json.dumps(name, ensure_ascii=False) + ": "
+            yield (", " if index else "") + _encode_string(name) + ": "
             if is_secret(name, secret_keys) or (hides_value and name == VALUE_FIELD):
-                yield json.dumps(REDACTED)
+                yield _REDACTED_JSON
             else:
-                yield from _json_chunks(item, secret_keys, depth + 1, inner)
+                scalar = _scalar_json(item)
+                if scalar is not None:
+                    yield scalar
+                else:
+                    yield from _json_chunks(item, secret_keys, depth + 1, inner)
         yield "}"
         return
     if isinstance(value, (set, frozenset)):
@@ -291,7 +311,10 @@ def _json_chunks(value: object, secret_keys: tuple[str, ...], depth: int, seen: 
     for index, item in enumerate(items):
         if index:
             yield ", "
-        if secret_pair(item, secret_keys):
+        scalar = _scalar_json(item)
+        if scalar is not None:
+            yield scalar
+        elif secret_pair(item, secret_keys):
             yield from _json_chunks([item[0], REDACTED], secret_keys, depth + 1, inner)  # type: ignore[index]
         else:
             yield from _json_chunks(item, secret_keys, depth + 1, inner)

@@ -126,6 +126,7 @@ def test_records_name_the_callers_file_line_and_function(cap: Capture, records: 
         for _ in job.track([1, 2], stage="Tracking"):  # track
             pass
         job.increment_progress(-1)  # bad-input
+        job.add_outcome(None)  # bad-outcome-key
         _wrapped_log(job, "through a helper")  # helper
         job.warning("last one")  # last
     here = test_records_name_the_callers_file_line_and_function.__name__
@@ -140,6 +141,8 @@ def test_records_name_the_callers_file_line_and_function(cap: Capture, records: 
         assert (record.pathname, record.funcName, record.lineno) == (__file__, here, _line_of(marker)), message
     warning = next(r for r in records.records if getattr(r, "joblogger.warning", None) == "count-negative")
     assert (warning.pathname, warning.lineno) == (__file__, _line_of("bad-input"))
+    deferred = next(r for r in records.records if getattr(r, "joblogger.warning", None) == "outcome key-type")
+    assert (deferred.pathname, deferred.lineno) == (__file__, _line_of("bad-outcome-key"))  # queued under the lock
     summary = next(r for r in records.records if r.getMessage().startswith("Completed in"))
     assert summary.pathname == __file__ and summary.funcName == here
     assert _line_of("with-line") <= summary.lineno <= _line_of("last")
