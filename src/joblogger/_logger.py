@@ -31,7 +31,7 @@ from typing import Any, cast
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span
 
-from . import _registry, _sanitize, semconv
+from . import _redact, _registry, _sanitize, semconv
 from ._ending import EndingMixin
 from ._levels import MILESTONE
 from ._logcalls import LogCallsMixin
@@ -140,7 +140,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
                 self._run_id,
             )
         self._job_name = name
-        self._warn = _sanitize.Warner(f"joblogger [{name} {self._run_id}]: ")
+        self._warn = _sanitize.Warner(f"joblogger [{_sanitize.as_label(name)} {_sanitize.as_label(self._run_id)}]: ")
         self._clock = clock
         self._lock = threading.Lock()
         self._debug_events = bool(debug_events)
@@ -148,7 +148,8 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._event_budget = DEFAULT_EVENT_BUDGET if budget is None else budget
         if isinstance(secret_keys, str):  # one key, not its characters
             secret_keys = (secret_keys,)
-        self._secret_keys = _sanitize.DEFAULT_SECRET_KEYS + tuple(str(k).lower() for k in secret_keys if k)
+        extra_keys = (_redact.secret_fragment(str(k)) for k in secret_keys if k)
+        self._secret_keys = _redact.DEFAULT_SECRET_KEYS + tuple(k for k in extra_keys if k)
         self._run_id_on_metrics = run_id_on_metrics
         self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
         self._limits = rate_limits(
@@ -157,11 +158,12 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(semconv.SCOPE_NAME, __version__)
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub = hub_for(self._meter_provider)
-        label = self._hub.job_label(name)
+        # Metric label values are single-line (the span keeps the name as given).
+        label = self._hub.job_label(_sanitize.as_label(name) or "job")
         if label is None:
             self._warn("job-cap", "too many distinct job names; metrics report this one as 'other'")
             label = semconv.OUTCOME_OTHER
-        self._tally = Tally(label)
+        self._tally = Tally(label, self._warn)
         self._ticks = self._tally.ticks
         self._outcome_ticks = self._tally.outcome_ticks
         self._outcome_labels = {}
