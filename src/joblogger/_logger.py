@@ -34,7 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from . import _format, _sanitize, semconv
+from . import _format, _logexport, _sanitize, _signals, semconv
 from ._metrics import Hub, hub_for
 from ._snapshots import ensure_checkpointer, snapshots_default
 from ._summary import Summary
@@ -412,7 +412,9 @@ class JobLogger:
         self._job_name = name
         self._warn = _sanitize.Warner(f"joblogger [{name} {self._run_id}]: ")
         self._clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: an application's signal handler may call back into the logger while the
+        # main thread holds the lock (a plain Lock deadlocked there).
+        self._lock = threading.RLock()
         self._debug_events = bool(debug_events)
         budget = _sanitize.as_count(event_budget, "event_budget", self._warn)
         self._event_budget = DEFAULT_EVENT_BUDGET if budget is None else budget
@@ -935,7 +937,7 @@ class JobLogger:
                 return
             levelno = _LEVELNO[level]
             to_stdlib = _pylog.isEnabledFor(levelno)
-            if level == semconv.LEVEL_DEBUG and not (self._debug_events or to_stdlib):
+            if level == semconv.LEVEL_DEBUG and not (self._debug_events or to_stdlib or _logexport.level() <= levelno):
                 return
             text = _sanitize.as_text(message, "message", self._warn)
             if fields:
@@ -965,7 +967,8 @@ class JobLogger:
             event_attrs = dict(attrs)
             event_attrs[semconv.JOB_LOG_LEVEL] = level
             slot.span.add_event(text, event_attrs)
-        if to_stdlib:
+        export = _logexport.wanted(levelno, to_stdlib)
+        if to_stdlib or export:
             extra: dict[str, Any] = {}
             for key, value in attrs.items():
                 extra[f"context.{key}" if key in _RESERVED_RECORD_KEYS else key] = value
@@ -976,7 +979,10 @@ class JobLogger:
                 extra[semconv.JOB_STAGE] = stage
             token = otel_context.attach(slot.ctx)
             try:
-                _pylog.log(levelno, text, extra=extra)
+                if to_stdlib:
+                    _pylog.log(levelno, text, extra=extra)
+                if export:
+                    _logexport.emit(levelno, text, extra)
             finally:
                 otel_context.detach(token)
 
@@ -1029,7 +1035,9 @@ class JobLogger:
         if summary is not None:
             return summary
         try:
-            return self._end_run(exc)
+            # Held signals (see _signals) are raised once the run has fully ended.
+            with _signals.critical():
+                return self._end_run(exc)
         except Exception as error:  # noqa: BLE001
             self._internal_error("log_summary", error)
             return self._summary or Summary("", semconv.RESULT_FAILURE, 0, None, None, {}, 0.0)
@@ -1056,8 +1064,6 @@ class JobLogger:
             if self._summary is not None:  # another thread finished first
                 return self._summary
             stage, stage_label = self._stage, self._stage_label
-            self._stage = None
-            self._ended_at = now
             duration_s = max(0.0, now - self._started)
             outcomes = _format.ordered_outcomes(self._recorded_outcomes(), self._tally.logs())
             current = self.current
@@ -1081,6 +1087,11 @@ class JobLogger:
                 duration_ms=duration_s * 1000.0,
                 events_dropped=dropped,
             )
+            if self._summary is not None:  # a signal handler on this thread ended the run meanwhile
+                return self._summary
+            # No call between the check above and these stores: a signal handler cannot run in between.
+            self._stage = None
+            self._ended_at = now
             self._summary = summary
         if stage is not None:
             self._close_stage(stage, stage_label, now)
@@ -1129,6 +1140,11 @@ class JobLogger:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        with _signals.critical():
+            self._exit(exc)
+        # Returning None lets the user's exception propagate untouched.
+
+    def _exit(self, exc: BaseException | None) -> None:
         self._finish(exc)
         token, self._context_token = self._context_token, None
         if token is not None:
@@ -1136,7 +1152,6 @@ class JobLogger:
                 otel_context.detach(token)  # type: ignore[arg-type]
             except Exception as error:  # noqa: BLE001
                 self._internal_error("__exit__", error)
-        # Returning None lets the user's exception propagate untouched.
 
     # --- internals -------------------------------------------------------------------------
     def _record_exception(self, exc: BaseException) -> None:
