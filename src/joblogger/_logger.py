@@ -70,7 +70,8 @@ _pylog.addHandler(logging.NullHandler())
 
 #: Runs that have started and not ended, for terminal views and other UIs.
 _LIVE: weakref.WeakSet[JobLogger] = weakref.WeakSet()
-_LIVE_LOCK = threading.Lock()
+#: Re-entrant: a signal handler may list or end runs while the main thread holds it.
+_LIVE_LOCK = threading.RLock()
 
 
 #: Callables told about every new run (terminal views); called outside any lock.
@@ -91,7 +92,7 @@ def observe_runs(callback: Callable[[JobLogger], None]) -> Callable[[], None]:
 def _forget_parent_runs() -> None:
     """In a forked child, the parent's runs are not ours to show."""
     global _LIVE_LOCK
-    _LIVE_LOCK = threading.Lock()
+    _LIVE_LOCK = threading.RLock()
     _LIVE.clear()
 
 
@@ -800,6 +801,9 @@ class JobLogger:
             >>> job.progress_text
             'Initializing (loading configuration)'
         """
+        if _signals.reentered():  # from a signal handler, inside one of our SDK calls: run it right after
+            _signals.defer(functools.partial(self.set_stage, stage, message))
+            return
         if self._ended_call():
             return
         name = _sanitize.as_text(stage, "stage", self._warn, limit=_sanitize.MAX_VALUE_CHARS)
@@ -814,15 +818,16 @@ class JobLogger:
             self._stage = None
         if old is not None:
             self._close_stage(old, old_label, now)
-        span = self._tracer.start_span(
-            name,
-            context=self._run.ctx,
-            attributes={
-                semconv.JOB_NAME: self._job_name,
-                semconv.JOB_RUN_ID: self._run_id,
-                semconv.JOB_STAGE: name,
-            },
-        )
+        with _signals.sdk():
+            span = self._tracer.start_span(
+                name,
+                context=self._run.ctx,
+                attributes={
+                    semconv.JOB_NAME: self._job_name,
+                    semconv.JOB_RUN_ID: self._run_id,
+                    semconv.JOB_STAGE: name,
+                },
+            )
         with self._lock:
             self._stage = _SpanSlot(span, self._event_budget, now, self._tally.processed())
             self._tally.ctx = self._stage.ctx
@@ -854,7 +859,8 @@ class JobLogger:
         for level, value in self._tally.logs().items():
             attrs[semconv.JOB_LOGS_PREFIX + level] = value
         name = self._stage_name if kind != semconv.SNAPSHOT_RUN_START and self._stage_name else self._job_name
-        self._tracer.start_span(f"{name} (snapshot)", context=slot.ctx, attributes=attrs).end()
+        with _signals.sdk():
+            self._tracer.start_span(f"{name} (snapshot)", context=slot.ctx, attributes=attrs).end()
 
     def _checkpoint(self) -> None:
         """Called by the checkpoint thread: snapshot the current stage of a run still in progress."""
@@ -871,15 +877,16 @@ class JobLogger:
 
     def _close_stage(self, slot: _SpanSlot, label: str, now: float) -> None:
         processed = self._tally.processed() - slot.processed_at_start
-        slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
-        with self._lock:
-            for level, n in slot.dropped.items():
-                self._dropped[level] = self._dropped.get(level, 0) + n
-        self._hub.stage_duration.record(
-            max(0.0, now - slot.started_at),
-            {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
-            context=slot.ctx,
-        )
+        with _signals.sdk():
+            slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+            with self._lock:
+                for level, n in slot.dropped.items():
+                    self._dropped[level] = self._dropped.get(level, 0) + n
+            self._hub.stage_duration.record(
+                max(0.0, now - slot.started_at),
+                {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
+                context=slot.ctx,
+            )
 
     def _refresh_gauge_attrs(self) -> None:
         attrs = {
@@ -928,6 +935,9 @@ class JobLogger:
         self, level: str, message: object, context: Mapping[str, Any] | None, fields: Mapping[str, Any] | None
     ) -> None:
         try:
+            if _signals.reentered():  # from a signal handler, inside one of our SDK calls: run it right after
+                _signals.defer(functools.partial(self._log, level, message, context, fields))
+                return
             if self._summary is not None:
                 self._warn("ended", "the run has ended (log_summary was called); call ignored")
                 return
@@ -963,12 +973,14 @@ class JobLogger:
             else:
                 admitted = (level != semconv.LEVEL_DEBUG or self._debug_events) and slot.admit(level)
             stage = self._stage_name
-        if admitted:
-            event_attrs = dict(attrs)
-            event_attrs[semconv.JOB_LOG_LEVEL] = level
-            slot.span.add_event(text, event_attrs)
-        export = _logexport.wanted(levelno, to_stdlib)
-        if to_stdlib or export:
+        with _signals.sdk():
+            if admitted:
+                event_attrs = dict(attrs)
+                event_attrs[semconv.JOB_LOG_LEVEL] = level
+                slot.span.add_event(text, event_attrs)
+            export = _logexport.wanted(levelno, to_stdlib)
+            if not (to_stdlib or export):
+                return
             extra: dict[str, Any] = {}
             for key, value in attrs.items():
                 extra[f"context.{key}" if key in _RESERVED_RECORD_KEYS else key] = value
@@ -993,13 +1005,17 @@ class JobLogger:
 
         The one call that may wait for I/O, at most ``timeout_s`` seconds.
         """
+        if _signals.reentered():  # from a signal handler, inside one of our SDK calls: run it right after
+            _signals.defer(functools.partial(self.save_outcome, timeout_s))
+            return
         if self._ended_call():
             return
         outcomes = dict(self.outcomes)
-        self._run.span.set_attributes(
-            {semconv.JOB_OUTCOME_PREFIX + k: _sanitize.clamp_int(v) for k, v in outcomes.items()}
-        )
-        self._hub.flush_outcomes(self._tally)
+        with _signals.sdk():
+            self._run.span.set_attributes(
+                {semconv.JOB_OUTCOME_PREFIX + k: _sanitize.clamp_int(v) for k, v in outcomes.items()}
+            )
+            self._hub.flush_outcomes(self._tally)
         flush = getattr(self._meter_provider, "force_flush", None)
         if callable(flush):
             # The SDK's force_flush can outlive its own timeout against a hung collector (it waits for
@@ -1034,6 +1050,11 @@ class JobLogger:
         summary = self._summary
         if summary is not None:
             return summary
+        if _signals.reentered():
+            # From a signal handler, inside one of our SDK calls (whose lock is not re-entrant): the run
+            # ends as soon as that call returns; the caller gets the summary as of now.
+            _signals.defer(functools.partial(self._finish, exc))
+            return self._provisional_summary(exc)
         try:
             # Held signals (see _signals) are raised once the run has fully ended.
             with _signals.critical():
@@ -1042,13 +1063,23 @@ class JobLogger:
             self._internal_error("log_summary", error)
             return self._summary or Summary("", semconv.RESULT_FAILURE, 0, None, None, {}, 0.0)
 
-    def _end_run(self, exc: BaseException | None) -> Summary:
+    @staticmethod
+    def _result_of(exc: BaseException | None) -> str:
         if exc is None:
-            result = semconv.RESULT_SUCCESS
-        elif isinstance(exc, Exception):
-            result = semconv.RESULT_FAILURE
-        else:
-            result = semconv.RESULT_CANCELLATION
+            return semconv.RESULT_SUCCESS
+        return semconv.RESULT_FAILURE if isinstance(exc, Exception) else semconv.RESULT_CANCELLATION
+
+    def _provisional_summary(self, exc: BaseException | None) -> Summary:
+        """The summary the run would end with now, without ending it."""
+        result = self._result_of(exc)
+        duration_s = max(0.0, self._clock() - self._started)
+        outcomes = _format.ordered_outcomes(self._recorded_outcomes(), self._tally.logs())
+        current = self.current
+        line = _format.summary_line(result, duration_s, current, self._entity_type, outcomes.items())
+        return Summary(line, result, current, self._total, self._entity_type, outcomes, duration_s * 1000.0)
+
+    def _end_run(self, exc: BaseException | None) -> Summary:
+        result = self._result_of(exc)
         self._outer_exc = None
         exc_text = "" if exc is None else f"{_error_type(exc)}: {_exception_message(exc)}"
         if exc is not None:
@@ -1111,22 +1142,23 @@ class JobLogger:
             run_attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
         for key, value in outcomes.items():
             run_attrs[semconv.JOB_OUTCOME_PREFIX + key] = _sanitize.clamp_int(value)
-        status = None
-        if exc is not None:
-            run_attrs[semconv.ERROR_TYPE] = _error_type(exc)
-            self._record_exception(exc)
-            status = Status(StatusCode.ERROR, exc_text[:1024])
-        self._run.close(run_attrs, status)
-        metric_attrs = {semconv.JOB_NAME: self._tally.job, semconv.JOB_RESULT: result}
-        # Recorded in the run span's context, so exemplars link the metric to the run's trace.
-        self._hub.runs.add(1, metric_attrs, context=self._run.ctx)
-        self._hub.run_duration.record(duration_s, metric_attrs, context=self._run.ctx)
-        self._tally.ended = True
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
-        self._hub.flush_outcomes(self._tally)
-        self._hub.end(self, self._tally)
-        self._finalizer.detach()
+        with _signals.sdk():
+            status = None
+            if exc is not None:
+                run_attrs[semconv.ERROR_TYPE] = _error_type(exc)
+                self._record_exception(exc)
+                status = Status(StatusCode.ERROR, exc_text[:1024])
+            self._run.close(run_attrs, status)
+            metric_attrs = {semconv.JOB_NAME: self._tally.job, semconv.JOB_RESULT: result}
+            # Recorded in the run span's context, so exemplars link the metric to the run's trace.
+            self._hub.runs.add(1, metric_attrs, context=self._run.ctx)
+            self._hub.run_duration.record(duration_s, metric_attrs, context=self._run.ctx)
+            self._tally.ended = True
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
+            self._hub.flush_outcomes(self._tally)
+            self._hub.end(self, self._tally)
+            self._finalizer.detach()
         return summary
 
     # --- context manager ---------------------------------------------------------------

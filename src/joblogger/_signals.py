@@ -1,43 +1,54 @@
-"""SIGTERM and SIGINT handling that never cuts joblogger's end-of-run or final flush short.
+"""Signal safety: joblogger's end-of-run, final flush and telemetry calls are never cut short or deadlocked.
 
-Python runs a signal handler in the main thread between two bytecodes, so a
-handler that raises (``SystemExit`` for SIGTERM, ``KeyboardInterrupt`` for
-SIGINT) can interrupt *anything*: the middle of ``JobLogger._end_run`` (the run
-span is then never ended and never exported) or the exit-time flush (the
-queued spans and logs are then lost).
+Python runs a signal handler in the main thread between two bytecodes of
+whatever the main thread is doing. Two hazards follow:
 
-:func:`install` (called by ``joblogger.otlp.configure()`` from the main thread)
-replaces only handlers that are still Python's defaults:
+- A handler that *raises* (``SystemExit`` for SIGTERM, ``KeyboardInterrupt`` for
+  SIGINT) can stop ``JobLogger._end_run`` half-way (the run span is then never
+  ended and never exported) or the exit-time flush (queued spans and logs lost).
+- A handler that *calls joblogger* (an application's own SIGTERM handler calling
+  ``job.warning()`` or ``log_summary()``) can land while the main thread is
+  inside the OpenTelemetry SDK on the same span, whose lock is not re-entrant:
+  the handler then waits for a lock its own thread holds, forever.
 
-- SIGTERM (``SIG_DFL``, which kills the process on the spot) by one that raises
-  ``SystemExit(143)``, so ``with`` blocks end runs as cancelled, ``finally:``
-  blocks run and telemetry is flushed at exit;
-- SIGINT (``default_int_handler``) by one that raises ``KeyboardInterrupt``
-  exactly like the default.
+So joblogger marks two kinds of sections (main thread only; signal handlers
+never run in other threads):
 
-Both are *flag-and-defer* inside a critical section (:func:`critical`): while
-the main thread ends a run or flushes at shutdown, the signal is recorded and
-raised when the section ends (ending a run), or dropped (the final flush, which
-is bounded and is itself the process's way out). :func:`restore` puts the
-previous handlers back; ``Telemetry.shutdown()`` calls it.
+- :func:`critical`: ending a run, and the final shutdown. A signal handled by
+  joblogger's own handlers (below) is *held* and raised when the section ends
+  (ending a run) or dropped (the final flush: it is bounded, and it is the
+  process's way out anyway).
+- :func:`sdk`: around each call into the SDK. Signals are held as above, and a
+  joblogger call made from a signal handler meanwhile (:func:`reentered`) is
+  *deferred* (:func:`defer`) and runs as soon as the interrupted SDK call
+  returns, on the same thread.
+
+:func:`install` (``joblogger.otlp.configure()``, main thread) replaces only
+handlers that are still Python's defaults: SIGTERM (``SIG_DFL``) by one raising
+``SystemExit(143)`` and SIGINT (``default_int_handler``) by one raising
+``KeyboardInterrupt`` like the default, both held inside the sections above.
+:func:`restore` (``Telemetry.shutdown()``) puts the previous handlers back.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
-__all__ = ["critical", "install", "installed", "restore"]
+__all__ = ["critical", "defer", "install", "installed", "reentered", "restore", "sdk"]
 
 #: signal number -> the handler it had before :func:`install`.
 _previous: dict[int, Any] = {}
-#: Critical sections the main thread is in.
+#: Sections (of both kinds) the main thread is in, and how many of them are SDK calls.
 _depth = 0
-#: Signals that arrived during a critical section, in order.
-_pending: list[int] = []
+_sdk_depth = 0
+#: Signals that arrived inside a section, in order.
+_held: list[int] = []
+#: joblogger calls made from a signal handler during an SDK call.
+_deferred: list[Callable[[], object]] = []
 
 
 def _raise_for(signum: int) -> None:
@@ -47,10 +58,10 @@ def _raise_for(signum: int) -> None:
 
 
 def _handler(signum: int, frame: object) -> None:
-    """Raise at once, or, inside a critical section, remember the signal for its end."""
+    """Raise at once or, inside a section, hold the signal until it ends."""
     if _depth > 0:
-        if signum not in _pending:
-            _pending.append(signum)
+        if signum not in _held:
+            _held.append(signum)
         return
     _raise_for(signum)
 
@@ -82,28 +93,59 @@ def restore() -> None:
         if signal.getsignal(signum) is _handler:
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         del _previous[signum]
-    _pending.clear()
+    _held.clear()
 
 
-@contextmanager
-def critical(*, deliver: bool = True) -> Iterator[None]:
-    """Hold SIGTERM/SIGINT (when handled here) while the main thread runs the block.
+def reentered() -> bool:
+    """Whether this call comes from a signal handler that interrupted one of joblogger's SDK calls."""
+    return _sdk_depth > 0 and threading.current_thread() is threading.main_thread()
 
-    On leaving the outermost section, a held signal is raised (``deliver=True``)
-    or dropped. Other threads are never interrupted by signal handlers, so for
-    them this is a no-op.
-    """
-    global _depth
-    if not _previous or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _depth += 1
-    try:
-        yield
-    finally:
+
+def defer(call: Callable[[], object]) -> None:
+    """Run ``call`` when the interrupted SDK call returns (see :func:`reentered`)."""
+    _deferred.append(call)
+
+
+class _Section:
+    __slots__ = ("_deliver", "_main", "_sdk")
+
+    def __init__(self, sdk: bool, deliver: bool) -> None:
+        self._sdk = sdk
+        self._deliver = deliver
+        self._main = False
+
+    def __enter__(self) -> None:
+        global _depth, _sdk_depth
+        if threading.current_thread() is threading.main_thread():
+            self._main = True
+            _depth += 1
+            if self._sdk:
+                _sdk_depth += 1
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        global _depth, _sdk_depth
+        if not self._main:
+            return
+        if self._sdk:
+            _sdk_depth -= 1
         _depth -= 1
-        if _depth == 0 and _pending:
-            held = _pending[0]
-            _pending.clear()
-            if deliver and signal.getsignal(held) is _handler:
+        if _sdk_depth == 0:
+            while _deferred:
+                _deferred.pop(0)()
+        if _depth == 0 and _held:
+            held = _held[0]
+            _held.clear()
+            if self._deliver and signal.getsignal(held) is _handler:
                 _raise_for(held)
+
+
+def sdk() -> _Section:
+    """Section around one call into the SDK: signals held, joblogger calls from signal handlers deferred."""
+    return _Section(True, True)
+
+
+def critical(*, deliver: bool = True) -> _Section:
+    """Section that must not be cut short: held signals are raised at its end, or dropped (``deliver=False``)."""
+    return _Section(False, deliver)
