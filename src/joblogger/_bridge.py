@@ -1,8 +1,10 @@
-"""A stdlib ``logging.Handler`` that emits records as OpenTelemetry log records.
+"""Severity mapping, and a stdlib ``logging.Handler`` that emits records as OpenTelemetry log records.
 
-Used by :func:`joblogger.otlp.configure` on the ``joblogger`` logger only. The
-record's trace correlation comes from the current OpenTelemetry context, which
-joblogger sets to the stage (or run) span while it logs.
+joblogger's own job records are emitted by ``_logexport`` (which uses
+:func:`severity`); :class:`OTelLogHandler` bridges other stdlib records, and
+``_logexport`` recognises it, like the SDK's ``LoggingHandler``, so a record is
+never exported twice. The record's trace correlation comes from the current
+OpenTelemetry context, which joblogger sets to the stage (or run) span while it logs.
 """
 
 from __future__ import annotations

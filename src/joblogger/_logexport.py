@@ -22,6 +22,7 @@ Without an SDK (no provider registered) nothing is emitted and nothing is built.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from opentelemetry import _logs
 from opentelemetry import context as otel_context
 from opentelemetry._logs import LogRecord, NoOpLoggerProvider
+from opentelemetry._logs import _internal as _logs_internal
 from opentelemetry._logs._internal import ProxyLoggerProvider
 
 from . import semconv
@@ -37,7 +39,9 @@ from ._version import __version__
 
 __all__ = ["emit", "level", "set_level", "wanted"]
 
-_state: dict[str, Any] = {"level": logging.INFO, "logger": None}
+_state: dict[str, Any] = {"level": logging.INFO, "logger": None, "registered": False}
+#: The API loads a provider named by this variable on first use.
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_LOGGER_PROVIDER" in os.environ
 _pylog = logging.getLogger("joblogger")
 #: Handler classes that export to OpenTelemetry, by class (computed once per class).
 _otel_handler_types: dict[type, bool] = {}
@@ -78,8 +82,17 @@ def _reaches_otel_handler(levelno: int) -> bool:
 
 
 def _provider_registered() -> bool:
+    """Whether a logger provider is registered (once it is, it cannot change)."""
+    if _state["registered"]:
+        return True
+    # get_logger_provider() reads the environment on every call until a provider is set (about 3 us);
+    # the API's own global says the same for free, unless OTEL_PYTHON_LOGGER_PROVIDER names one to load.
+    if getattr(_logs_internal, "_LOGGER_PROVIDER", True) is None and not _PROVIDER_FROM_ENV:
+        return False
     provider = _logs.get_logger_provider()
-    return not isinstance(provider, (NoOpLoggerProvider, ProxyLoggerProvider))
+    registered = not isinstance(provider, (NoOpLoggerProvider, ProxyLoggerProvider))
+    _state["registered"] = registered
+    return registered
 
 
 def wanted(levelno: int, to_stdlib: bool) -> bool:

@@ -32,6 +32,7 @@ handlers that are still Python's defaults: SIGTERM (``SIG_DFL``) by one raising
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -49,6 +50,20 @@ _sdk_depth = 0
 _held: list[int] = []
 #: joblogger calls made from a signal handler during an SDK call.
 _deferred: list[Callable[[], object]] = []
+#: Thread id of the main thread, the only one Python runs signal handlers in.
+_main_ident = threading.main_thread().ident
+
+
+def _after_fork_in_child() -> None:
+    global _main_ident, _depth, _sdk_depth
+    _main_ident = threading.main_thread().ident  # the forking thread is the child's main thread
+    _depth = _sdk_depth = 0
+    _held.clear()
+    _deferred.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _raise_for(signum: int) -> None:
@@ -98,7 +113,7 @@ def restore() -> None:
 
 def reentered() -> bool:
     """Whether this call comes from a signal handler that interrupted one of joblogger's SDK calls."""
-    return _sdk_depth > 0 and threading.current_thread() is threading.main_thread()
+    return _sdk_depth > 0 and threading.get_ident() == _main_ident
 
 
 def defer(call: Callable[[], object]) -> None:
@@ -107,17 +122,17 @@ def defer(call: Callable[[], object]) -> None:
 
 
 class _Section:
-    __slots__ = ("_deliver", "_main", "_sdk")
+    """A context manager without per-use state (the thread decides), so one instance serves every use."""
+
+    __slots__ = ("_deliver", "_sdk")
 
     def __init__(self, sdk: bool, deliver: bool) -> None:
         self._sdk = sdk
         self._deliver = deliver
-        self._main = False
 
     def __enter__(self) -> None:
         global _depth, _sdk_depth
-        if threading.current_thread() is threading.main_thread():
-            self._main = True
+        if threading.get_ident() == _main_ident:
             _depth += 1
             if self._sdk:
                 _sdk_depth += 1
@@ -126,7 +141,7 @@ class _Section:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         global _depth, _sdk_depth
-        if not self._main:
+        if threading.get_ident() != _main_ident:
             return
         if self._sdk:
             _sdk_depth -= 1
@@ -141,11 +156,16 @@ class _Section:
                 _raise_for(held)
 
 
+_SDK = _Section(True, True)
+_CRITICAL = _Section(False, True)
+_CRITICAL_DROP = _Section(False, False)
+
+
 def sdk() -> _Section:
     """Section around one call into the SDK: signals held, joblogger calls from signal handlers deferred."""
-    return _Section(True, True)
+    return _SDK
 
 
 def critical(*, deliver: bool = True) -> _Section:
     """Section that must not be cut short: held signals are raised at its end, or dropped (``deliver=False``)."""
-    return _Section(False, deliver)
+    return _CRITICAL if deliver else _CRITICAL_DROP
