@@ -32,32 +32,36 @@ handlers that are still Python's defaults: SIGTERM (``SIG_DFL``) by one raising
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 __all__ = ["critical", "defer", "install", "installed", "reentered", "restore", "sdk"]
 
 #: signal number -> the handler it had before :func:`install`.
 _previous: dict[int, Any] = {}
-#: Sections (of both kinds) the main thread is in, and how many of them are SDK calls.
-_depth = 0
-_sdk_depth = 0
+#: Sections the main thread is in, innermost last: the frame that entered each, and whether it is an SDK call.
+#: A handler that raises at the very start of ``__exit__`` skips it, so an entry can outlive its frame;
+#: :func:`_live_sections` drops such stale entries whenever they matter.
+_sections: list[tuple[FrameType, bool]] = []
 #: Signals that arrived inside a section, in order.
 _held: list[int] = []
 #: joblogger calls made from a signal handler during an SDK call.
 _deferred: list[Callable[[], object]] = []
+_drain_at_exit = [False]
 #: Thread id of the main thread, the only one Python runs signal handlers in.
 _main_ident = threading.main_thread().ident
 
 
 def _after_fork_in_child() -> None:
-    global _main_ident, _depth, _sdk_depth
+    global _main_ident
     _main_ident = threading.main_thread().ident  # the forking thread is the child's main thread
-    _depth = _sdk_depth = 0
+    _sections.clear()
     _held.clear()
     _deferred.clear()
 
@@ -72,9 +76,25 @@ def _raise_for(signum: int) -> None:
     raise SystemExit(128 + signum)
 
 
-def _handler(signum: int, frame: object) -> None:
+def _live_sections(frame: FrameType | None) -> list[tuple[FrameType, bool]]:
+    """The sections still open in the stack of ``frame`` (stale entries are removed)."""
+    if _sections:
+        stack = set()
+        while frame is not None:
+            stack.add(id(frame))
+            frame = frame.f_back
+        _sections[:] = [entry for entry in _sections if id(entry[0]) in stack]
+    return _sections
+
+
+def _drain() -> None:
+    while _deferred and not any(is_sdk for _, is_sdk in _sections):
+        _deferred.pop(0)()
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
     """Raise at once or, inside a section, hold the signal until it ends."""
-    if _depth > 0:
+    if _live_sections(frame):
         if signum not in _held:
             _held.append(signum)
         return
@@ -113,12 +133,20 @@ def restore() -> None:
 
 def reentered() -> bool:
     """Whether this call comes from a signal handler that interrupted one of joblogger's SDK calls."""
-    return _sdk_depth > 0 and threading.get_ident() == _main_ident
+    if not _sections or threading.get_ident() != _main_ident:
+        return False
+    if any(is_sdk for _, is_sdk in _live_sections(sys._getframe(1))):
+        return True
+    _drain()  # calls deferred by a handler whose section's exit was skipped
+    return False
 
 
 def defer(call: Callable[[], object]) -> None:
-    """Run ``call`` when the interrupted SDK call returns (see :func:`reentered`)."""
+    """Run ``call`` when the interrupted SDK call returns (see :func:`reentered`), at the latest at exit."""
     _deferred.append(call)
+    if not _drain_at_exit[0]:
+        _drain_at_exit[0] = True
+        atexit.register(_drain)  # registered after configure(): runs before its shutdown
 
 
 class _Section:
@@ -131,25 +159,22 @@ class _Section:
         self._deliver = deliver
 
     def __enter__(self) -> None:
-        global _depth, _sdk_depth
         if threading.get_ident() == _main_ident:
-            _depth += 1
-            if self._sdk:
-                _sdk_depth += 1
+            _sections.append((sys._getframe(1), self._sdk))
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        global _depth, _sdk_depth
-        if threading.get_ident() != _main_ident:
+        if not _sections or threading.get_ident() != _main_ident:
             return
-        if self._sdk:
-            _sdk_depth -= 1
-        _depth -= 1
-        if _sdk_depth == 0:
-            while _deferred:
-                _deferred.pop(0)()
-        if _depth == 0 and _held:
+        caller = sys._getframe(1)
+        if _sections[-1][0] is not caller:
+            _live_sections(caller)  # drop entries whose exit was skipped
+        if _sections and _sections[-1][0] is caller:
+            _sections.pop()
+        if _deferred:
+            _drain()
+        if not _sections and _held:
             held = _held[0]
             _held.clear()
             if self._deliver and signal.getsignal(held) is _handler:
