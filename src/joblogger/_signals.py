@@ -135,10 +135,17 @@ def reentered() -> bool:
     """Whether this call comes from a signal handler that interrupted one of joblogger's SDK calls."""
     if not _sections or threading.get_ident() != _main_ident:
         return False
-    if any(is_sdk for _, is_sdk in _live_sections(sys._getframe(1))):
-        return True
-    _drain()  # calls deferred by a handler whose section's exit was skipped
-    return False
+    frame: FrameType | None = sys._getframe(1)
+    owners = {id(owner) for owner, is_sdk in _live_sections(frame) if is_sdk}
+    if not owners:
+        _drain()  # calls deferred by a handler whose section's exit was skipped
+        return False
+    # What the innermost SDK section's frame is running: the section's own __enter__ or __exit__
+    # means no SDK call is under way (and a handler that raises there would skip the drain).
+    callee = None
+    while frame is not None and id(frame) not in owners:
+        callee, frame = frame, frame.f_back
+    return callee is None or callee.f_code not in _SECTION_CODES
 
 
 def defer(call: Callable[[], object]) -> None:
@@ -181,6 +188,7 @@ class _Section:
                 _raise_for(held)
 
 
+_SECTION_CODES = frozenset((_Section.__enter__.__code__, _Section.__exit__.__code__))
 _SDK = _Section(True, True)
 _CRITICAL = _Section(False, True)
 _CRITICAL_DROP = _Section(False, False)
