@@ -233,3 +233,61 @@ def test_ctrl_c_twice_under_joblogger_run_keeps_every_run(stack: Any, tmp_path: 
 
     found = eventually(all_spans, "the 8 run spans in Jaeger")
     assert set(found.values()) == {"cancellation"}
+
+
+FLUSH_JOB = textwrap.dedent("""
+    import atexit, sys, time
+    from joblogger import create_job_logger
+
+    STAGES = int(sys.argv[2])
+    # Registered after joblogger run's configure(): runs just before its shutdown flushes.
+    atexit.register(lambda: print("flushing", flush=True))
+    with create_job_logger(sys.argv[1], "final-flush") as job:
+        for i in range(STAGES):
+            job.set_stage(f"stage {i}")
+            job.increment_progress()
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.01)
+""")
+
+
+def test_second_ctrl_c_during_the_final_flush_loses_nothing(stack: Any, tmp_path: Path):
+    """Ctrl-C, then Ctrl-C again as soon as the final flush starts: every stage span still reaches Jaeger.
+
+    Before, the second KeyboardInterrupt aborted the shutdown and what was queued was lost.
+    """
+    service = f"flush-{uuid.uuid4().hex[:8]}"
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    stages = 600
+    job = tmp_path / "job.py"
+    job.write_text(FLUSH_JOB)
+    env = job_env(stack, service)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "joblogger", "run", "--no-console", "--", PYTHON, str(job), run_id, str(stages)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.stdout.readline().strip() == "flushing"
+    os.killpg(proc.pid, signal.SIGINT)  # the second Ctrl-C, while the queued spans are exported
+    out, err = proc.communicate(timeout=60)
+
+    def stage_spans() -> set[str] | None:
+        names = {
+            span["operationName"]
+            for trace in jaeger_traces(stack, service, {"job.run.id": run_id})
+            for span in trace["spans"]
+            if not tags_of(span).get("job.snapshot")
+        }
+        return names if len(names) >= stages + 1 else None
+
+    names = eventually(stage_spans, f"the {stages} stage spans and the run span in Jaeger", timeout=20)
+    assert names == {f"stage {i}" for i in range(stages)} | {"final-flush"}
+    assert proc.returncode == -signal.SIGINT, err  # killed by SIGINT, as a shell expects after Ctrl-C
