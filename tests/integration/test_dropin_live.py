@@ -116,7 +116,7 @@ def test_opentelemetry_instrument_short_job_sends_complete_telemetry(stack: Any,
 
 
 def test_progress_shows_live_at_the_sdks_default_60s_interval(stack: Any, tmp_path: Path):
-    """Under opentelemetry-instrument (metrics every 60 s), the run stays in Active runs from its first export to its end.
+    """Under opentelemetry-instrument (metrics every 60 s), a run stays in Active runs from its first export to its end.
 
     Before, the panel kept only gauges newer than 30 s: the run vanished for half of every minute.
     """
@@ -144,7 +144,8 @@ def test_progress_shows_live_at_the_sdks_default_60s_interval(stack: Any, tmp_pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    queries = [q for q in dashboard_queries(service=service, job=["dropin-slow"], run=[run_id]) if q.title == "Active runs"]
+    board = dashboard_queries(service=service, job=["dropin-slow"], run=[run_id])
+    queries = [q for q in board if q.title == "Active runs"]
     assert {q.ref_id for q in queries} >= {"A", "B"}
 
     def rows(ref: str) -> list[dict[str, Any]]:
@@ -165,7 +166,7 @@ def test_progress_shows_live_at_the_sdks_default_60s_interval(stack: Any, tmp_pa
         assert samples[-1] > samples[0], samples  # the next export moved it on
     finally:
         stop.write_text("")
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     # The final export at exit reports no active run: the run leaves the table at once.
     eventually(lambda: not rows("B") or None, "the finished run leaving Active runs", timeout=30)
@@ -277,7 +278,7 @@ def test_second_ctrl_c_during_the_final_flush_loses_nothing(stack: Any, tmp_path
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.stdout.readline().strip() == "flushing"
     os.killpg(proc.pid, signal.SIGINT)  # the second Ctrl-C, while the queued spans are exported
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
 
     def stage_spans() -> set[str] | None:
         names = {
