@@ -17,7 +17,8 @@ class _Run(Protocol):
 _R = TypeVar("_R", bound=_Run)
 
 _LIVE: weakref.WeakSet[_Run] = weakref.WeakSet()
-_LIVE_LOCK = threading.Lock()
+#: Re-entrant: a signal handler may list or end runs while the main thread holds it.
+_LIVE_LOCK = threading.RLock()
 #: Callables told about every new run (terminal views); called outside any lock.
 _RUN_OBSERVERS: list[Callable[[_Run], None]] = []
 
@@ -60,7 +61,7 @@ def active_runs() -> list[_Run]:
 def _forget_parent_runs() -> None:
     """In a forked child, the parent's runs are not ours to show."""
     global _LIVE_LOCK
-    _LIVE_LOCK = threading.Lock()
+    _LIVE_LOCK = threading.RLock()
     _LIVE.clear()
 
 

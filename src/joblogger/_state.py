@@ -93,7 +93,7 @@ class RunState:
     _hub: Hub
     _job_name: str
     _limits: dict[str, TokenBucket]
-    _lock: threading.Lock
+    _lock: threading.RLock
     _message: str | None
     _meter_provider: metrics.MeterProvider
     _outcome_labels: dict[object, str]

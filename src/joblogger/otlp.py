@@ -24,6 +24,9 @@ Choices, and why (see docs/otlp.md):
   queues are.
 - **Drop-in**: if the application already registered SDK providers (for example
   through ``opentelemetry-instrument``), nothing is replaced; joblogger uses them.
+- **The application's logging is left alone**: job log records go to OpenTelemetry
+  through the Logs API (see ``joblogger._logexport``), not through a handler on the
+  ``joblogger`` logger, so ``configure()`` changes no logger's level or handlers.
 
 Example:
     >>> from joblogger import otlp
@@ -37,7 +40,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import threading
 import time
 import uuid
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from opentelemetry import metrics, trace
+from opentelemetry._logs import get_logger_provider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -59,8 +62,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from . import semconv
-from ._bridge import OTelLogHandler
+from . import _logexport, _signals
 from ._otlp_exporters import exporters as _exporters
 from ._otlp_settings import (
     DEFAULT_EXPORT_TIMEOUT_S,
@@ -69,7 +71,6 @@ from ._otlp_settings import (
     SignalSettings,
     resolve,
 )
-from ._results import SignalExit
 from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
@@ -104,7 +105,6 @@ class Telemetry:
     export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S
     #: The resolved export settings (argument > OTEL_* variable > default), per signal.
     settings: Settings | None = None
-    _handler: logging.Handler | None = field(default=None, repr=False)
     _deadline: _ExitDeadline | None = field(default=None, repr=False)
     _shut: bool = field(default=False, repr=False)
 
@@ -128,6 +128,12 @@ class Telemetry:
         if self._shut:
             return
         self._shut = True
+        # A second Ctrl-C or SIGTERM while flushing is held and dropped, not raised into the flush.
+        with _signals.critical(deliver=False):
+            self._shutdown()
+        _signals.restore()
+
+    def _shutdown(self) -> None:
         if self.console is not None:
             self.console.stop()
         if self.reused_existing or not self.enabled:
@@ -142,8 +148,6 @@ class Telemetry:
                 provider.shutdown()
             except Exception as exc:  # noqa: BLE001
                 _log.warning("joblogger: shutdown of %s failed: %r", type(provider).__name__, exc)
-        if self._handler is not None:
-            logging.getLogger("joblogger").removeHandler(self._handler)
         dropped = self._deadline.dropped if self._deadline is not None else {}
         if dropped:
             _log.warning(
@@ -265,20 +269,6 @@ class _PerProcessIdentity(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    """Turn SIGTERM into SignalExit(143) (a SystemExit) so runs end as cancelled and telemetry is flushed at exit."""
-    raise SignalExit(128 + signum)
-
-
-def _install_sigterm_handler() -> bool:
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
-        return False  # the application handles SIGTERM itself
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    return True
-
-
 def _already_configured() -> bool:
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
@@ -327,10 +317,13 @@ def configure(
         otlp: Set to False to skip OTLP exporters (e.g. terminal view or Prometheus pull only).
         prometheus_port: Also serve ``/metrics`` for Prometheus to scrape on this port.
         prometheus_addr: Address of that endpoint (loopback unless you say otherwise).
-        log_level: Level from which ``joblogger`` log records are exported (INFO by default; debug is opt-in).
+        log_level: Level from which job log records are exported (INFO by default; debug is opt-in),
+            whatever the stdlib ``joblogger`` logger's level is.
         console: True (or options for :class:`joblogger.console.ConsoleView`) to show the live terminal view.
         handle_sigterm: Turn SIGTERM into ``SystemExit(143)`` (only when called from the main thread
-            and nothing else handles SIGTERM), so runs end as cancelled and telemetry is flushed.
+            and nothing else handles SIGTERM), so runs end as cancelled and telemetry is flushed;
+            SIGTERM and Ctrl-C arriving while a run ends or at the final flush are held until
+            it is done (see docs/reliability.md). ``shutdown()`` restores the previous handlers.
         snapshots: Make runs emit snapshot spans (start markers, checkpoints every
             ``checkpoint_interval_s``) so they show in the trace backend before they end.
         checkpoint_interval_s: Seconds between checkpoints of each active run.
@@ -366,7 +359,7 @@ def configure(
         if snapshots and telemetry.enabled:
             configure_snapshots(True, checkpoint_interval_s)
         if handle_sigterm and telemetry.enabled:
-            telemetry.sigterm_handled = _install_sigterm_handler()
+            telemetry.sigterm_handled = _signals.install()
         _current = telemetry
         atexit.register(telemetry.shutdown)
         return telemetry
@@ -389,13 +382,14 @@ def _configure(
 ) -> Telemetry:
     if disabled if disabled is not None else _env_flag("OTEL_SDK_DISABLED"):
         return Telemetry(enabled=False)
-    joblog = logging.getLogger("joblogger")
+    _logexport.set_level(log_level)
     if _already_configured():
         _log.info("joblogger: OpenTelemetry SDK providers are already registered; using them unchanged")
         return Telemetry(
             enabled=True,
             tracer_provider=trace.get_tracer_provider(),
             meter_provider=metrics.get_meter_provider(),
+            logger_provider=get_logger_provider(),
             reused_existing=True,
         )
     settings = resolve(
@@ -430,7 +424,6 @@ def _configure(
         for exporter in _exporters(settings.metrics)
     ]
     logger_provider = None
-    handler: logging.Handler | None = None
     log_exporters = _exporters(settings.logs)
     if log_exporters:
         from opentelemetry.sdk._logs import LoggerProvider
@@ -438,10 +431,6 @@ def _configure(
         logger_provider = LoggerProvider(resource=resource)
         for exporter in log_exporters:
             logger_provider.add_log_record_processor(_batch_log_processor(exporter, settings.logs, deadline))
-        handler = OTelLogHandler(logger_provider.get_logger(semconv.SCOPE_NAME, __version__), level=log_level)
-        joblog.addHandler(handler)
-        if joblog.level == logging.NOTSET or joblog.level > log_level:
-            joblog.setLevel(log_level)
     if prometheus_port is not None or "prometheus" in settings.metrics.exporters:
         from ._prometheus import serve
 
@@ -467,7 +456,6 @@ def _configure(
         prometheus_port=prometheus_port,
         export_timeout_s=settings.export_timeout_s,
         settings=settings,
-        _handler=handler,
         _deadline=deadline if exporting else None,
     )
 
