@@ -30,7 +30,7 @@ from opentelemetry._logs import NoOpLoggerProvider
 from opentelemetry._logs import _internal as _logs_internal
 from opentelemetry._logs._internal import ProxyLoggerProvider
 
-from . import semconv
+from . import _sanitize, semconv
 from ._bridge import OTelLogHandler, to_otel
 from ._version import __version__
 
@@ -108,3 +108,12 @@ def emit(record: logging.LogRecord) -> None:
         logger.emit(to_otel(record))
     except Exception as exc:  # noqa: BLE001 - exporting must never break the job
         _pylog.debug("joblogger: could not emit a log record: %r", exc)
+
+
+def _export_warning(record: logging.LogRecord, to_stdlib: bool) -> None:
+    """joblogger's own warnings (bad input, caps) reach OpenTelemetry like the job's records."""
+    if wanted(record.levelno, to_stdlib):
+        emit(record)
+
+
+_sanitize.WARNING_SINKS.append(_export_warning)

@@ -15,7 +15,7 @@ import numbers
 import operator
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,6 +52,11 @@ _SPACES = re.compile(r"\s+")
 _SORT_LIMIT = 1_024
 
 
+#: Called with each joblogger warning record after stdlib logging had it (``_logexport`` exports them
+#: to OpenTelemetry like job records); ``to_stdlib`` says whether the ``joblogger`` logger was enabled.
+WARNING_SINKS: list[Callable[[logging.LogRecord, bool], None]] = []
+
+
 class Warner:
     """Emits each kind of warning at most once per owner (one job run).
 
@@ -80,9 +85,16 @@ class Warner:
 
     def _emit(self, kind: str, message: str, args: tuple[object, ...]) -> None:
         # The prefix (job name, run id) is an argument, never part of the format string.
-        _log.warning(
-            "%s" + message, self._prefix, *args, extra={"joblogger.warning": kind}, stacklevel=_callsite.stacklevel()
-        )
+        path, line, func = _callsite.caller()
+        record = _log.makeRecord(
+            _log.name, logging.WARNING, path, line, "%s" + message, (self._prefix, *args), None, func,
+            {"joblogger.warning": kind},
+        )  # fmt: skip
+        to_stdlib = _log.isEnabledFor(logging.WARNING)
+        if to_stdlib:
+            _log.handle(record)
+        for sink in WARNING_SINKS:
+            sink(record, to_stdlib)
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
