@@ -129,6 +129,7 @@ class Tally:
         "log_ticks",
         "outcome_extra",
         "outcome_ticks",
+        "slot",
         "ticks",
         "type_base",
     )
@@ -136,6 +137,8 @@ class Tally:
     def __init__(self, job: str) -> None:
         self.job = job
         self.ended = False
+        #: job.run.slot while the run is active (set by the hub), -1 once freed.
+        self.slot = -1
         #: +1 increments of progress (the per-item path).
         self.ticks = itertools.count()
         #: progress added by bulk increments and forward ``set_progress`` jumps.
@@ -399,7 +402,7 @@ class JobLogger:
         debug_events: bool = False,
         event_budget: int = DEFAULT_EVENT_BUDGET,
         secret_keys: Iterable[str] = (),
-        run_id_on_metrics: bool = True,
+        run_id_on_metrics: bool | None = None,
         snapshots: bool | None = None,
         log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
@@ -419,7 +422,6 @@ class JobLogger:
         if isinstance(secret_keys, str):  # one key, not its characters
             secret_keys = (secret_keys,)
         self._secret_keys = _sanitize.DEFAULT_SECRET_KEYS + tuple(str(k).lower() for k in secret_keys if k)
-        self._run_id_on_metrics = run_id_on_metrics
         self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
         self._limits = _rate_limits(
             DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, clock, self._warn
@@ -427,6 +429,8 @@ class JobLogger:
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(semconv.SCOPE_NAME, __version__)
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub: Hub = hub_for(self._meter_provider)
+        # Default: the run id labels progress only where it costs the process nothing (produced mode).
+        self._run_id_on_metrics = self._hub.produced if run_id_on_metrics is None else bool(run_id_on_metrics)
         label = self._hub.job_label(name)
         if label is None:
             self._warn("job-cap", "too many distinct job names; metrics report this one as 'other'")
@@ -457,11 +461,12 @@ class JobLogger:
             run_attrs.update(_sanitize.context_attributes(attributes, self._secret_keys, self._warn))
         run_attrs[semconv.JOB_NAME] = name
         run_attrs[semconv.JOB_RUN_ID] = self._run_id
+        run_attrs[semconv.JOB_RUN_SLOT] = self._hub.take_slot(self._tally)
         span = self._tracer.start_span(name, attributes=run_attrs)
         # tail=3: the dropped-events list, the summary line and the exception event.
         self._run = _SpanSlot(span, self._event_budget, self._started, 0, tail=3)
         self._tally.ctx = self._run.ctx
-        self._gauge_attrs: dict[str, str] = {}
+        self._gauge_attrs: dict[str, Any] = {}
         self._refresh_gauge_attrs()
         self._finalizer = self._hub.start(self, self._tally)
         with _LIVE_LOCK:
@@ -880,16 +885,17 @@ class JobLogger:
         )
 
     def _refresh_gauge_attrs(self) -> None:
-        attrs = {
+        attrs: dict[str, Any] = {
             semconv.JOB_NAME: self._tally.job,
             semconv.JOB_STAGE: self._stage_label,
             semconv.JOB_ENTITY_TYPE: self._tally.entity_type,
+            semconv.JOB_RUN_SLOT: self._tally.slot,
         }
         if self._run_id_on_metrics:
             attrs[semconv.JOB_RUN_ID] = self._run_id
         self._gauge_attrs = attrs
 
-    def _gauge_points(self) -> tuple[dict[str, str], int, int | None, float | None]:
+    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]:
         """Attributes, current, total and ETA for the progress gauges."""
         return self._gauge_attrs, self.current, self._total, self.eta_seconds
 
@@ -971,6 +977,7 @@ class JobLogger:
                 extra[f"context.{key}" if key in _RESERVED_RECORD_KEYS else key] = value
             extra[semconv.JOB_NAME] = self._job_name
             extra[semconv.JOB_RUN_ID] = self._run_id
+            extra[semconv.JOB_RUN_SLOT] = self._tally.slot
             extra[semconv.JOB_LOG_LEVEL] = level
             if stage is not None:
                 extra[semconv.JOB_STAGE] = stage
@@ -1180,7 +1187,7 @@ def create_job_logger(
     debug_events: bool = False,
     event_budget: int = DEFAULT_EVENT_BUDGET,
     secret_keys: Iterable[str] = (),
-    run_id_on_metrics: bool = True,
+    run_id_on_metrics: bool | None = None,
     snapshots: bool | None = None,
     log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
 ) -> JobLogger:
@@ -1199,7 +1206,11 @@ def create_job_logger(
         debug_events: Also export ``debug()`` calls as span events.
         event_budget: Span events joblogger adds per span before dropping low levels first.
         secret_keys: Extra context key fragments to redact (added to the defaults).
-        run_id_on_metrics: Put ``job.run.id`` on progress gauges (turn off for very frequent jobs).
+        run_id_on_metrics: Put ``job.run.id`` on progress gauges. Default: yes with the providers of
+            ``joblogger.otlp.configure()`` / ``joblogger.testing`` (no SDK state per run; 4 Prometheus
+            series per stage of each run), no with the application's own providers, where each run
+            id would stay in the SDK for the process's life (the gauges carry ``job.run.slot``
+            either way). See docs/telemetry.md, "Progress gauges in long-lived workers".
         snapshots: Emit snapshot spans (start markers and periodic checkpoints) so the run shows
             in trace backends before it ends; default: on once ``joblogger.otlp.configure()`` ran.
         log_rate_limits: ``{"debug"|"info": (per_second, burst)}``; records beyond the limit are

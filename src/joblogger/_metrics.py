@@ -4,6 +4,19 @@ The per-item hot path never calls the OpenTelemetry SDK: runs count locally
 (see ``_logger.Tally``) and this hub reports those counts through observable
 instruments when the SDK collects. Only run and stage boundaries record
 synchronously (one histogram or counter call each).
+
+Progress gauges are per run, so they must not leave state behind in the SDK:
+an asynchronous instrument keeps every attribute set it ever reported (and caps
+each stream at 2,000 sets). Two modes:
+
+- **Produced** (providers built by ``joblogger.otlp.configure()`` or
+  ``joblogger.testing``; see :func:`produce_progress`): the hub creates no gauge
+  instruments; joblogger's own exporter and readers add the progress points of
+  the live runs to each collection (``joblogger._producer``). Nothing is kept
+  per run, so ``job.run.id`` can label the points at no cost to the process.
+- **Drop-in** (any other meter provider): observable gauges through the SDK,
+  labelled with the bounded per-process ``job.run.slot`` (and ``job.run.id``
+  only when the run asked for it explicitly).
 """
 
 from __future__ import annotations
@@ -57,7 +70,23 @@ MAX_JOBS = 500
 class ActiveRun(Protocol):
     """What the hub reads from a running job at collection time."""
 
-    def _gauge_points(self) -> tuple[dict[str, str], int, int | None, float | None]: ...
+    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]: ...
+
+
+#: Meter providers whose progress points joblogger's own readers produce (no SDK gauges).
+_produced: weakref.WeakSet[metrics.MeterProvider] = weakref.WeakSet()
+
+
+def produce_progress(meter_provider: metrics.MeterProvider) -> None:
+    """Declare that the readers of ``meter_provider`` add progress points themselves.
+
+    Must be called before the first run uses the provider (its hub then creates no
+    progress gauges); ``joblogger._producer.ProgressProducer.bind`` does it.
+    """
+    with _hubs_lock:
+        if meter_provider in _hubs:
+            raise RuntimeError("produce_progress() must be called before the first run uses the provider")
+        _produced.add(meter_provider)
 
 
 class Hub:
@@ -73,9 +102,11 @@ class Hub:
         "_lock",
         "_pending",
         "_retired",
+        "_slots",
         "_tallies",
         "_unflushed",
         "outcomes",
+        "produced",
         "run_duration",
         "runs",
         "stage_duration",
@@ -84,6 +115,10 @@ class Hub:
     def __init__(self, meter_provider: metrics.MeterProvider) -> None:
         meter = meter_provider.get_meter(semconv.SCOPE_NAME, __version__)
         self._lock = threading.Lock()
+        #: True when joblogger's readers produce the progress points (no SDK gauges, see produce_progress).
+        self.produced = meter_provider in _produced
+        # job label -> slots taken by its active runs (job.run.slot: lowest free index at start).
+        self._slots: dict[str, set[int]] = {}
         # id(run) -> weak reference to the run, for progress gauges.
         self._active: dict[int, weakref.ref[ActiveRun]] = {}
         # id(tally) -> tally of every live run, for counters.
@@ -128,8 +163,12 @@ class Hub:
                 description="Job runs in progress.",
             ),
             *(
-                meter.create_observable_gauge(name, [self._observe_gauge(index)], unit=unit[name], description=text)
-                for index, (name, text) in enumerate(_GAUGES)
+                ()
+                if self.produced
+                else (
+                    meter.create_observable_gauge(name, [self._observe_gauge(index)], unit=unit[name], description=text)
+                    for index, (name, text) in enumerate(_GAUGES)
+                )
             ),
             meter.create_observable_counter(
                 semconv.METRIC_ENTITIES_PROCESSED,
@@ -146,6 +185,24 @@ class Hub:
         )
 
     # --- run lifecycle -----------------------------------------------------
+    def take_slot(self, tally: Tally) -> int:
+        """Give the run of ``tally`` the lowest slot free among its job's active runs (``tally.slot``)."""
+        with self._lock:
+            taken = self._slots.setdefault(tally.job, set())
+            slot = 0
+            while slot in taken:
+                slot += 1
+            taken.add(slot)
+            tally.slot = slot
+        return slot
+
+    def _free_slot(self, tally: Tally) -> None:
+        """Release the run's slot (caller holds the lock)."""
+        taken = self._slots.get(tally.job)
+        if taken is not None and tally.slot >= 0:
+            taken.discard(tally.slot)
+            tally.slot = -1
+
     def start(self, run: ActiveRun, tally: Tally) -> weakref.finalize:  # type: ignore[type-arg]
         """Register a run; returns the finalizer that retires it if it is never ended."""
         with self._lock:
@@ -155,10 +212,11 @@ class Hub:
         return weakref.finalize(run, self._abandoned, id(run), tally)
 
     def end(self, run: ActiveRun, tally: Tally) -> None:
-        """Fold an ended run's counts into the retired totals."""
+        """Fold an ended run's counts into the retired totals and free its slot."""
         with self._lock:
             self._active.pop(id(run), None)
             self._tallies.pop(id(tally), None)
+            self._free_slot(tally)
             self._fold(tally)
 
     def _abandoned(self, run_id: int, tally: Tally) -> None:
@@ -172,6 +230,7 @@ class Hub:
             if self._tallies.pop(id(tally), None) is not None:
                 self._active.pop(run_id, None)
                 tally.ended = True
+                self._free_slot(tally)
                 self._fold(tally)
                 self._unflushed.append(tally)
 
@@ -250,8 +309,22 @@ class Hub:
         for job, count in jobs.items():
             yield Observation(count, {semconv.JOB_NAME: job})
 
-    def _gauge_snapshot(self, fresh: bool) -> list[tuple[dict[str, str], int, int | None, float | None]]:
-        """Progress of every active run, read once per collection.
+    def progress_points(self) -> list[tuple[dict[str, Any], int, int | None, float | None]]:
+        """``(attributes, current, total, eta)`` of every active run, read now.
+
+        Attribute sets are distinct per run (``job.run.slot`` differs between the
+        active runs of one job), so no two runs share a point.
+        """
+        points = []
+        for run in self._runs():
+            try:
+                points.append(run._gauge_points())
+            except Exception:  # noqa: BLE001 - one broken run must not hide the others
+                continue
+        return points
+
+    def _gauge_snapshot(self, fresh: bool) -> list[tuple[dict[str, Any], int, int | None, float | None]]:
+        """Progress of every active run, read once per SDK collection.
 
         The four progress gauges are observed one after the other in each
         collection; the first computes the snapshot and the others reuse it.
@@ -259,23 +332,7 @@ class Hub:
         cached = self._gauge_cache
         if not fresh and cached is not None and time.monotonic() - cached[0] < _SNAPSHOT_TTL_S:
             return cached[1]
-        merged: dict[tuple[tuple[str, str], ...], Any] = {}
-        for run in self._runs():
-            try:
-                attrs, current, total, eta = run._gauge_points()
-            except Exception:  # noqa: BLE001 - one broken run must not hide the others
-                continue
-            key = tuple(attrs.items())
-            seen = merged.get(key)
-            if seen is None:
-                merged[key] = (attrs, current, total, eta)
-            else:
-                # Runs without job.run.id on metrics share attributes: add them up (ETA: the longest).
-                _, c, t, e = seen
-                both_totals = None if t is None or total is None else t + total
-                longest = max(e, eta) if e is not None and eta is not None else (e if eta is None else eta)
-                merged[key] = (attrs, c + current, both_totals, longest)
-        points = list(merged.values())
+        points = self.progress_points()
         self._gauge_cache = (time.monotonic(), points)
         return points
 
@@ -362,6 +419,7 @@ def _forget_parent_runs() -> None:
         hub._pending.clear()
         hub._gauge_cache = None
         hub._unflushed.clear()
+        hub._slots.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -375,3 +433,9 @@ def hub_for(meter_provider: metrics.MeterProvider) -> Hub:
         if hub is None:
             hub = _hubs[meter_provider] = Hub(meter_provider)
         return hub
+
+
+def existing_hub(meter_provider: metrics.MeterProvider) -> Hub | None:
+    """The hub of ``meter_provider`` if a run has used it, else None (creates nothing)."""
+    with _hubs_lock:
+        return _hubs.get(meter_provider)

@@ -58,6 +58,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from . import semconv
 from ._bridge import OTelLogHandler
+from ._producer import ProgressProducer
 from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
@@ -260,13 +261,20 @@ class _PerProcessIdentity(MetricExporter):
     the child's counts never overwrite or duplicate the parent's.
     """
 
-    def __init__(self, inner: MetricExporter, fixed_id: str | None, deadline: _ExitDeadline | None = None) -> None:
+    def __init__(
+        self,
+        inner: MetricExporter,
+        fixed_id: str | None,
+        deadline: _ExitDeadline | None = None,
+        producer: ProgressProducer | None = None,
+    ) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
             preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
         self._deadline = deadline
+        self._producer = producer
         self._fixed = fixed_id
         self._pid = os.getpid()
         self._id = fixed_id or str(uuid.uuid4())
@@ -279,9 +287,14 @@ class _PerProcessIdentity(MetricExporter):
         return self._id
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        """Export with the resource stamped (or drop the collection if shutdown's deadline has passed)."""
+        """Export with the active runs' progress added and the resource stamped.
+
+        The collection is dropped if shutdown's deadline has passed.
+        """
         if self._deadline is not None and self._deadline.refuse("metric collections", 1):
             return MetricExportResult.FAILURE
+        if self._producer is not None:
+            metrics_data = self._producer.add_to(metrics_data)
         stamp = Resource({"service.instance.id": self.instance_id})
         stamped = MetricsData(
             [
@@ -450,6 +463,8 @@ def _configure(
 
     tracer_provider = TracerProvider(resource=resource)
     readers: list[MetricReader] = []
+    # Progress gauges come from the live runs at each export, not from SDK instruments (see _producer).
+    producer = ProgressProducer()
     logger_provider = None
     handler: logging.Handler | None = None
     deadline: _ExitDeadline | None = None
@@ -471,7 +486,7 @@ def _configure(
         )
         readers.append(
             PeriodicExportingMetricReader(
-                _PerProcessIdentity(metric_exporter, fixed_id, deadline),
+                _PerProcessIdentity(metric_exporter, fixed_id, deadline, producer),
                 export_interval_millis=interval_s * 1000,
                 export_timeout_millis=export_timeout_s * 1000,
             )
@@ -491,8 +506,9 @@ def _configure(
     if prometheus_port is not None:
         from ._prometheus import serve
 
-        readers.append(serve(prometheus_port, prometheus_addr))
+        readers.append(serve(prometheus_port, prometheus_addr, producer=producer))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    producer.bind(meter_provider)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     if logger_provider is not None:

@@ -574,7 +574,7 @@ def test_progress_gauges_only_while_active(cap: Capture, clock: FakeClock) -> No
     assert set(points) == {semconv.METRIC_PROGRESS_CURRENT}
     assert points[semconv.METRIC_PROGRESS_CURRENT].attributes == {
         semconv.JOB_NAME: "gauge-job", semconv.JOB_RUN_ID: "run-g", semconv.JOB_STAGE: "S",
-        semconv.JOB_ENTITY_TYPE: "entities",
+        semconv.JOB_ENTITY_TYPE: "entities", semconv.JOB_RUN_SLOT: 0,
     }  # fmt: skip
     assert cap.metric_value(semconv.METRIC_RUNS_ACTIVE, **{semconv.JOB_NAME: "gauge-job"}) == 1
     job.set_total(10, "files")
