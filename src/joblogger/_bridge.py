@@ -14,9 +14,10 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry._logs import Logger, LogRecord, SeverityNumber
 
+from ._levels import RESERVED_RECORD_KEYS
 from ._sanitize import attribute_value
 
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_RESERVED = RESERVED_RECORD_KEYS
 
 
 def severity(levelno: int) -> SeverityNumber:

@@ -37,7 +37,7 @@ from . import semconv
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._logger import Tally
+    from ._tally import Tally
 
 #: Histogram buckets (seconds) for run and stage durations: 100 ms to 1 day.
 DURATION_BUCKETS = (

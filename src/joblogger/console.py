@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import _format, semconv
+from ._levels import RESERVED_RECORD_KEYS
 from ._logger import MILESTONE, JobLogger, active_runs, observe_runs
 
 __all__ = ["ConsoleView"]
@@ -79,8 +80,7 @@ class _Handoff(logging.Handler):
 
 
 #: Record attributes that are not the job's context: stdlib ones and joblogger's own extras.
-_NOT_CONTEXT = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
+_NOT_CONTEXT = RESERVED_RECORD_KEYS | {
     semconv.JOB_NAME,
     semconv.JOB_RUN_ID,
     semconv.JOB_STAGE,

@@ -1,0 +1,122 @@
+"""Stages of a run: one child span each, snapshots, and the progress-gauge attributes they change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _format, _sanitize, semconv
+from ._spans import SpanSlot
+from ._state import MAX_STAGES, RunState, guarded
+
+
+class StagesMixin(RunState):
+    """``set_stage`` and everything a stage change touches."""
+
+    __slots__ = ()
+
+    @guarded
+    def set_stage(self, stage: str, message: str | None = None) -> None:
+        """End the current stage and start ``stage``; logs the milestone ``Starting: <stage>``.
+
+        Example:
+            >>> from joblogger import create_job_logger
+            >>> job = create_job_logger("r", "j")
+            >>> job.set_stage("Initializing", "Loading configuration")
+            >>> job.progress_text
+            'Initializing (loading configuration)'
+        """
+        if self._ended_call():
+            return
+        name = _sanitize.as_text(stage, "stage", self._warn, limit=_sanitize.MAX_VALUE_CHARS)
+        if not name.strip():
+            self._warn("stage-empty", "empty stage name; using '(unnamed stage)'")
+            name = "(unnamed stage)"
+        text = None if message is None else _sanitize.as_text(message, "message", self._warn)
+        now = self._clock()
+        label = self._hub_stage_label(name)
+        with self._lock:
+            old, old_label = self._stage, self._stage_label
+            self._stage = None
+        if old is not None:
+            self._close_stage(old, old_label, now)
+        span = self._tracer.start_span(
+            name,
+            context=self._run.ctx,
+            attributes={
+                semconv.JOB_NAME: self._job_name,
+                semconv.JOB_RUN_ID: self._run_id,
+                semconv.JOB_STAGE: name,
+            },
+        )
+        with self._lock:
+            self._stage = SpanSlot(span, self._event_budget, now, self._tally.processed())
+            self._tally.ctx = self._stage.ctx
+            self._stage_name = name
+            self._stage_label = label
+            self._message = text
+            self._rate_anchor = (now, self.current)
+            self._refresh_gauge_attrs()
+            slot = self._stage
+        if self._snapshots:
+            self._snapshot(slot, semconv.SNAPSHOT_STAGE_START)
+        self._log(semconv.LEVEL_MILESTONE, f"Starting: {name}", None, None)
+
+    def _snapshot(self, slot: SpanSlot, kind: str) -> None:
+        """Emit an already-ended snapshot span under ``slot`` (see ``_snapshots``)."""
+        attrs: dict[str, Any] = {
+            semconv.JOB_SNAPSHOT: True,
+            semconv.JOB_SNAPSHOT_KIND: kind,
+            semconv.JOB_NAME: self._job_name,
+            semconv.JOB_RUN_ID: self._run_id,
+            semconv.JOB_STAGE: self._stage_name or "",
+            semconv.JOB_PROGRESS_CURRENT: self.current,
+            semconv.JOB_ENTITY_TYPE: self._entity_type or _format.DEFAULT_ENTITY_TYPE,
+        }
+        if self._total is not None:
+            attrs[semconv.JOB_PROGRESS_TOTAL] = self._total
+        for key, value in self.outcomes.items():
+            attrs[semconv.JOB_OUTCOME_PREFIX + key] = value
+        for level, value in self._tally.logs().items():
+            attrs[semconv.JOB_LOGS_PREFIX + level] = value
+        name = self._stage_name if kind != semconv.SNAPSHOT_RUN_START and self._stage_name else self._job_name
+        self._tracer.start_span(f"{name} (snapshot)", context=slot.ctx, attributes=attrs).end()
+
+    def _checkpoint(self) -> None:
+        """Called by the checkpoint thread: snapshot the current stage of a run still in progress."""
+        if not self._snapshots or self._summary is not None:
+            return
+        self._snapshot(self._stage or self._run, semconv.SNAPSHOT_CHECKPOINT)
+
+    def _hub_stage_label(self, name: str) -> str:
+        label = _sanitize.as_label(name)
+        if self._hub.cap_value("stage", self._tally.job, label, MAX_STAGES):
+            return label
+        self._warn("stage-cap", "more than %d distinct stage names; metrics report the rest as 'other'", MAX_STAGES)
+        return semconv.STAGE_OTHER
+
+    def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None:
+        processed = self._tally.processed() - slot.processed_at_start
+        slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+        with self._lock:
+            for level, n in slot.dropped.items():
+                self._dropped[level] = self._dropped.get(level, 0) + n
+        self._hub.stage_duration.record(
+            max(0.0, now - slot.started_at),
+            {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
+            context=slot.ctx,
+        )
+
+    def _refresh_gauge_attrs(self) -> None:
+        attrs: dict[str, Any] = {
+            semconv.JOB_NAME: self._tally.job,
+            semconv.JOB_STAGE: self._stage_label,
+            semconv.JOB_ENTITY_TYPE: self._tally.entity_type,
+            semconv.JOB_RUN_SLOT: self._tally.slot,
+        }
+        if self._run_id_on_metrics:
+            attrs[semconv.JOB_RUN_ID] = self._run_id
+        self._gauge_attrs = attrs
+
+    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]:
+        """Attributes, current, total and ETA for the progress gauges."""
+        return self._gauge_attrs, self.current, self._total, self.eta_seconds

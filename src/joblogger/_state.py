@@ -1,0 +1,185 @@
+"""State every part of a JobLogger shares, and the guard that keeps internal failures out of the job.
+
+:class:`RunState` only declares the attributes (``JobLogger`` owns the slots);
+the mixins in ``_progress``, ``_stages``, ``_logcalls`` and ``_ending`` each
+implement one concern on top of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from opentelemetry import metrics, trace
+
+from . import _sanitize
+
+if TYPE_CHECKING:
+    from ._metrics import Hub
+    from ._ratelimit import TokenBucket
+    from ._spans import SpanSlot
+    from ._summary import Summary
+    from ._tally import Tally
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Distinct outcome keys / stage names per job before new ones fold into "other".
+MAX_OUTCOME_KEYS = 100
+MAX_STAGES = 100
+DEFAULT_EVENT_BUDGET = 128
+
+pylog = logging.getLogger("joblogger")
+pylog.addHandler(logging.NullHandler())
+
+
+class RunState:
+    """Attributes of one run, shared by the JobLogger mixins."""
+
+    __slots__ = (
+        "_clock",
+        "_context_token",
+        "_debug_events",
+        "_dropped",
+        "_ended_at",
+        "_entity_type",
+        "_event_budget",
+        "_finalizer",
+        "_gauge_attrs",
+        "_hub",
+        "_job_name",
+        "_limits",
+        "_lock",
+        "_message",
+        "_meter_provider",
+        "_outcome_labels",
+        "_outcome_ticks",
+        "_outer_exc",
+        "_phase_adjust",
+        "_phase_base",
+        "_rate_anchor",
+        "_run",
+        "_run_id",
+        "_run_id_on_metrics",
+        "_secret_keys",
+        "_snapshots",
+        "_stage",
+        "_stage_label",
+        "_stage_name",
+        "_started",
+        "_summary",
+        "_tally",
+        "_ticks",
+        "_total",
+        "_tracer",
+        "_warn",
+    )
+
+    _clock: Callable[[], float]
+    _context_token: object | None
+    _debug_events: bool
+    _dropped: dict[str, int]
+    _ended_at: float | None
+    _entity_type: str | None
+    _event_budget: int
+    _finalizer: Any
+    _gauge_attrs: dict[str, Any]
+    _hub: Hub
+    _job_name: str
+    _limits: dict[str, TokenBucket]
+    _lock: threading.Lock
+    _message: str | None
+    _meter_provider: metrics.MeterProvider
+    _outcome_labels: dict[object, str]
+    _outcome_ticks: dict[str, itertools.count[int]]
+    _outer_exc: BaseException | None
+    _phase_adjust: int
+    _phase_base: int
+    _rate_anchor: tuple[float, int]
+    _run: SpanSlot
+    _run_id: str
+    _run_id_on_metrics: bool
+    _secret_keys: tuple[str, ...]
+    _snapshots: bool
+    _stage: SpanSlot | None
+    _stage_label: str
+    _stage_name: str | None
+    _started: float
+    _summary: Summary | None
+    _tally: Tally
+    _ticks: Any
+    _total: int | None
+    _tracer: trace.Tracer
+    _warn: _sanitize.Warner
+
+    if TYPE_CHECKING:
+        # Implemented by the mixins; declared for the type checker only.
+        @property
+        def current(self) -> int: ...
+        @property
+        def eta_seconds(self) -> float | None: ...
+        @property
+        def outcomes(self) -> Mapping[str, int]: ...
+        @property
+        def started_at(self) -> float: ...
+        def _recorded_outcomes(self) -> dict[str, int]: ...
+        def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None: ...
+        def _refresh_gauge_attrs(self) -> None: ...
+        def set_stage(self, stage: str, message: str | None = None) -> None: ...
+        def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]: ...
+        def _log(
+            self, level: str, message: object, context: Mapping[str, Any] | None, fields: Mapping[str, Any] | None
+        ) -> None: ...
+        def _emit(
+            self, level: str, levelno: int, text: str, attrs: dict[str, Any], to_stdlib: bool, *, reserved: bool = False
+        ) -> None: ...
+
+    def _ended_call(self) -> bool:
+        if self._summary is not None:
+            self._warn("ended", "the run has ended (log_summary was called); call ignored")
+            return True
+        return False
+
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        try:
+            self._warn(f"internal-{where}", "internal error in %s ignored: %r", where, exc)
+        except Exception:  # noqa: BLE001, S110 - logging itself failed; nothing left to do
+            pass
+
+
+class Closed:
+    """Stands in for the progress counter once the run has ended: warns once, counts nothing."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: RunState) -> None:
+        self._owner = owner
+
+    def __next__(self) -> int:
+        self._owner._warn("ended", "the run has ended (log_summary was called); call ignored")
+        return 0
+
+
+def guarded(method: _F) -> _F:
+    """Turn an internal failure of ``method`` into one logged error and a no-op."""
+
+    @functools.wraps(method)
+    def wrapper(self: RunState, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - never raise into the job
+            self._internal_error(method.__name__, exc)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quietly(flush: Callable[..., object], timeout_millis: int) -> None:
+    """Run a provider's force_flush on a helper thread; its failures are logged, never raised."""
+    try:
+        flush(timeout_millis=timeout_millis)
+    except Exception as exc:  # noqa: BLE001
+        pylog.warning("joblogger: save_outcome flush failed: %r", exc)

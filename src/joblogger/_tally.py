@@ -1,0 +1,86 @@
+"""Counts of one run, written lock-free on the hot path and read by the metrics hub."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+
+from opentelemetry import context as otel_context
+
+from . import _format, semconv
+
+
+def ticks_value(counter: itertools.count[int]) -> int:
+    """Current value of an ``itertools.count`` without advancing it."""
+    return int(repr(counter)[6:-1])
+
+
+class Tally:
+    """Counts of one run, written lock-free on the hot path and read by the metrics hub."""
+
+    __slots__ = (
+        "ctx",
+        "ended",
+        "entity_type",
+        "extra",
+        "flush_lock",
+        "flushed",
+        "job",
+        "log_ticks",
+        "outcome_extra",
+        "outcome_ticks",
+        "slot",
+        "ticks",
+        "type_base",
+    )
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.ended = False
+        #: job.run.slot while the run is active (set by the hub), -1 once freed.
+        self.slot = -1
+        #: +1 increments of progress (the per-item path).
+        self.ticks = itertools.count()
+        #: progress added by bulk increments and forward ``set_progress`` jumps.
+        self.extra = 0
+        #: processed counts attributed to entity types before the current one.
+        self.type_base: dict[str, int] = {}
+        self.entity_type = _format.DEFAULT_ENTITY_TYPE
+        self.outcome_ticks: dict[str, itertools.count[int]] = {}
+        self.outcome_extra: dict[str, int] = {}
+        self.log_ticks = {level: itertools.count() for level in semconv.LEVELS}
+        #: outcome values already added to the SDK counter, and the context they are added in.
+        self.flushed: dict[str, int] = {}
+        self.flush_lock = threading.Lock()
+        self.ctx: otel_context.Context | None = None
+
+    def processed(self) -> int:
+        """Entities processed over all phases."""
+        return ticks_value(self.ticks) + self.extra
+
+    def outcomes(self) -> dict[str, int]:
+        """Outcome totals by key, in first-recorded order."""
+        extra = self.outcome_extra
+        return {key: ticks_value(t) + extra.get(key, 0) for key, t in list(self.outcome_ticks.items())}
+
+    def logs(self) -> dict[str, int]:
+        """Log calls by level."""
+        return {level: ticks_value(t) for level, t in self.log_ticks.items()}
+
+    def points(self, metric: str) -> dict[str, int]:
+        """Counter values of one metric, by attribute value (entity type, outcome key or level)."""
+        if metric == semconv.METRIC_OUTCOMES:
+            return self.outcomes()
+        if metric == semconv.METRIC_LOGS:
+            return self.logs()
+        base = {kind: value for kind, value in self.type_base.items() if value}
+        current = self.entity_type
+        base[current] = base.get(current, 0) + self.processed() - sum(self.type_base.values())
+        return base
+
+    def items(self) -> Iterator[tuple[str, str, int]]:
+        """Every counter value as ``(metric, attribute value, count)``."""
+        for metric in (semconv.METRIC_ENTITIES_PROCESSED, semconv.METRIC_OUTCOMES, semconv.METRIC_LOGS):
+            for key, value in self.points(metric).items():
+                yield metric, key, value
