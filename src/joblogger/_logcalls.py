@@ -52,7 +52,7 @@ class LogCallsMixin(RunState):
             if self._summary is not None:
                 self._warn("ended", "the run has ended (log_summary was called); call ignored")
                 return
-            next(self._tally.log_ticks[level])
+            self._tally.count_log(level)
             limiter = self._limits.get(level)
             if limiter is not None and not limiter.allow():
                 return

@@ -23,11 +23,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Tracer
 
 from . import _registry, _sanitize, semconv
 from ._ending import EndingMixin
@@ -52,6 +53,20 @@ observe_runs = _registry.observe_runs
 def active_runs() -> list[JobLogger]:
     """Runs of this process that have started and not yet ended, oldest first."""
     return cast("list[JobLogger]", _registry.active_runs())
+
+
+#: joblogger's tracer of each tracer provider (get_tracer builds a new tracer on every call).
+_TRACERS: weakref.WeakKeyDictionary[trace.TracerProvider, Tracer] = weakref.WeakKeyDictionary()
+
+
+def _tracer_of(provider: trace.TracerProvider) -> Tracer:
+    try:
+        tracer = _TRACERS.get(provider)
+        if tracer is None:
+            tracer = _TRACERS[provider] = provider.get_tracer(semconv.SCOPE_NAME, __version__)
+    except TypeError:  # a provider that cannot be weakly referenced
+        return provider.get_tracer(semconv.SCOPE_NAME, __version__)
+    return tracer
 
 
 class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
@@ -111,7 +126,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._limits = rate_limits(
             DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, clock, self._warn
         )
-        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(semconv.SCOPE_NAME, __version__)
+        self._tracer = _tracer_of(tracer_provider or trace.get_tracer_provider())
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub = hub_for(self._meter_provider)
         # Default: the run id labels progress only where it costs the process nothing (produced mode).

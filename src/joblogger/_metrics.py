@@ -21,6 +21,7 @@ each stream at 2,000 sets). Two modes:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import semconv
+from ._tally import ticks_value
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class Hub:
         "_caps",
         "_gauge_cache",
         "_instruments",
+        "_job_logs",
         "_jobs",
         "_lock",
         "_pending",
@@ -118,6 +121,8 @@ class Hub:
         #: True when joblogger's readers produce the progress points (no SDK gauges, see produce_progress).
         self.produced = meter_provider in _produced
         # job label -> slots taken by its active runs (job.run.slot: lowest free index at start).
+        # job label -> its log counters by level, shared by its runs (job.logs reads only these).
+        self._job_logs: dict[str, dict[str, itertools.count[int]]] = {}
         self._slots: dict[str, set[int]] = {}
         # id(run) -> weak reference to the run, for progress gauges.
         self._active: dict[int, weakref.ref[ActiveRun]] = {}
@@ -208,6 +213,13 @@ class Hub:
         with self._lock:
             self._active[id(run)] = weakref.ref(run)
             self._tallies[id(tally)] = tally
+            counters = self._job_logs.get(tally.job)
+            if counters is None:
+                counters = self._job_logs[tally.job] = {level: itertools.count() for level in semconv.LEVELS}
+            for level, value in tally.logs().items():  # calls made before the run registered
+                for _ in range(value):
+                    next(counters[level])
+            tally.job_logs = counters
         _ensure_flusher()
         return weakref.finalize(run, self._abandoned, id(run), tally)
 
@@ -241,6 +253,8 @@ class Hub:
         run ends or saves its outcome; never on the per-item path. The additions run in the
         context of the run's current stage span, so the SDK can attach exemplars.
         """
+        if not tally.outcome_ticks and not tally.outcome_extra:
+            return  # nothing recorded yet (the common case for many runs)
         with tally.flush_lock:
             for key, value in tally.outcomes().items():
                 delta = value - tally.flushed.get(key, 0)
@@ -270,11 +284,15 @@ class Hub:
         return None
 
     def _fold(self, tally: Tally) -> None:
-        for metric, key, value in tally.items():
-            if metric == semconv.METRIC_OUTCOMES:
-                continue  # the SDK keeps the outcomes counter's cumulative sums itself
-            slot = (metric, tally.job, key)
-            self._retired[slot] = self._retired.get(slot, 0) + value
+        # Outcomes: the SDK keeps the outcomes counter's sums itself. Logs: already in the job's counters.
+        metrics_to_fold = [semconv.METRIC_ENTITIES_PROCESSED]
+        if tally.job_logs is tally.log_ticks:
+            metrics_to_fold.append(semconv.METRIC_LOGS)
+        retired = self._retired
+        for metric in metrics_to_fold:
+            for key, value in tally.points(metric).items():
+                slot = (metric, tally.job, key)
+                retired[slot] = retired.get(slot, 0) + value
 
     def cap_value(self, kind: str, job: str, value: str, limit: int) -> bool:
         """True when ``value`` may be a label of ``kind`` for ``job`` (at most ``limit`` distinct)."""
@@ -361,11 +379,23 @@ class Hub:
                 self._drain()
                 totals = {(job, key): v for (m, job, key), v in self._retired.items() if m == metric}
                 tallies = list(self._tallies.values())
+                job_logs = list(self._job_logs.items())
+            get = totals.get
+            if metric == semconv.METRIC_LOGS:
+                for job, counters in job_logs:
+                    for level, ticks in counters.items():
+                        slot = (job, level)
+                        totals[slot] = get(slot, 0) + ticks_value(ticks)
+                tallies = [tally for tally in tallies if tally.job_logs is tally.log_ticks]
             for tally in tallies:
                 job = tally.job
+                if metric == semconv.METRIC_ENTITIES_PROCESSED and not any(tally.type_base.values()):
+                    slot = (job, tally.entity_type)
+                    totals[slot] = get(slot, 0) + tally.processed()
+                    continue
                 for key, value in tally.points(metric).items():
                     slot = (job, key)
-                    totals[slot] = totals.get(slot, 0) + value
+                    totals[slot] = get(slot, 0) + value
             return [
                 Observation(min(v, _MAX_INT), {semconv.JOB_NAME: job, attr: key}) for (job, key), v in totals.items()
             ]
@@ -420,6 +450,7 @@ def _forget_parent_runs() -> None:
         hub._gauge_cache = None
         hub._unflushed.clear()
         hub._slots.clear()
+        hub._job_logs.clear()
 
 
 if hasattr(os, "register_at_fork"):

@@ -118,5 +118,11 @@ class StagesMixin(RunState):
         self._gauge_attrs = attrs
 
     def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]:
-        """Attributes, current, total and ETA for the progress gauges."""
-        return self._gauge_attrs, self.current, self._total, self.eta_seconds
+        """Attributes, current, total and ETA for the progress gauges (read once per collection and run)."""
+        current = self.current
+        total = self._total
+        if total is None or self._ended_at is not None:
+            return self._gauge_attrs, current, total, None
+        anchor_time, anchor_count = self._rate_anchor
+        speed = _format.rate(current - anchor_count, self._clock() - anchor_time)
+        return self._gauge_attrs, current, total, _format.eta(current, total, speed)

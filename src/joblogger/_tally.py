@@ -27,6 +27,7 @@ class Tally:
         "flush_lock",
         "flushed",
         "job",
+        "job_logs",
         "log_ticks",
         "outcome_extra",
         "outcome_ticks",
@@ -50,6 +51,9 @@ class Tally:
         self.outcome_ticks: dict[str, itertools.count[int]] = {}
         self.outcome_extra: dict[str, int] = {}
         self.log_ticks = {level: itertools.count() for level in semconv.LEVELS}
+        #: the job's log counters, shared by all its runs in this process (set by the metrics hub);
+        #: job.logs reads these, so a collection costs the same whatever the number of active runs.
+        self.job_logs = self.log_ticks
         #: outcome values already added to the SDK counter, and the context they are added in.
         self.flushed: dict[str, int] = {}
         self.flush_lock = threading.Lock()
@@ -67,6 +71,12 @@ class Tally:
     def logs(self) -> dict[str, int]:
         """Log calls by level."""
         return {level: ticks_value(t) for level, t in self.log_ticks.items()}
+
+    def count_log(self, level: str) -> None:
+        """Count one log call of ``level`` for the run and for its job."""
+        next(self.log_ticks[level])
+        if self.job_logs is not self.log_ticks:
+            next(self.job_logs[level])
 
     def points(self, metric: str) -> dict[str, int]:
         """Counter values of one metric, by attribute value (entity type, outcome key or level)."""
