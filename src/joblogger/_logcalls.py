@@ -52,7 +52,9 @@ class LogCallsMixin(RunState):
             if self._summary is not None:
                 self._warn("ended", "the run has ended (log_summary was called); call ignored")
                 return
-            self._tally.count_log(level)
+            tally = self._tally
+            next(tally.log_ticks[level])
+            next(tally.job_logs[level])
             limiter = self._limits.get(level)
             if limiter is not None and not limiter.allow():
                 return

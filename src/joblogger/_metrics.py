@@ -255,6 +255,8 @@ class Hub:
         """
         if not tally.outcome_ticks and not tally.outcome_extra:
             return  # nothing recorded yet (the common case for many runs)
+        if tally.outcomes() == tally.flushed:
+            return  # nothing new since the last flush (read without the lock: a race only delays a flush)
         with tally.flush_lock:
             for key, value in tally.outcomes().items():
                 delta = value - tally.flushed.get(key, 0)
@@ -284,15 +286,12 @@ class Hub:
         return None
 
     def _fold(self, tally: Tally) -> None:
-        # Outcomes: the SDK keeps the outcomes counter's sums itself. Logs: already in the job's counters.
-        metrics_to_fold = [semconv.METRIC_ENTITIES_PROCESSED]
-        if tally.job_logs is tally.log_ticks:
-            metrics_to_fold.append(semconv.METRIC_LOGS)
+        # Only entities: the SDK keeps the outcomes counter's sums itself, and log calls are
+        # counted in the job's own counters (Tally.job_logs) as they happen.
         retired = self._retired
-        for metric in metrics_to_fold:
-            for key, value in tally.points(metric).items():
-                slot = (metric, tally.job, key)
-                retired[slot] = retired.get(slot, 0) + value
+        for key, value in tally.points(semconv.METRIC_ENTITIES_PROCESSED).items():
+            slot = (semconv.METRIC_ENTITIES_PROCESSED, tally.job, key)
+            retired[slot] = retired.get(slot, 0) + value
 
     def cap_value(self, kind: str, job: str, value: str, limit: int) -> bool:
         """True when ``value`` may be a label of ``kind`` for ``job`` (at most ``limit`` distinct)."""
@@ -386,7 +385,7 @@ class Hub:
                     for level, ticks in counters.items():
                         slot = (job, level)
                         totals[slot] = get(slot, 0) + ticks_value(ticks)
-                tallies = [tally for tally in tallies if tally.job_logs is tally.log_ticks]
+                tallies = []  # every registered run counts into its job's counters
             for tally in tallies:
                 job = tally.job
                 if metric == semconv.METRIC_ENTITIES_PROCESSED and not any(tally.type_base.values()):

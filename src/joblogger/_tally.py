@@ -16,6 +16,10 @@ def ticks_value(counter: itertools.count[int]) -> int:
     return int(repr(counter)[6:-1])
 
 
+#: Where a run counts its job's log calls until the metrics hub registers it (read by nobody).
+_UNREGISTERED = {level: itertools.count() for level in semconv.LEVELS}
+
+
 class Tally:
     """Counts of one run, written lock-free on the hot path and read by the metrics hub."""
 
@@ -53,7 +57,7 @@ class Tally:
         self.log_ticks = {level: itertools.count() for level in semconv.LEVELS}
         #: the job's log counters, shared by all its runs in this process (set by the metrics hub);
         #: job.logs reads these, so a collection costs the same whatever the number of active runs.
-        self.job_logs = self.log_ticks
+        self.job_logs = _UNREGISTERED
         #: outcome values already added to the SDK counter, and the context they are added in.
         self.flushed: dict[str, int] = {}
         self.flush_lock = threading.Lock()
@@ -75,8 +79,7 @@ class Tally:
     def count_log(self, level: str) -> None:
         """Count one log call of ``level`` for the run and for its job."""
         next(self.log_ticks[level])
-        if self.job_logs is not self.log_ticks:
-            next(self.job_logs[level])
+        next(self.job_logs[level])
 
     def points(self, metric: str) -> dict[str, int]:
         """Counter values of one metric, by attribute value (entity type, outcome key or level)."""
