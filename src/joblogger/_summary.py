@@ -14,7 +14,8 @@ class Summary:
 
     Attributes:
         line: The summary line, e.g. ``"Completed in 2m 34s | Processed: 5,000 users | ..."``.
-        result: ``"success"``, ``"failure"`` or ``"cancellation"``.
+        result: One of OpenTelemetry's CI/CD results (:data:`joblogger.semconv.RESULTS`): ``"success"``,
+            ``"failure"``, ``"error"``, ``"timeout"``, ``"cancellation"`` or ``"skip"``.
         entities_processed: Processed count of the final phase.
         entities_total: Total of the final phase, or None when it was never set.
         entity_type: What was processed ("users"), or None.

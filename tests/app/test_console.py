@@ -36,9 +36,52 @@ def test_plain_mode_prints_logs_progress_and_outcome():
     assert "[MILESTONE] Starting: Scoring users" in text
     assert "[WARNING] User 1234 has no quiz data, skipping { userId: '1234' }" in text
     assert 'Progress: "Scoring users (5 / 10)" - 50%' in text
-    assert "[match-scores] Outcome: Processed: 5 users, Warnings: 1, Duration:" in text
-    assert "Completed in" in text
+    assert text.count("Completed in") == 1
+    assert "| Processed: 5 users | Warnings: 1" in text
     assert "\x1b[" not in text  # no escape codes in plain mode
+
+
+def test_plain_mode_prints_one_summary_and_no_info_lines():
+    """Piped output is compact: one summary line, milestones/warnings/errors, no info chatter unless asked."""
+    for persist, info_expected in ((None, False), (logging.INFO, True)):
+        out = io.StringIO()
+        view = ConsoleView(file=out, plain_interval_s=3600, refresh_per_second=100, persist_level=persist).start()
+        with capture() as cap, cap.job_logger("r1", "compact") as job:
+            job.set_stage("Scoring users")
+            for i in range(20):
+                job.info(f"Batch {i} complete")
+            job.error("Failed to process user 7")
+        view.stop()
+        text = out.getvalue()
+        assert text.count("Completed in") == 1, text
+        assert "Outcome:" not in text
+        assert "[ERROR] Failed to process user 7" in text
+        assert ("[INFO] Batch 3 complete" in text) is info_expected
+
+
+def test_view_writes_to_stderr_by_default(capsys):
+    """Like tqdm, the view leaves stdout to the job: its lines (warnings, errors, summary) go to stderr."""
+    view = ConsoleView(force_plain=True, refresh_per_second=100).start()
+    with capture() as cap, cap.job_logger("r1", "streams") as job:
+        job.warning("careful")
+        job.error("broken")
+    view.stop()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "[WARNING] careful" in err and "[ERROR] broken" in err and "Completed in" in err
+
+
+def test_summary_is_printed_before_the_with_block_returns():
+    """The thread that ends a run waits until the view printed the summary, so it precedes the job's next output."""
+    for force_terminal in (False, True):
+        out = io.StringIO()
+        view = ConsoleView(file=out, refresh_per_second=1, force_terminal=force_terminal).start()
+        try:
+            with capture() as cap, cap.job_logger("r1", "ordered") as job:
+                job.increment_progress()
+            assert "Completed in" in out.getvalue()
+        finally:
+            view.stop()
 
 
 def test_plain_mode_throttles_progress_lines():
@@ -94,6 +137,33 @@ def test_live_mode_draws_panel_with_bar_and_logs():
     assert "━" in drawn  # the bar
     assert "[ERROR] Failed to process user 5678" in drawn
     assert "Completed in" in out.getvalue()
+
+
+def _lines_outside_panels(raw: str) -> list[str]:
+    """Lines drawn with no panel border: what stays in the scrollback above the live area."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", raw)
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith(("│", "╭", "╰"))]
+
+
+def test_live_mode_keeps_warnings_errors_and_one_summary_above_the_panel():
+    """On a terminal, warnings, errors and the summary are printed once above the panel (not only inside it)."""
+    out = io.StringIO()
+    view = ConsoleView(file=out, force_terminal=True, refresh_per_second=0.5).start()
+    with capture() as cap:
+        job = cap.job_logger("r9", "match-scores")
+        job.set_stage("Scoring users")
+        job.error("Failed to process user 5678", userId="5678")
+        job.warning("No valid candidates for user 33")
+        for i in range(20):  # far more than the panel's window of 8 lines
+            job.info(f"Batch {i} complete")
+            view._tick(final=False)
+        job.log_summary()
+    view.stop()
+    kept = _lines_outside_panels(out.getvalue())
+    assert any("[ERROR] Failed to process user 5678 { userId: '5678' }" in line for line in kept), kept
+    assert any("[WARNING] No valid candidates for user 33" in line for line in kept), kept
+    assert not any("[INFO] Batch" in line for line in kept), kept
+    assert out.getvalue().count("Completed in") == 1
 
 
 def test_view_never_draws_on_the_job_thread():
