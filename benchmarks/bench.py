@@ -1,6 +1,6 @@
 """joblogger benchmarks: every target of the performance issue, measured side by side in one process.
 
-Run:   .venv/bin/python benchmarks/bench.py            (full run, about 2-3 minutes)
+Run:   .venv/bin/python benchmarks/bench.py            (full run, about 10 minutes)
        .venv/bin/python benchmarks/bench.py --quick    (smoke run used by the tests; sizes tiny, no verdicts)
 
 Each row times joblogger and its peer in the same process, alternating, with
