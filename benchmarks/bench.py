@@ -1,6 +1,6 @@
 """joblogger benchmarks: every target of the performance issue, measured side by side in one process.
 
-Run:   .venv/bin/python benchmarks/bench.py            (full run, about 2-3 minutes)
+Run:   .venv/bin/python benchmarks/bench.py            (full run, about 10 minutes)
        .venv/bin/python benchmarks/bench.py --quick    (smoke run used by the tests; sizes tiny, no verdicts)
 
 Each row times joblogger and its peer in the same process, alternating, with
@@ -39,8 +39,10 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from joblogger import create_job_logger
+from joblogger import create_job_logger, semconv
+from joblogger._producer import ProgressProducer
 from joblogger.console import ConsoleView
+from joblogger.otlp import _PerProcessIdentity
 
 
 class AcceptAllSpans(SpanExporter):
@@ -67,11 +69,55 @@ class AcceptAllMetrics(MetricExporter):
 
 
 def app_providers() -> tuple[TracerProvider, MeterProvider]:
-    """SDK providers as an application configures them (batching, periodic export every 2 s)."""
+    """SDK providers as ``joblogger.otlp.configure()`` builds them (batching, periodic export every 2 s,
+    progress points produced from the live runs by the metric exporter)."""
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(AcceptAllSpans()))
-    reader = PeriodicExportingMetricReader(AcceptAllMetrics(), export_interval_millis=2000)
-    return tracer_provider, MeterProvider(metric_readers=[reader])
+    producer = ProgressProducer()
+    reader = PeriodicExportingMetricReader(
+        _PerProcessIdentity(AcceptAllMetrics(), None, None, producer), export_interval_millis=2000
+    )
+    meter_provider = MeterProvider(metric_readers=[reader])
+    producer.bind(meter_provider)
+    return tracer_provider, meter_provider
+
+
+class ProducingReader(InMemoryMetricReader):
+    """An in-memory reader that adds the progress points, as joblogger's own exporters do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.producer = ProgressProducer()
+
+    def get_metrics_data(self) -> Any:
+        data = super().get_metrics_data()
+        return None if data is None else self.producer.add_to(data)
+
+
+def mode_providers(mode: str) -> tuple[TracerProvider, MeterProvider, InMemoryMetricReader]:
+    """Providers of one metrics mode: ``produced`` (configure()) or ``drop-in`` (the application's own)."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(AcceptAllSpans()))
+    reader: InMemoryMetricReader = ProducingReader() if mode == "produced" else InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    if isinstance(reader, ProducingReader):
+        reader.producer.bind(meter_provider)
+    return tracer_provider, meter_provider, reader
+
+
+def sdk_attribute_sets(meter_provider: MeterProvider) -> tuple[int, bool]:
+    """Attribute sets the SDK holds over all instruments and readers, and whether any overflowed.
+
+    Reads SDK internals (opentelemetry-sdk 1.4x); for this benchmark only.
+    """
+    total, overflow = 0, False
+    consumer = meter_provider._measurement_consumer  # type: ignore[attr-defined]
+    for storage in consumer._reader_storages.values():
+        for matches in storage._instrument_view_instrument_matches.values():
+            for match in matches:
+                total += len(match._attributes_aggregation)
+                overflow = overflow or any("otel.metric.overflow" in repr(k) for k in match._attributes_aggregation)
+    return total, overflow
 
 
 TRACER, METER = app_providers()
@@ -312,38 +358,32 @@ def bench_logs(n: int, repeats: int) -> list[Row]:
     ]
 
 
+def collect_ms(reader: InMemoryMetricReader, repeats: int) -> float:
+    """Median milliseconds of one collection by ``reader`` (with the progress points it adds)."""
+    reader.get_metrics_data()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        reader.get_metrics_data()
+        samples.append(time.perf_counter_ns() - start)
+    return statistics.median(samples) / 1e6
+
+
 def bench_collection(runs: int, repeats: int) -> list[Row]:
-    """Collection time with ``runs`` active runs, the SDK's own floor for as many points, and the merged mode."""
+    """Collection time with ``runs`` active runs in both metric modes, and the SDK's own floor."""
     from opentelemetry.metrics import Observation
 
-    def collect_ms(reader: InMemoryMetricReader) -> float:
-        reader.get_metrics_data()  # warm-up
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter_ns()
-            reader.get_metrics_data()
-            samples.append(time.perf_counter_ns() - start)
-        return statistics.median(samples) / 1e6
-
-    def with_runs(run_id_on_metrics: bool) -> float:
-        reader = InMemoryMetricReader()
-        meter = MeterProvider(metric_readers=[reader])
-        tracer = TracerProvider()
+    def with_runs(mode: str) -> float:
+        tracer, meter, reader = mode_providers(mode)
         jobs = []
         for i in range(runs):
-            job = create_job_logger(
-                f"run-{i}",
-                f"job-{i % 20}",
-                tracer_provider=tracer,
-                meter_provider=meter,
-                run_id_on_metrics=run_id_on_metrics,
-            )
+            job = create_job_logger(f"run-{i}", f"job-{i % 20}", tracer_provider=tracer, meter_provider=meter)
             job.set_total(1000, "items")
             job.set_stage("Working")
             job.increment_progress(i)
             job.add_outcome("updates", i)
             jobs.append(job)
-        ms = collect_ms(reader)
+        ms = collect_ms(reader, repeats)
         for job in jobs:
             job.log_summary()
         return ms
@@ -354,20 +394,138 @@ def bench_collection(runs: int, repeats: int) -> list[Row]:
     points = [
         Observation(
             i,
-            {"job.name": f"job-{i % 20}", "job.run.id": f"run-{i}", "job.stage": "Working", "job.entity.type": "items"},
+            {"job.name": f"job-{i % 20}", "job.run.slot": i // 20, "job.stage": "Working", "job.entity.type": "items"},
         )
         for i in range(runs)
     ]
     for n in range(4):
         meter.create_observable_gauge(f"floor.{n}", [lambda options: points])
-    floor = collect_ms(reader)
-    ours = with_runs(True)
-    merged = with_runs(False)
+    floor = collect_ms(reader, repeats)
+    produced = with_runs("produced")
+    drop_in = with_runs("drop-in")
     return [
-        Row(f"metric collection, {runs:,} active runs", ours, 20.0, "20 ms budget", 1.0, unit="ms"),
-        Row(f"  same vs SDK floor ({4 * runs:,} bare gauge points)", ours, floor, "SDK alone", None, unit="ms"),
-        Row("  same, run_id_on_metrics=False (merged per job/stage)", merged, 20.0, "20 ms budget", 1.0, unit="ms"),
+        Row(f"metric collection, {runs:,} active runs (configure())", produced, 20.0, "20 ms budget", 1.0, unit="ms"),
+        Row("  same, drop-in (app MeterProvider, SDK gauges)", drop_in, floor, "SDK alone, same pts", None, unit="ms"),
     ]
+
+
+def one_run(
+    tracer: TracerProvider,
+    meter: MeterProvider,
+    run_id: str,
+    collect: Callable[[], object] | None,
+    run_ids: bool | None,
+) -> None:
+    """A small task: create -> two stages -> a few items -> end; ``collect`` runs while each stage is active."""
+    job = create_job_logger(
+        run_id, "worker-job", tracer_provider=tracer, meter_provider=meter, snapshots=False, run_id_on_metrics=run_ids
+    )
+    for stage in ("Fetching", "Writing"):
+        job.set_stage(stage)
+        job.increment_progress(3)
+        if collect is not None:
+            collect()
+    job.log_summary()
+
+
+def long_lived_worker(mode: str, runs: int, collect_every: int) -> None:
+    """Child process of bench_long_lived: print one JSON line per checkpoint."""
+    import json
+
+    run_id_on_metrics = mode == "drop-in+run-ids"
+    tracer, meter, reader = mode_providers("drop-in" if run_id_on_metrics else mode)
+    checkpoints = {0, runs // 10, runs // 2, runs}
+    for i in range(runs + 1):
+        if i in checkpoints:
+            gc.collect()
+            job = create_job_logger(
+                f"probe-{i}", "worker-job", tracer_provider=tracer, meter_provider=meter,
+                run_id_on_metrics=True if run_id_on_metrics else None, snapshots=False,
+            )  # fmt: skip
+            job.set_stage("Probing")
+            job.increment_progress(42)
+            ms = collect_ms(reader, 5)
+            data = reader.get_metrics_data()
+            probe = [
+                dict(p.attributes or {})
+                for rm in data.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+                if m.name == semconv.METRIC_PROGRESS_CURRENT
+                for p in m.data.data_points
+                if p.value == 42 and (p.attributes or {}).get(semconv.JOB_STAGE) == "Probing"
+            ]
+            job.log_summary()
+            sets, overflow = sdk_attribute_sets(meter)
+            row = {"runs": i, "rss_mb": rss_bytes() / 1e6, "sets": sets, "overflow": overflow, "collect_ms": ms}
+            row["probe_seen"] = bool(probe)
+            print(json.dumps(row), flush=True)
+        if i < runs:
+            collect = reader.get_metrics_data if i % collect_every == 0 else None
+            one_run(tracer, meter, f"run-{i}", collect, True if run_id_on_metrics else None)
+        if i % 1000 == 999:
+            tracer.force_flush()
+
+
+def bench_long_lived(runs: int) -> tuple[list[Row], list[str]]:
+    """``runs`` sequential runs in one worker process per mode (fresh processes, so RSS is comparable)."""
+    import json
+    import subprocess
+
+    collect_every = 50  # as if a collection every 2 s caught one run in fifty mid-stage (40 ms runs)
+    table, rows = [], []
+    for mode in ("produced", "drop-in", "drop-in+run-ids"):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--long-lived-worker", mode, str(runs), str(collect_every)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        points = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        first, last = points[0], points[-1]
+        cells = " | ".join(
+            f"{p['rss_mb']:.0f} MB, {p['sets']:,} sets, {p['collect_ms']:.2f} ms"
+            + ("" if p["probe_seen"] else ", run NOT seen")
+            + (", OVERFLOW" if p["overflow"] else "")
+            for p in points
+        )
+        table.append(f"| {mode:<16} | {cells} |")
+        if mode != "drop-in+run-ids":
+            rows.append(
+                Row(
+                    f"{runs:,} sequential runs, {mode}: collection at end vs start",
+                    last["collect_ms"], first["collect_ms"], "collection at 0 runs", 2.0, unit="ms",
+                    note=f"RSS +{last['rss_mb'] - points[1]['rss_mb']:.1f} MB after {points[1]['runs']:,} runs, "
+                    f"{last['sets']} SDK sets, last run {'seen' if last['probe_seen'] else 'LOST'}",
+                )
+            )  # fmt: skip
+            if not last["probe_seen"] or last["overflow"]:
+                rows[-1].ours = float("inf")
+    head = "| mode             | " + " | ".join(f"after {p['runs']:,} runs" for p in points) + " |"
+    return rows, [head, "|" + "---|" * (len(points) + 1), *table]
+
+
+def bench_fixed_cost(n: int, repeats: int) -> Row:
+    """A run's fixed cost (create -> one stage -> one item -> end) against the same two spans with the bare SDK."""
+    from opentelemetry import trace
+
+    bare_tracer = TRACER.get_tracer("bench.bare")
+
+    def ours(k: int) -> None:
+        for _ in range(k):
+            job = create_job_logger("r", "fixed", tracer_provider=TRACER, meter_provider=METER, snapshots=False)
+            job.set_stage("Working")
+            job.increment_progress()
+            job.log_summary()
+
+    def bare(k: int) -> None:
+        for _ in range(k):
+            run = bare_tracer.start_span("fixed")
+            stage = bare_tracer.start_span("Working", context=trace.set_span_in_context(run))
+            stage.end()
+            run.end()
+
+    o, b = side_by_side(ours, bare, n, repeats)
+    name = "run fixed cost (1 stage, 1 item) vs the bare two spans"
+    return Row(name, o / 1000, b / 1000, "bare SDK spans", 2.0, unit="us")
 
 
 def bench_threads(n: int, repeats: int) -> Row:
@@ -513,7 +671,12 @@ def versions() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, no verdicts (smoke test)")
+    parser.add_argument("--long-lived-worker", nargs=3, metavar=("MODE", "RUNS", "EVERY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.long_lived_worker:
+        mode, runs, every = args.long_lived_worker
+        long_lived_worker(mode, int(runs), int(every))
+        return 0
     quick = args.quick
     n = 2_000 if quick else 200_000
     repeats = 1 if quick else 7
@@ -530,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(bench_loop_overhead(2_000 if quick else 100_000, repeats, console=True))
     rows += bench_logs(200 if quick else 20_000, repeats)
     rows += bench_collection(50 if quick else 1_000, 3 if quick else 15)
+    rows.append(bench_fixed_cost(200 if quick else 5_000, 3 if quick else 9))
+    long_rows, long_table = bench_long_lived(1_000 if quick else 100_000)
+    rows += long_rows
     rows.append(bench_threads(8_000 if quick else 800_000, 1 if quick else 5))
     rows.append(bench_memory(10_000 if quick else 10_000_000, 1_000 if quick else 1_000_000))
     rows.append(bench_dead_collector(0.5 if quick else 5.0))
@@ -549,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {name:<58} | {ours} | {peer} | {row.peer_name:<22} | {row.ratio:>6.2f} | {target:>7} | {verdict:<4} |"
         )
+    print()
+    print("Long-lived worker: RSS, attribute sets held by the SDK, collection time (one run active)")
+    print("\n".join("  " + line for line in long_table))
     print()
     print("quick smoke run: sizes too small for verdicts" if quick else f"{len(rows) - failed}/{len(rows)} targets met")
     return 0 if quick or not failed else 1

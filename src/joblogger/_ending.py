@@ -213,7 +213,7 @@ class EndingMixin(RunState):
             self._close_stage(stage, stage_label, now)
         # The summary line is the run's last log record: on the run span, counted as a milestone.
         self._emit(semconv.LEVEL_MILESTONE, MILESTONE, line, {}, pylog.isEnabledFor(MILESTONE), reserved=True)
-        next(self._tally.log_ticks[semconv.LEVEL_MILESTONE])
+        self._tally.count_log(semconv.LEVEL_MILESTONE)
         with self._lock:
             self._ticks = Closed(self)
             self._outcome_ticks = {}

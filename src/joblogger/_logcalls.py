@@ -152,7 +152,9 @@ class LogCallsMixin(RunState):
             if self._summary is not None:
                 self._warn("ended", "the run has ended (log_summary was called); call ignored")
                 return
-            next(self._tally.log_ticks[level])
+            tally = self._tally
+            next(tally.log_ticks[level])
+            next(tally.job_logs[level])
             limiter = self._limits.get(level)
             if limiter is not None and not limiter.allow():
                 return
@@ -241,6 +243,7 @@ class LogCallsMixin(RunState):
                 extra[f"context.{key}" if key in RESERVED_RECORD_KEYS else key] = value
             extra[semconv.JOB_NAME] = self._job_name
             extra[semconv.JOB_RUN_ID] = self._run_id
+            extra[semconv.JOB_RUN_SLOT] = self._tally.slot
             extra[semconv.JOB_LOG_LEVEL] = level
             if stage is not None:
                 extra[semconv.JOB_STAGE] = stage

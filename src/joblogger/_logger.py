@@ -25,11 +25,12 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Tracer
 
 from . import _redact, _registry, _sanitize, semconv
 from ._ending import EndingMixin
@@ -85,6 +86,20 @@ def active_runs() -> list[JobLogger]:
     return cast("list[JobLogger]", _registry.active_runs())
 
 
+#: joblogger's tracer of each tracer provider (get_tracer builds a new tracer on every call).
+_TRACERS: weakref.WeakKeyDictionary[trace.TracerProvider, Tracer] = weakref.WeakKeyDictionary()
+
+
+def _tracer_of(provider: trace.TracerProvider) -> Tracer:
+    try:
+        tracer = _TRACERS.get(provider)
+        if tracer is None:
+            tracer = _TRACERS[provider] = provider.get_tracer(semconv.SCOPE_NAME, __version__)
+    except TypeError:  # a provider that cannot be weakly referenced
+        return provider.get_tracer(semconv.SCOPE_NAME, __version__)
+    return tracer
+
+
 class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
     """Live feedback for one run of a background job.
 
@@ -120,7 +135,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         debug_events: bool = False,
         event_budget: int = DEFAULT_EVENT_BUDGET,
         secret_keys: Iterable[str] = (),
-        run_id_on_metrics: bool = True,
+        run_id_on_metrics: bool | None = None,
         snapshots: bool | None = None,
         log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
@@ -152,14 +167,15 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
             secret_keys = (secret_keys,)
         extra_keys = (_redact.secret_fragment(str(k)) for k in secret_keys if k)
         self._secret_keys = _redact.DEFAULT_SECRET_KEYS + tuple(k for k in extra_keys if k)
-        self._run_id_on_metrics = run_id_on_metrics
         self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
         self._limits = rate_limits(
             DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, clock, self._warn
         )
-        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(semconv.SCOPE_NAME, __version__)
+        self._tracer = _tracer_of(tracer_provider or trace.get_tracer_provider())
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub = hub_for(self._meter_provider)
+        # Default: the run id labels progress only where it costs the process nothing (produced mode).
+        self._run_id_on_metrics = self._hub.produced if run_id_on_metrics is None else bool(run_id_on_metrics)
         # Metric label values are single-line (the span keeps the name as given).
         label = self._hub.job_label(_sanitize.as_label(name) or "job")
         if label is None:
@@ -191,6 +207,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
             run_attrs.update(_sanitize.context_attributes(attributes, self._secret_keys, self._warn))
         run_attrs[semconv.JOB_NAME] = name
         run_attrs[semconv.JOB_RUN_ID] = self._run_id
+        run_attrs[semconv.JOB_RUN_SLOT] = self._hub.take_slot(self._tally)
         span = self._tracer.start_span(name, attributes=run_attrs)
         # tail=3: the dropped-events list, the summary line and the exception event.
         self._run = SpanSlot(span, self._event_budget, self._started, 0, tail=3)
@@ -278,7 +295,7 @@ def create_job_logger(
     debug_events: bool = False,
     event_budget: int = DEFAULT_EVENT_BUDGET,
     secret_keys: Iterable[str] = (),
-    run_id_on_metrics: bool = True,
+    run_id_on_metrics: bool | None = None,
     snapshots: bool | None = None,
     log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
 ) -> JobLogger:
@@ -307,7 +324,11 @@ def create_job_logger(
         debug_events: Also export ``debug()`` calls as span events.
         event_budget: Span events joblogger adds per span before dropping low levels first.
         secret_keys: Extra context key fragments to redact (added to the defaults).
-        run_id_on_metrics: Put ``job.run.id`` on progress gauges (turn off for very frequent jobs).
+        run_id_on_metrics: Put ``job.run.id`` on progress gauges. Default: yes with the providers of
+            ``joblogger.otlp.configure()`` / ``joblogger.testing`` (no SDK state per run; 4 Prometheus
+            series per stage of each run), no with the application's own providers, where each run
+            id would stay in the SDK for the process's life (the gauges carry ``job.run.slot``
+            either way). See docs/telemetry.md, "Progress gauges in long-lived workers".
         snapshots: Emit snapshot spans (start markers and periodic checkpoints) so the run shows
             in trace backends before it ends; default: on once ``joblogger.otlp.configure()`` ran.
         log_rate_limits: ``{"debug"|"info": (per_second, burst)}``; records beyond the limit are

@@ -4,10 +4,24 @@ The per-item hot path never calls the OpenTelemetry SDK: runs count locally
 (see ``_logger.Tally``) and this hub reports those counts through observable
 instruments when the SDK collects. Only run and stage boundaries record
 synchronously (one histogram or counter call each).
+
+Progress gauges are per run, so they must not leave state behind in the SDK:
+an asynchronous instrument keeps every attribute set it ever reported (and caps
+each stream at 2,000 sets). Two modes:
+
+- **Produced** (providers built by ``joblogger.otlp.configure()`` or
+  ``joblogger.testing``; see :func:`produce_progress`): the hub creates no gauge
+  instruments; joblogger's own exporter and readers add the progress points of
+  the live runs to each collection (``joblogger._producer``). Nothing is kept
+  per run, so ``job.run.id`` can label the points at no cost to the process.
+- **Drop-in** (any other meter provider): observable gauges through the SDK,
+  labelled with the bounded per-process ``job.run.slot`` (and ``job.run.id``
+  only when the run asked for it explicitly).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -21,6 +35,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import semconv
+from ._tally import ticks_value
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -57,7 +72,23 @@ MAX_JOBS = 500
 class ActiveRun(Protocol):
     """What the hub reads from a running job at collection time."""
 
-    def _gauge_points(self) -> tuple[dict[str, str], int, int | None, float | None]: ...
+    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]: ...
+
+
+#: Meter providers whose progress points joblogger's own readers produce (no SDK gauges).
+_produced: weakref.WeakSet[metrics.MeterProvider] = weakref.WeakSet()
+
+
+def produce_progress(meter_provider: metrics.MeterProvider) -> None:
+    """Declare that the readers of ``meter_provider`` add progress points themselves.
+
+    Must be called before the first run uses the provider (its hub then creates no
+    progress gauges); ``joblogger._producer.ProgressProducer.bind`` does it.
+    """
+    with _hubs_lock:
+        if meter_provider in _hubs:
+            raise RuntimeError("produce_progress() must be called before the first run uses the provider")
+        _produced.add(meter_provider)
 
 
 class Hub:
@@ -69,14 +100,17 @@ class Hub:
         "_caps",
         "_gauge_cache",
         "_instruments",
+        "_job_logs",
         "_jobs",
         "_lock",
         "_outcome_totals",
         "_pending",
         "_retired",
+        "_slots",
         "_tallies",
         "_unflushed",
         "outcomes",
+        "produced",
         "run_duration",
         "runs",
         "stage_duration",
@@ -85,6 +119,12 @@ class Hub:
     def __init__(self, meter_provider: metrics.MeterProvider) -> None:
         meter = meter_provider.get_meter(semconv.SCOPE_NAME, __version__)
         self._lock = threading.Lock()
+        #: True when joblogger's readers produce the progress points (no SDK gauges, see produce_progress).
+        self.produced = meter_provider in _produced
+        # job label -> slots taken by its active runs (job.run.slot: lowest free index at start).
+        # job label -> its log counters by level, shared by its runs (job.logs reads only these).
+        self._job_logs: dict[str, dict[str, itertools.count[int]]] = {}
+        self._slots: dict[str, set[int]] = {}
         # id(run) -> weak reference to the run, for progress gauges.
         self._active: dict[int, weakref.ref[ActiveRun]] = {}
         # id(tally) -> tally of every live run, for counters.
@@ -132,8 +172,12 @@ class Hub:
                 description="Job runs in progress.",
             ),
             *(
-                meter.create_observable_gauge(name, [self._observe_gauge(index)], unit=unit[name], description=text)
-                for index, (name, text) in enumerate(_GAUGES)
+                ()
+                if self.produced
+                else (
+                    meter.create_observable_gauge(name, [self._observe_gauge(index)], unit=unit[name], description=text)
+                    for index, (name, text) in enumerate(_GAUGES)
+                )
             ),
             meter.create_observable_counter(
                 semconv.METRIC_ENTITIES_PROCESSED,
@@ -150,19 +194,45 @@ class Hub:
         )
 
     # --- run lifecycle -----------------------------------------------------
+    def take_slot(self, tally: Tally) -> int:
+        """Give the run of ``tally`` the lowest slot free among its job's active runs (``tally.slot``)."""
+        with self._lock:
+            taken = self._slots.setdefault(tally.job, set())
+            slot = 0
+            while slot in taken:
+                slot += 1
+            taken.add(slot)
+            tally.slot = slot
+        return slot
+
+    def _free_slot(self, tally: Tally) -> None:
+        """Release the run's slot (caller holds the lock)."""
+        taken = self._slots.get(tally.job)
+        if taken is not None and tally.slot >= 0:
+            taken.discard(tally.slot)
+            tally.slot = -1
+
     def start(self, run: ActiveRun, tally: Tally) -> weakref.finalize:  # type: ignore[type-arg]
         """Register a run; returns the finalizer that retires it if it is never ended."""
         with self._lock:
             self._active[id(run)] = weakref.ref(run)
             self._tallies[id(tally)] = tally
+            counters = self._job_logs.get(tally.job)
+            if counters is None:
+                counters = self._job_logs[tally.job] = {level: itertools.count() for level in semconv.LEVELS}
+            for level, value in tally.logs().items():  # calls made before the run registered
+                for _ in range(value):
+                    next(counters[level])
+            tally.job_logs = counters
         _ensure_flusher()
         return weakref.finalize(run, self._abandoned, id(run), tally)
 
     def end(self, run: ActiveRun, tally: Tally) -> None:
-        """Fold an ended run's counts into the retired totals."""
+        """Fold an ended run's counts into the retired totals and free its slot."""
         with self._lock:
             self._active.pop(id(run), None)
             self._tallies.pop(id(tally), None)
+            self._free_slot(tally)
             self._fold(tally)
 
     def _abandoned(self, run_id: int, tally: Tally) -> None:
@@ -176,6 +246,7 @@ class Hub:
             if self._tallies.pop(id(tally), None) is not None:
                 self._active.pop(run_id, None)
                 tally.ended = True
+                self._free_slot(tally)
                 self._fold(tally)
                 self._unflushed.append(tally)
 
@@ -186,6 +257,10 @@ class Hub:
         run ends or saves its outcome; never on the per-item path. The additions run in the
         context of the run's current stage span, so the SDK can attach exemplars.
         """
+        if not tally.outcome_ticks and not tally.outcome_extra:
+            return  # nothing recorded yet (the common case for many runs)
+        if tally.outcomes() == tally.flushed:
+            return  # nothing new since the last flush (read without the lock: a race only delays a flush)
         with tally.flush_lock:
             adds: list[tuple[str, int, bool]] = []
             for key, raw in tally.outcomes(clamp=False).items():
@@ -245,11 +320,12 @@ class Hub:
         return None
 
     def _fold(self, tally: Tally) -> None:
-        for metric, key, value in tally.items():
-            if metric == semconv.METRIC_OUTCOMES:
-                continue  # the SDK keeps the outcomes counter's cumulative sums itself
-            slot = (metric, tally.job, key)
-            self._retired[slot] = self._retired.get(slot, 0) + value
+        # Only entities: the SDK keeps the outcomes counter's sums itself, and log calls are
+        # counted in the job's own counters (Tally.job_logs) as they happen.
+        retired = self._retired
+        for key, value in tally.points(semconv.METRIC_ENTITIES_PROCESSED).items():
+            slot = (semconv.METRIC_ENTITIES_PROCESSED, tally.job, key)
+            retired[slot] = retired.get(slot, 0) + value
 
     def cap_value(self, kind: str, job: str, value: str, limit: int) -> bool:
         """True when ``value`` may be a label of ``kind`` for ``job`` (at most ``limit`` distinct per process)."""
@@ -284,8 +360,22 @@ class Hub:
         for job, count in jobs.items():
             yield Observation(count, {semconv.JOB_NAME: job})
 
-    def _gauge_snapshot(self, fresh: bool) -> list[tuple[dict[str, str], int, int | None, float | None]]:
-        """Progress of every active run, read once per collection.
+    def progress_points(self) -> list[tuple[dict[str, Any], int, int | None, float | None]]:
+        """``(attributes, current, total, eta)`` of every active run, read now.
+
+        Attribute sets are distinct per run (``job.run.slot`` differs between the
+        active runs of one job), so no two runs share a point.
+        """
+        points = []
+        for run in self._runs():
+            try:
+                points.append(run._gauge_points())
+            except Exception:  # noqa: BLE001 - one broken run must not hide the others
+                continue
+        return points
+
+    def _gauge_snapshot(self, fresh: bool) -> list[tuple[dict[str, Any], int, int | None, float | None]]:
+        """Progress of every active run, read once per SDK collection.
 
         The four progress gauges are observed one after the other in each
         collection; the first computes the snapshot and the others reuse it.
@@ -293,23 +383,7 @@ class Hub:
         cached = self._gauge_cache
         if not fresh and cached is not None and time.monotonic() - cached[0] < _SNAPSHOT_TTL_S:
             return cached[1]
-        merged: dict[tuple[tuple[str, str], ...], Any] = {}
-        for run in self._runs():
-            try:
-                attrs, current, total, eta = run._gauge_points()
-            except Exception:  # noqa: BLE001 - one broken run must not hide the others
-                continue
-            key = tuple(attrs.items())
-            seen = merged.get(key)
-            if seen is None:
-                merged[key] = (attrs, current, total, eta)
-            else:
-                # Runs without job.run.id on metrics share attributes: add them up (ETA: the longest).
-                _, c, t, e = seen
-                both_totals = None if t is None or total is None else t + total
-                longest = max(e, eta) if e is not None and eta is not None else (e if eta is None else eta)
-                merged[key] = (attrs, c + current, both_totals, longest)
-        points = list(merged.values())
+        points = self.progress_points()
         self._gauge_cache = (time.monotonic(), points)
         return points
 
@@ -338,11 +412,23 @@ class Hub:
                 self._drain()
                 totals = {(job, key): v for (m, job, key), v in self._retired.items() if m == metric}
                 tallies = list(self._tallies.values())
+                job_logs = list(self._job_logs.items())
+            get = totals.get
+            if metric == semconv.METRIC_LOGS:
+                for job, counters in job_logs:
+                    for level, ticks in counters.items():
+                        slot = (job, level)
+                        totals[slot] = get(slot, 0) + ticks_value(ticks)
+                tallies = []  # every registered run counts into its job's counters
             for tally in tallies:
                 job = tally.job
+                if metric == semconv.METRIC_ENTITIES_PROCESSED and not any(tally.type_base.values()):
+                    slot = (job, tally.entity_type)
+                    totals[slot] = get(slot, 0) + tally.processed()
+                    continue
                 for key, value in tally.points(metric).items():
                     slot = (job, key)
-                    totals[slot] = totals.get(slot, 0) + value
+                    totals[slot] = get(slot, 0) + value
             return [
                 Observation(min(v, _MAX_INT), {semconv.JOB_NAME: job, attr: key}) for (job, key), v in totals.items()
             ]
@@ -396,6 +482,8 @@ def _forget_parent_runs() -> None:
         hub._pending.clear()
         hub._gauge_cache = None
         hub._unflushed.clear()
+        hub._slots.clear()
+        hub._job_logs.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -409,3 +497,9 @@ def hub_for(meter_provider: metrics.MeterProvider) -> Hub:
         if hub is None:
             hub = _hubs[meter_provider] = Hub(meter_provider)
         return hub
+
+
+def existing_hub(meter_provider: metrics.MeterProvider) -> Hub | None:
+    """The hub of ``meter_provider`` if a run has used it, else None (creates nothing)."""
+    with _hubs_lock:
+        return _hubs.get(meter_provider)

@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from . import semconv
+from ._producer import ProgressProducer
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_:]")
 
@@ -43,7 +44,7 @@ def _label(key: str) -> str:
 class PullReader(MetricReader):
     """Collects on demand and serves the result to prometheus-client (cumulative)."""
 
-    def __init__(self) -> None:
+    def __init__(self, producer: ProgressProducer | None = None) -> None:
         super().__init__(
             preferred_temporality={
                 Counter: AggregationTemporality.CUMULATIVE,
@@ -53,9 +54,11 @@ class PullReader(MetricReader):
         )
         self._data: MetricsData | None = None
         self._lock = threading.Lock()
+        self._producer = producer
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        self._data = metrics_data
+        # The active runs' progress points are added here, after the SDK's collection (see _producer).
+        self._data = metrics_data if self._producer is None else self._producer.add_to(metrics_data)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         """Nothing to release."""
@@ -118,9 +121,14 @@ class _Collector:
         return []
 
 
-def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> PullReader:
+def serve(
+    port: int,
+    addr: str = "127.0.0.1",
+    registry: CollectorRegistry = REGISTRY,
+    producer: ProgressProducer | None = None,
+) -> PullReader:
     """Start ``/metrics`` on ``addr:port`` and return the reader to add to a MeterProvider."""
-    reader = PullReader()
+    reader = PullReader(producer)
     registry.register(_Collector(reader))  # type: ignore[arg-type]
     start_http_server(port, addr=addr, registry=registry)
     return reader

@@ -114,15 +114,22 @@ class StagesMixin(RunState):
             )
 
     def _refresh_gauge_attrs(self) -> None:
-        attrs = {
+        attrs: dict[str, Any] = {
             semconv.JOB_NAME: self._tally.job,
             semconv.JOB_STAGE: self._stage_label,
             semconv.JOB_ENTITY_TYPE: self._tally.entity_type,
+            semconv.JOB_RUN_SLOT: self._tally.slot,
         }
         if self._run_id_on_metrics:
             attrs[semconv.JOB_RUN_ID] = _sanitize.as_label(self._run_id)
         self._gauge_attrs = attrs
 
-    def _gauge_points(self) -> tuple[dict[str, str], int, int | None, float | None]:
-        """Attributes, current, total and ETA for the progress gauges."""
-        return self._gauge_attrs, self.current, self._total, self.eta_seconds
+    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]:
+        """Attributes, current, total and ETA for the progress gauges (read once per collection and run)."""
+        current = self.current
+        total = self._total
+        if total is None or self._ended_at is not None:
+            return self._gauge_attrs, current, total, None
+        anchor_time, anchor_count = self._rate_anchor
+        speed = _format.rate(current - anchor_count, self._clock() - anchor_time)
+        return self._gauge_attrs, current, total, _format.eta(current, total, speed)

@@ -89,7 +89,7 @@ class RunState:
     _entity_type: str | None
     _event_budget: int
     _finalizer: Any
-    _gauge_attrs: dict[str, str]
+    _gauge_attrs: dict[str, Any]
     _hub: Hub
     _job_name: str
     _limits: dict[str, TokenBucket]
@@ -132,7 +132,7 @@ class RunState:
         def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None: ...
         def _refresh_gauge_attrs(self) -> None: ...
         def set_stage(self, stage: str, message: str | None = None) -> None: ...
-        def _gauge_points(self) -> tuple[dict[str, str], int, int | None, float | None]: ...
+        def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]: ...
         def _log(
             self,
             level: str,

@@ -21,6 +21,10 @@ def ticks_value(counter: itertools.count[int]) -> int:
     return int(repr(counter)[6:-1])
 
 
+#: Where a run counts its job's log calls until the metrics hub registers it (read by nobody).
+_UNREGISTERED = {level: itertools.count() for level in semconv.LEVELS}
+
+
 class Tally:
     """Counts of one run, written lock-free on the hot path and read by the metrics hub."""
 
@@ -32,10 +36,12 @@ class Tally:
         "flush_lock",
         "flushed",
         "job",
+        "job_logs",
         "labels",
         "log_ticks",
         "outcome_extra",
         "outcome_ticks",
+        "slot",
         "ticks",
         "type_base",
         "warn",
@@ -46,6 +52,8 @@ class Tally:
         #: the run's warner (one warning per kind), for what the metrics hub finds at flush time.
         self.warn: Callable[..., None] = warn or _ignore
         self.ended = False
+        #: job.run.slot while the run is active (set by the hub), -1 once freed.
+        self.slot = -1
         #: +1 increments of progress (the per-item path).
         self.ticks = itertools.count()
         #: progress added by bulk increments and forward ``set_progress`` jumps.
@@ -59,6 +67,9 @@ class Tally:
         self.labels: dict[str, str] = {}
         self.outcome_extra: dict[str, int] = {}
         self.log_ticks = {level: itertools.count() for level in semconv.LEVELS}
+        #: the job's log counters, shared by all its runs in this process (set by the metrics hub);
+        #: job.logs reads these, so a collection costs the same whatever the number of active runs.
+        self.job_logs = _UNREGISTERED
         #: outcome values already added to the SDK counter, and the context they are added in.
         self.flushed: dict[str, int] = {}
         self.flush_lock = threading.Lock()
@@ -81,6 +92,11 @@ class Tally:
     def logs(self) -> dict[str, int]:
         """Log calls by level."""
         return {level: ticks_value(t) for level, t in self.log_ticks.items()}
+
+    def count_log(self, level: str) -> None:
+        """Count one log call of ``level`` for the run and for its job."""
+        next(self.log_ticks[level])
+        next(self.job_logs[level])
 
     def points(self, metric: str) -> dict[str, int]:
         """Counter values of one metric, by attribute value (entity type, outcome key or level)."""

@@ -108,6 +108,7 @@ class _Handoff(logging.Handler):
 _NOT_CONTEXT = RESERVED_RECORD_KEYS | {
     semconv.JOB_NAME,
     semconv.JOB_RUN_ID,
+    semconv.JOB_RUN_SLOT,
     semconv.JOB_STAGE,
     semconv.JOB_LOG_LEVEL,
     "joblogger.warning",

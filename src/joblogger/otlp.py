@@ -71,6 +71,7 @@ from ._otlp_settings import (
     SignalSettings,
     resolve,
 )
+from ._producer import ProgressProducer
 from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
@@ -229,13 +230,20 @@ class _PerProcessIdentity(MetricExporter):
     the child's counts never overwrite or duplicate the parent's.
     """
 
-    def __init__(self, inner: MetricExporter, fixed_id: str | None, deadline: _ExitDeadline | None = None) -> None:
+    def __init__(
+        self,
+        inner: MetricExporter,
+        fixed_id: str | None,
+        deadline: _ExitDeadline | None = None,
+        producer: ProgressProducer | None = None,
+    ) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
             preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
         self._deadline = deadline
+        self._producer = producer
         self._fixed = fixed_id
         self._pid = os.getpid()
         self._id = fixed_id or str(uuid.uuid4())
@@ -248,9 +256,14 @@ class _PerProcessIdentity(MetricExporter):
         return self._id
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        """Export with the resource stamped (or drop the collection if shutdown's deadline has passed)."""
+        """Export with the active runs' progress added and the resource stamped.
+
+        The collection is dropped if shutdown's deadline has passed.
+        """
         if self._deadline is not None and self._deadline.refuse("metric collections", 1):
             return MetricExportResult.FAILURE
+        if self._producer is not None:
+            metrics_data = self._producer.add_to(metrics_data)
         stamp = Resource({"service.instance.id": self.instance_id})
         stamped = MetricsData(
             [
@@ -413,11 +426,13 @@ def _configure(
 
     deadline = _ExitDeadline()
     tracer_provider = TracerProvider(resource=resource)
+    # Progress gauges come from the live runs at each export, not from SDK instruments (see _producer).
+    producer = ProgressProducer()
     for exporter in _exporters(settings.traces):
         tracer_provider.add_span_processor(_batch_span_processor(exporter, settings.traces, deadline))
     readers: list[MetricReader] = [
         PeriodicExportingMetricReader(
-            _PerProcessIdentity(exporter, fixed_id, deadline),
+            _PerProcessIdentity(exporter, fixed_id, deadline, producer),
             export_interval_millis=settings.metric_export_interval_s * 1000,
             export_timeout_millis=settings.metrics.export_timeout_ms,
         )
@@ -436,8 +451,9 @@ def _configure(
 
         if prometheus_port is None:
             prometheus_port, prometheus_addr = settings.prometheus_port, settings.prometheus_host
-        readers.append(serve(prometheus_port, prometheus_addr))
+        readers.append(serve(prometheus_port, prometheus_addr, producer=producer))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    producer.bind(meter_provider)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     if logger_provider is not None:

@@ -22,6 +22,10 @@ SCOPE_NAME: Final = "joblogger"
 # --- attribute keys -------------------------------------------------------
 JOB_NAME: Final = "job.name"
 JOB_RUN_ID: Final = "job.run.id"
+#: Per-process slot of an active run: the lowest index free among the process's active runs of
+#: the same job when the run started (0, 1, ...). Bounded by concurrency; on progress gauges,
+#: the run span and log records, so job + instance + slot finds the run.
+JOB_RUN_SLOT: Final = "job.run.slot"
 JOB_STAGE: Final = "job.stage"
 JOB_RESULT: Final = "job.result"
 JOB_ENTITY_TYPE: Final = "job.entity.type"

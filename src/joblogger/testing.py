@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from . import semconv
 from ._logger import JobLogger, create_job_logger
+from ._producer import ProgressProducer
 
 __all__ = ["Capture", "Event", "MetricPoint", "capture"]
 
@@ -53,6 +54,19 @@ class MetricPoint:
     histogram_sum: float | None = None
 
 
+class _ProducingReader(InMemoryMetricReader):
+    """An in-memory reader that, like joblogger's own exporters, adds the active runs' progress points."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.producer = ProgressProducer()
+
+    def get_metrics_data(self) -> MetricsData | None:
+        """Collect, with the progress gauges of the active runs added."""
+        data = super().get_metrics_data()
+        return None if data is None else self.producer.add_to(data)
+
+
 class Capture:
     """In-memory tracer and meter providers plus helpers to read what a job emitted."""
 
@@ -60,8 +74,9 @@ class Capture:
         self.span_exporter = InMemorySpanExporter()
         self.tracer_provider = TracerProvider()
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
-        self.metric_reader = InMemoryMetricReader()
+        self.metric_reader = _ProducingReader()
         self.meter_provider = MeterProvider(metric_readers=[self.metric_reader])
+        self.metric_reader.producer.bind(self.meter_provider)
         self.clock = clock
 
     def job_logger(self, job_run_id: object, job_name: object, **kwargs: Any) -> JobLogger:

@@ -130,8 +130,8 @@ def test_prometheus_pull_endpoint_serves_job_metrics():
     """)
     lines = out.splitlines()
     assert (
-        'job_progress_current{job_entity_type="files",job_name="pulled",job_run_id="run-p",job_stage="Copying"} 4.0'
-        in lines
+        'job_progress_current{job_entity_type="files",job_name="pulled",job_run_id="run-p",job_run_slot="0",'
+        'job_stage="Copying"} 4.0' in lines
     )
     assert any(line.startswith('job_outcomes_total{job_name="pulled",job_outcome="inserts"} 3.0') for line in lines)
     assert any(line.startswith('job_logs_total{job_log_level="warning",job_name="pulled"} 1.0') for line in lines)

@@ -335,8 +335,12 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
     p3 = 'job="billing", instance="p3", job_name="import"'
     p4 = 'job="billing", instance="p4", job_name="import"'
     run = 'job_run_id="r1", job_stage="load", job_entity_type="row"'
-    row = '{job_name="import", job_run_id="r1", job_stage="load"}'
-    row3 = '{job_name="import", job_run_id="r3", job_stage="load"}'
+    p5 = 'job="billing", instance="p5", job_name="import"'
+    row = '{instance="p1", job_name="import", job_run_id="r1", job_stage="load"}'
+    row3 = '{instance="p3", job_name="import", job_run_id="r3", job_stage="load"}'
+    # Runs whose gauges carry no run id (drop-in mode): one row per process and slot, never merged.
+    slot0 = '{instance="p5", job_name="import", job_run_slot="0", job_stage="load"}'
+    slot1 = '{instance="p5", job_name="import", job_run_slot="1", job_stage="load"}'
     case = {
         "interval": "10s",
         "input_series": [
@@ -353,6 +357,12 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             # r4's process ended its run at 170s (job_runs_active 0): gone at once, not 30 s later
             {"series": f'job_progress_current{{{p4}, job_run_id="r4", job_stage="load"}}', "values": "_x10 0+1x7"},
             {"series": f"job_runs_active{{{p4}}}", "values": "_x10 1x6 0"},
+            # p5: two runs of the same job at once, without run ids, in slots 0 and 1
+            {"series": f'job_progress_current{{{p5}, job_run_slot="0", job_stage="load"}}', "values": "0+1x30"},
+            {"series": f'job_progress_ratio{{{p5}, job_run_slot="0", job_stage="load"}}', "values": "0.5x30"},
+            {"series": f'job_progress_current{{{p5}, job_run_slot="1", job_stage="load"}}', "values": "0+2x30"},
+            {"series": f'job_progress_ratio{{{p5}, job_run_slot="1", job_stage="load"}}', "values": "0.25x30"},
+            {"series": f"job_runs_active{{{p5}}}", "values": "2x30"},
             # a success from a worker at 100s, then a failure from a one-sample process at 200s
             {"series": f'job_runs_total{{{p1}, job_result="success"}}', "values": "_x10 1+0x16"},
             {
@@ -361,22 +371,45 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             },
         ],
         "promql_expr_test": [
-            {"expr": queries[("Active runs", "A")], "eval_time": "3m", "exp_samples": [{"labels": row, "value": 0.75}]},
+            {
+                "expr": queries[("Active runs", "A")],
+                "eval_time": "3m",
+                "exp_samples": [
+                    {"labels": row, "value": 0.75},
+                    {"labels": slot0, "value": 0.5},
+                    {"labels": slot1, "value": 0.25},
+                ],
+            },
             {
                 "expr": queries[("Active runs", "B")],
                 "eval_time": "3m",
-                "exp_samples": [{"labels": row, "value": 120}, {"labels": row3, "value": 2}],
+                "exp_samples": [
+                    {"labels": row, "value": 120},
+                    {"labels": row3, "value": 2},
+                    {"labels": slot0, "value": 18},
+                    {"labels": slot1, "value": 36},
+                ],
             },
             {
                 "expr": queries[("Active runs", "D")],
                 "eval_time": "3m",
-                "exp_samples": [{"labels": row, "value": 1}, {"labels": row3, "value": 0.2}],
+                "exp_samples": [
+                    {"labels": row, "value": 1},
+                    {"labels": row3, "value": 0.2},
+                    {"labels": slot0, "value": 0.1},
+                    {"labels": slot1, "value": 0.2},
+                ],
             },
             {
                 "expr": queries[("Active runs", "F")],
                 "eval_time": "3m",
                 # r3 began at 100s: older than a minute, so its start has 30 s resolution (seen at 120s)
-                "exp_samples": [{"labels": row, "value": 120}, {"labels": row3, "value": 60}],
+                "exp_samples": [
+                    {"labels": row, "value": 120},
+                    {"labels": row3, "value": 60},
+                    {"labels": slot0, "value": 180},
+                    {"labels": slot1, "value": 180},
+                ],
             },
             {
                 "expr": queries[("Last result per job (24 h)", "A")],

@@ -574,7 +574,7 @@ def test_progress_gauges_only_while_active(cap: Capture, clock: FakeClock) -> No
     assert set(points) == {semconv.METRIC_PROGRESS_CURRENT}
     assert points[semconv.METRIC_PROGRESS_CURRENT].attributes == {
         semconv.JOB_NAME: "gauge-job", semconv.JOB_RUN_ID: "run-g", semconv.JOB_STAGE: "S",
-        semconv.JOB_ENTITY_TYPE: "entities",
+        semconv.JOB_ENTITY_TYPE: "entities", semconv.JOB_RUN_SLOT: 0,
     }  # fmt: skip
     assert cap.metric_value(semconv.METRIC_RUNS_ACTIVE, **{semconv.JOB_NAME: "gauge-job"}) == 1
     job.set_total(10, "files")
@@ -618,7 +618,7 @@ def test_metric_labels_of_name_and_run_id_are_single_line(cap: Capture) -> None:
     assert [p.attributes[semconv.JOB_RUN_ID] for p in live] == ["run 42"]
     labels = {v for p in [*live, *cap.metrics()] for v in p.attributes.values()}
     assert "nightly export" in labels
-    assert not [v for v in labels if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v)], labels
+    assert not [v for v in labels if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(v))], labels
     assert attrs(cap.span("nightly\nexport\x00"))[semconv.JOB_RUN_ID] == "run\r\n42\x00"
 
 

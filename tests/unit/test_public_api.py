@@ -41,6 +41,7 @@ CONTRACT_ATTRIBUTES = {
     "SCOPE_NAME": "joblogger",
     "JOB_NAME": "job.name",
     "JOB_RUN_ID": "job.run.id",
+    "JOB_RUN_SLOT": "job.run.slot",
     "JOB_STAGE": "job.stage",
     "JOB_RESULT": "job.result",
     "JOB_ENTITY_TYPE": "job.entity.type",

@@ -124,6 +124,7 @@ def test_quick_start(cap: Capture, clock: FakeClock, caplog: pytest.LogCaptureFi
     ]
     assert attrs(run) == {
         semconv.JOB_NAME: "my-job-name",
+        semconv.JOB_RUN_SLOT: 0,
         semconv.JOB_RUN_ID: "run-qs",
         semconv.JOB_RESULT: "success",
         semconv.JOB_ENTITY_TYPE: "users",
@@ -285,7 +286,8 @@ def test_match_scores_complete_example(cap: Capture, clock: FakeClock, caplog: p
     assert checkpoints["final"] == ("Finalizing (saving results)", 100.0)
     # Progress gauges while the run was active carry the run id
     gauge_attrs = {semconv.JOB_NAME: "match-scores", semconv.JOB_RUN_ID: "run-2024-06-01-0300",
-                   semconv.JOB_STAGE: "Scoring users", semconv.JOB_ENTITY_TYPE: "users"}  # fmt: skip
+                   semconv.JOB_STAGE: "Scoring users", semconv.JOB_ENTITY_TYPE: "users",
+                   semconv.JOB_RUN_SLOT: 0}  # fmt: skip
     assert [(p.attributes, p.value) for p in points[semconv.METRIC_PROGRESS_CURRENT]] == [(gauge_attrs, 1_250)]
     assert [(p.attributes, p.value) for p in points[semconv.METRIC_PROGRESS_EXPECTED]] == [(gauge_attrs, 5_000)]
     assert [(p.attributes, p.value) for p in points[semconv.METRIC_PROGRESS_RATIO]] == [(gauge_attrs, 0.25)]
@@ -332,6 +334,7 @@ def test_match_scores_complete_example(cap: Capture, clock: FakeClock, caplog: p
     assert warn_record.userId == "1100"  # type: ignore[attr-defined]
     assert getattr(warn_record, semconv.JOB_STAGE) == "Scoring users"
     assert getattr(warn_record, semconv.JOB_NAME) == "match-scores"
+    assert getattr(warn_record, semconv.JOB_RUN_SLOT) == 0
 
     # Spans: run span child of the Celery task span; four stage spans under it
     run, stages = run_and_stages(cap, "match-scores", ["Initializing", "Fetching users", "Scoring users", "Finalizing"])
@@ -339,6 +342,7 @@ def test_match_scores_complete_example(cap: Capture, clock: FakeClock, caplog: p
     assert attrs(run) == {
         semconv.JOB_NAME: "match-scores",
         semconv.JOB_RUN_ID: "run-2024-06-01-0300",
+        semconv.JOB_RUN_SLOT: 0,
         semconv.JOB_RESULT: "success",
         semconv.JOB_ENTITY_TYPE: "users",
         semconv.JOB_PROGRESS_TOTAL: 5000,
@@ -516,7 +520,8 @@ def test_pattern_unknown_total(cap: Capture, clock: FakeClock) -> None:
     assert seen["gauges"] == {
         semconv.METRIC_PROGRESS_CURRENT: (
             {semconv.JOB_NAME: "orphan-cleanup", semconv.JOB_RUN_ID: "run-p2",
-             semconv.JOB_STAGE: "Scanning for orphaned files", semconv.JOB_ENTITY_TYPE: "entities"},
+             semconv.JOB_STAGE: "Scanning for orphaned files", semconv.JOB_ENTITY_TYPE: "entities",
+             semconv.JOB_RUN_SLOT: 0},
             1250,
         )
     }  # fmt: skip

@@ -1,0 +1,114 @@
+"""Progress points produced from the live runs at collection time (SDK side).
+
+The OpenTelemetry Python SDK keeps every attribute set an asynchronous
+instrument ever reported, for the life of the process, and caps each stream at
+2,000 sets; per-run progress gauges would therefore grow memory and collection
+time with every run and, after 2,000 of them, report only
+``otel.metric.overflow``. The SDK has no MetricProducer, so joblogger's own
+exporter (``joblogger.otlp``), Prometheus reader and test capture add the
+points themselves: :meth:`ProgressProducer.add_to` reads the active runs of
+the bound meter provider and appends the four progress gauges to the
+collection the SDK just made. Nothing is kept between collections, and the
+cost is proportional to the runs active now, not to the runs ever seen.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from . import semconv
+from ._metrics import _GAUGES, _MAX_INT, existing_hub, produce_progress
+from ._version import __version__
+
+_UNITS = {name: unit for name, (_, unit) in semconv.METRICS.items()}
+
+
+_new = object.__new__
+_setattr = object.__setattr__
+_NO_EXEMPLARS: tuple[()] = ()
+
+
+class ProgressProducer:
+    """Adds the progress gauges of one meter provider's active runs to its collections."""
+
+    def __init__(self) -> None:
+        self._provider: weakref.ref[metrics.MeterProvider] | None = None
+
+    def bind(self, meter_provider: metrics.MeterProvider) -> None:
+        """Produce for ``meter_provider`` (call before any run uses it; its hub then makes no gauges)."""
+        produce_progress(meter_provider)
+        self._provider = weakref.ref(meter_provider)
+
+    def metrics(self) -> list[Metric]:
+        """The four progress gauges of the active runs, as of now (empty gauges are left out)."""
+        provider = None if self._provider is None else self._provider()
+        hub = None if provider is None else existing_hub(provider)
+        if hub is None:
+            return []
+        points = hub.progress_points()
+        if not points:
+            return []
+        now = time.time_ns()
+        current: list[NumberDataPoint] = []
+        expected: list[NumberDataPoint] = []
+        ratio: list[NumberDataPoint] = []
+        eta: list[NumberDataPoint] = []
+        # Points are built without the frozen dataclass's per-field __setattr__ (a third of the cost);
+        # the same fields, as NumberDataPoint(attributes, start, time, value, exemplars) would set them.
+        new, setattr_, point, none = _new, _setattr, NumberDataPoint, _NO_EXEMPLARS
+        for attrs, done, total, seconds in points:
+            p = new(point)
+            setattr_(p, "__dict__", {"attributes": attrs, "start_time_unix_nano": now, "time_unix_nano": now,
+                                     "value": done if done <= _MAX_INT else _MAX_INT, "exemplars": none})  # fmt: skip
+            current.append(p)
+            if total is None:
+                continue
+            p = new(point)
+            setattr_(p, "__dict__", {"attributes": attrs, "start_time_unix_nano": now, "time_unix_nano": now,
+                                     "value": total if total <= _MAX_INT else _MAX_INT, "exemplars": none})  # fmt: skip
+            expected.append(p)
+            p = new(point)
+            value = (done / total if done < total else 1.0) if total > 0 else 1.0
+            setattr_(p, "__dict__", {"attributes": attrs, "start_time_unix_nano": now, "time_unix_nano": now,
+                                     "value": value, "exemplars": none})  # fmt: skip
+            ratio.append(p)
+            if seconds is not None:
+                p = new(point)
+                setattr_(p, "__dict__", {"attributes": attrs, "start_time_unix_nano": now, "time_unix_nano": now,
+                                         "value": seconds, "exemplars": none})  # fmt: skip
+                eta.append(p)
+        return [
+            Metric(name, text, _UNITS[name], Gauge(data))
+            for (name, text), data in zip(_GAUGES, (current, expected, ratio, eta), strict=True)
+            if data
+        ]
+
+    def add_to(self, data: MetricsData) -> MetricsData:
+        """``data`` with the progress gauges added to its ``joblogger`` scope (created if missing)."""
+        ours = self.metrics()
+        if not ours or not data.resource_metrics:
+            return data
+        first, *rest = data.resource_metrics
+        scopes: list[Any] = list(first.scope_metrics)
+        for index, scope_metrics in enumerate(scopes):
+            if scope_metrics.scope.name == semconv.SCOPE_NAME:
+                scopes[index] = ScopeMetrics(
+                    scope_metrics.scope, [*scope_metrics.metrics, *ours], scope_metrics.schema_url
+                )
+                break
+        else:
+            scopes.append(ScopeMetrics(InstrumentationScope(semconv.SCOPE_NAME, __version__), ours, ""))
+        return MetricsData([ResourceMetrics(first.resource, scopes, first.schema_url), *rest])
