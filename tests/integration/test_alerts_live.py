@@ -154,7 +154,7 @@ def test_sigkilled_run_fires_vanished_and_keeps_its_last_snapshot(
     last_progress = scalar(stack, f"max(last_over_time(job_progress_current{{{sel}}}[5m]))")
     assert last_progress is not None and 200 <= last_progress < TOTAL_ROWS
     spans = [s for t in jaeger_traces(stack, service, {"job.run.id": run_id}) for s in t["spans"]]
-    assert {s["operationName"] for s in spans if not tags_of(s).get("job.snapshot")} == {"Preparing"}
+    assert {s["operationName"] for s in spans if not tags_of(s).get("job.snapshot.kind")} == {"Preparing"}
     assert len({s["traceID"] for s in spans}) == 1
     last = tags_of(max(spans, key=lambda s: s["startTime"]))
     assert last["job.snapshot.kind"] == "checkpoint" and last["job.stage"] == "Importing rows"
@@ -162,7 +162,7 @@ def test_sigkilled_run_fires_vanished_and_keeps_its_last_snapshot(
     # the checkpoint (every 1 s) and the progress gauge (every 1 s) agree to within a few seconds of work
     assert 0 < last["job.progress.current"] <= last_progress + 100
     assert last_progress - last["job.progress.current"] <= 500
-    assert last["job.outcome.inserts"] == last["job.progress.current"]
+    assert last["job.outcomes.inserts"] == last["job.progress.current"]
 
     def vanished() -> dict[str, Any] | None:
         return next(
