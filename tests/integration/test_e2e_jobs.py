@@ -121,7 +121,12 @@ def test_jaeger_has_the_run_with_stages_events_and_outcomes(stack: Any, demo_run
     assert run_tags["job.result"] == "success"
     assert run_tags["job.outcomes.updates"] == summary["outcomeSummary"]["updates"]
     assert run_tags["job.outcomes.skipped"] == 45
-    assert run_tags["job.outcomes.errors"] == 2
+    assert run_tags["job.outcomes.errors"] == 2  # add_outcome("errors"), as on the metric
+    assert run_tags["job.logs.error"] == 2 and run_tags["job.logs.warning"] == 45  # the log calls, by level
+    assert "job.duration_ms" not in run_tags  # the span's own duration says it
+    # OpenTelemetry naming: no tag key on any span of the trace is also a namespace of another key.
+    keys = {k for s in spans for k in tags_of(s) if k.startswith("job.")}
+    assert not [(k, o) for k in keys for o in keys if o.startswith(k + ".")], keys
     stages = [s for s in real if s is not run]
     assert [s["operationName"] for s in sorted(stages, key=lambda s: s["startTime"])] == [
         "Initializing",
