@@ -178,7 +178,7 @@ def test_outcome_attributes_follow_a_lower_sdk_limit() -> None:
 
 def test_outcome_selection_only_grows() -> None:
     """A key placed on a span stays placed as more keys arrive (so save_outcome then end never evicts)."""
-    from joblogger._outcome_attrs import outcome_attributes  # noqa: PLC0415 - new module; the rest runs on old code
+    from joblogger._outcome_attrs import outcome_attributes  # imported here: the other tests run on old code too
 
     first, _ = outcome_attributes({f"c{i}": 1 for i in range(5)}, 10)
     later, folded = outcome_attributes({**{f"c{i}": 1 for i in range(9)}, "errors": 1, "skipped": 1}, 10)
