@@ -105,7 +105,8 @@ def measure(urls: Any, repeats: int) -> dict[str, list[float]]:
         results["run end -> Jaeger search"].append(
             wait_for(
                 lambda: any(
-                    not any(t["key"] == "job.snapshot" for t in s.get("tags", [])) and s["operationName"] == "freshness"
+                    not any(t["key"] == "job.snapshot.kind" for t in s.get("tags", []))
+                    and s["operationName"] == "freshness"
                     for trace in get_json(
                         f"{urls.jaeger}/api/traces",
                         {"service": service, "tags": json.dumps({"job.run.id": run_id}), "lookback": "1h"},

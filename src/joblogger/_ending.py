@@ -49,11 +49,8 @@ class EndingMixin(RunState):
             return
         if self._ended_call():
             return
-        outcomes = dict(self.outcomes)
         with _signals.sdk():
-            self._run.span.set_attributes(
-                {semconv.JOB_OUTCOME_PREFIX + k: _sanitize.clamp_int(v) for k, v in outcomes.items()}
-            )
+            self._run.span.set_attributes(self._outcome_attributes(self._outcome_room))
             self._hub.flush_outcomes(self._tally)
         flush = getattr(self._meter_provider, "force_flush", None)
         if callable(flush):
@@ -221,12 +218,15 @@ class EndingMixin(RunState):
             semconv.JOB_RESULT: result,
             semconv.JOB_ENTITY_TYPE: self._entity_type or _format.DEFAULT_ENTITY_TYPE,
             semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(current),
-            semconv.JOB_DURATION_MS: summary.duration_ms,
         }
         if self._total is not None:
             run_attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
-        for key, value in outcomes.items():
-            run_attrs[semconv.JOB_OUTCOME_PREFIX + key] = _sanitize.clamp_int(value)
+        # The span's outcomes are what add_outcome recorded (as on the job.outcomes metric); the log
+        # calls the summary's errors/warnings default to are there as job.logs.<level>.
+        run_attrs.update(self._outcome_attributes(self._outcome_room))
+        for level, value in self._tally.logs().items():
+            if value:
+                run_attrs[semconv.JOB_LOGS_PREFIX + level] = value
         if outcome.exit_code is not None and (recorded is not None or explicit is None):
             run_attrs[semconv.PROCESS_EXIT_CODE] = outcome.exit_code
         with _signals.sdk():

@@ -32,7 +32,7 @@ from typing import Any, cast
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Tracer
 
-from . import _redact, _registry, _sanitize, semconv
+from . import _outcome_attrs, _redact, _registry, _sanitize, semconv
 from ._ending import EndingMixin
 from ._levels import MILESTONE
 from ._logcalls import LogCallsMixin
@@ -209,6 +209,12 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         run_attrs[semconv.JOB_RUN_ID] = self._run_id
         run_attrs[semconv.JOB_RUN_SLOT] = self._hub.take_slot(self._tally)
         span = self._tracer.start_span(name, attributes=run_attrs)
+        # Outcome attributes get the room the span's attribute limit leaves (decided once).
+        attr_limit = _outcome_attrs.span_attribute_limit(span)
+        self._snapshot_attr_limit = attr_limit
+        self._outcome_room = _outcome_attrs.room(
+            attr_limit, len(run_attrs) + _outcome_attrs.RESERVED_RUN_END_ATTRIBUTES
+        )
         # tail=3: the dropped-events list, the summary line and the exception event.
         self._run = SpanSlot(span, self._event_budget, self._started, 0, tail=3)
         self._tally.ctx = self._run.ctx

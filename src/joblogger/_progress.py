@@ -157,7 +157,7 @@ class ProgressMixin(RunState):
         if cached is not None:
             return cached
         text = _sanitize.as_text(key, "outcome key", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
-        name = _sanitize.as_label(text)
+        name = _sanitize.outcome_key(text)
         if not name:
             self._warn("outcome-empty", "empty outcome key; counted as 'other'")
             name = semconv.OUTCOME_OTHER

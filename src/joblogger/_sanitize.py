@@ -160,6 +160,23 @@ def as_label(value: str) -> str:
     return value[:MAX_LABEL_CHARS]
 
 
+_WORDS = re.compile(r"[^\W_]+")
+
+
+def outcome_key(value: str) -> str:
+    """Normalise an outcome key: lower-case letters and digits, words joined by ``_``, bounded.
+
+    Keys become span attribute names (``job.outcomes.<key>``), which OpenTelemetry wants
+    lower-case snake_case, and a dot would open a namespace; so ``"Rows Merged"``,
+    ``"rows-merged"`` and ``"rows.merged"`` are all ``rows_merged``. Unicode letters stay.
+
+    Example:
+        >>> outcome_key("Rows Merged"), outcome_key(" ERRORS "), outcome_key("api.calls-v2")
+        ('rows_merged', 'errors', 'api_calls_v2')
+    """
+    return "_".join(_WORDS.findall(value.lower()))[:MAX_LABEL_CHARS].rstrip("_")
+
+
 def as_count(value: object, what: str, warn: Warner, *, allow_zero: bool = True) -> int | None:
     """Coerce a count to a non-negative int, or None when it cannot be used.
 

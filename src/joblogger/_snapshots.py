@@ -9,7 +9,7 @@ stage span:
 - ``checkpoint`` every ``interval_s`` seconds for every active run, carrying the
   current stage, progress, outcomes and log counts.
 
-Each carries ``job.snapshot = true`` and ``job.snapshot.kind``, so dashboards and
+Each carries ``job.snapshot.kind`` (and only they do), so dashboards and
 TraceQL can tell them from finished spans and skip them where they would double
 count (``{ span.job.result != nil }`` matches only finished run spans). A killed
 run keeps its story: the last checkpoint says which stage it was in and how far

@@ -53,7 +53,7 @@ class SpanSlot:
             span.set_attribute(semconv.JOB_EVENTS_DROPPED, total)
             span.add_event(
                 semconv.EVENT_EVENTS_DROPPED,
-                {semconv.JOB_EVENTS_DROPPED_PREFIX + k: v for k, v in self.dropped.items()},
+                {semconv.JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX + k: v for k, v in self.dropped.items()},
             )
         span.set_attributes(dict(attributes))
         if status is not None:

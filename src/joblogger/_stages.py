@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from . import _format, _sanitize, _signals, semconv
+from . import _format, _outcome_attrs, _sanitize, _signals, semconv
 from ._spans import SpanSlot
 from ._state import MAX_STAGES, RunState, guarded
 
@@ -69,7 +69,6 @@ class StagesMixin(RunState):
     def _snapshot(self, slot: SpanSlot, kind: str) -> None:
         """Emit an already-ended snapshot span under ``slot`` (see ``_snapshots``)."""
         attrs: dict[str, Any] = {
-            semconv.JOB_SNAPSHOT: True,
             semconv.JOB_SNAPSHOT_KIND: kind,
             semconv.JOB_NAME: self._job_name,
             semconv.JOB_RUN_ID: self._run_id,
@@ -79,10 +78,10 @@ class StagesMixin(RunState):
         }
         if self._total is not None:
             attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
-        for key, value in self.outcomes.items():
-            attrs[semconv.JOB_OUTCOME_PREFIX + key] = _sanitize.clamp_int(value)
-        for level, value in self._tally.logs().items():
-            attrs[semconv.JOB_LOGS_PREFIX + level] = value
+        logs = {semconv.JOB_LOGS_PREFIX + level: value for level, value in self._tally.logs().items()}
+        space = _outcome_attrs.room(self._snapshot_attr_limit, len(attrs) + len(semconv.LEVELS))
+        attrs.update(self._outcome_attributes(space))
+        attrs.update(logs)
         name = self._stage_name if kind != semconv.SNAPSHOT_RUN_START and self._stage_name else self._job_name
         with _signals.sdk():
             self._tracer.start_span(f"{name} (snapshot)", context=slot.ctx, attributes=attrs).end()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import metrics, trace
 
-from . import _sanitize
+from . import _outcome_attrs, _sanitize, semconv
 
 if TYPE_CHECKING:
     from ._metrics import Hub
@@ -59,6 +59,7 @@ class RunState:
         "_message",
         "_meter_provider",
         "_outcome_labels",
+        "_outcome_room",
         "_outcome_ticks",
         "_outer_exc",
         "_phase_adjust",
@@ -68,6 +69,7 @@ class RunState:
         "_run_id",
         "_run_id_on_metrics",
         "_secret_keys",
+        "_snapshot_attr_limit",
         "_snapshots",
         "_stage",
         "_stage_label",
@@ -105,7 +107,9 @@ class RunState:
     _run: SpanSlot
     _run_id: str
     _run_id_on_metrics: bool
+    _outcome_room: int | None
     _secret_keys: tuple[str, ...]
+    _snapshot_attr_limit: int | None
     _snapshots: bool
     _stage: SpanSlot | None
     _stage_label: str
@@ -155,6 +159,19 @@ class RunState:
             exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None,
             skip: int = 0,
         ) -> None: ...
+
+    def _outcome_attributes(self, space: int | None) -> dict[str, int]:
+        """``job.outcomes.<key>`` span attributes of what ``add_outcome`` recorded, within ``space``."""
+        attrs, folded = _outcome_attrs.outcome_attributes(self._recorded_outcomes(), space)
+        if folded:
+            self._warn(
+                "outcome-span-cap",
+                "%d outcome keys do not fit the span attribute limit; spans sum them into %r "
+                "(the summary and the job.outcomes metric keep them)",
+                folded,
+                semconv.OUTCOME_OTHER,
+            )
+        return attrs
 
     def _ended_call(self) -> bool:
         if self._summary is not None:

@@ -31,22 +31,22 @@ JOB_RESULT: Final = "job.result"
 JOB_ENTITY_TYPE: Final = "job.entity.type"
 JOB_PROGRESS_TOTAL: Final = "job.progress.total"
 JOB_PROGRESS_CURRENT: Final = "job.progress.current"
+#: The outcome key on the ``job.outcomes`` metric (``errors``, ``rows_merged``).
 JOB_OUTCOME: Final = "job.outcome"
-#: Prefix of the run span's per-outcome attributes: ``job.outcome.<key>``.
-JOB_OUTCOME_PREFIX: Final = "job.outcome."
+#: Prefix of the per-outcome counts on run and snapshot spans: ``job.outcomes.<key>``, what
+#: ``add_outcome`` recorded (the ``job.outcomes`` metric's counts, per run).
+JOB_OUTCOMES_PREFIX: Final = "job.outcomes."
 JOB_LOG_LEVEL: Final = "job.log.level"
+#: Span events joblogger dropped on a span (its total), on the span.
 JOB_EVENTS_DROPPED: Final = "job.events.dropped"
-#: Prefix of the per-level dropped counts on the closing event: ``job.events.dropped.<level>``.
-JOB_EVENTS_DROPPED_PREFIX: Final = "job.events.dropped."
-JOB_DURATION_MS: Final = "job.duration_ms"
+#: Prefix of the per-level dropped counts on the closing event: ``job.events.dropped_by_level.<level>``.
+JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX: Final = "job.events.dropped_by_level."
 ERROR_TYPE: Final = "error.type"
 #: OpenTelemetry's process attribute: the exit code of a run ended by ``SystemExit``.
 PROCESS_EXIT_CODE: Final = "process.exit.code"
-#: True on snapshot spans (run/stage start markers and checkpoints), absent elsewhere.
-JOB_SNAPSHOT: Final = "job.snapshot"
-#: ``run.start``, ``stage.start`` or ``checkpoint``.
+#: ``run.start``, ``stage.start`` or ``checkpoint``: present on snapshot spans only.
 JOB_SNAPSHOT_KIND: Final = "job.snapshot.kind"
-#: Prefix of per-level log counts on checkpoints: ``job.logs.<level>``.
+#: Prefix of per-level log call counts on run and snapshot spans: ``job.logs.<level>``.
 JOB_LOGS_PREFIX: Final = "job.logs."
 
 SNAPSHOT_RUN_START: Final = "run.start"

@@ -31,9 +31,9 @@ def test_quick_start_runs(joblogger_capture, monkeypatch):
     monkeypatch.setattr("joblogger._logger.metrics.get_meter_provider", lambda: joblogger_capture.meter_provider)
     namespace["run_match_scores"]("run-9", [{"id": i} for i in range(200)])
     run = joblogger_capture.span("match-scores")
-    assert run.attributes["job.outcome.skipped"] == 20
-    assert run.attributes["job.outcome.updates"] == 360
-    assert run.attributes["job.outcome.warnings"] == 20
+    assert run.attributes["job.outcomes.skipped"] == 20
+    assert run.attributes["job.outcomes.updates"] == 360
+    assert run.attributes["job.logs.warning"] == 20  # logged, not add_outcome'd: the summary shows Warnings: 20
 
 
 def test_readme_commands_exist():

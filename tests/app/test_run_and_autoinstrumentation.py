@@ -77,7 +77,7 @@ def test_opentelemetry_instrument_alone_exports_every_job_log_record_once(job: P
     assert proc.returncode == 0, proc.stderr
     assert _bodies(proc.stdout) == Counter(BODIES), proc.stdout
     assert len(re.findall(r'"body": "Completed in [^"]*Processed: 5 entities', proc.stdout)) == 1
-    assert '"job.snapshot": true' in proc.stdout  # snapshot spans are on, as with configure()
+    assert '"job.snapshot.kind": "run.start"' in proc.stdout  # snapshot spans are on, as with configure()
 
 
 def test_configure_reusing_the_applications_providers_exports_job_logs(tmp_path: Path):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from live import eventually, get_json, jaeger_traces, job_env, promql, scalar, tags_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
@@ -154,7 +155,7 @@ def test_sigkilled_run_fires_vanished_and_keeps_its_last_snapshot(
     last_progress = scalar(stack, f"max(last_over_time(job_progress_current{{{sel}}}[5m]))")
     assert last_progress is not None and 200 <= last_progress < TOTAL_ROWS
     spans = [s for t in jaeger_traces(stack, service, {"job.run.id": run_id}) for s in t["spans"]]
-    assert {s["operationName"] for s in spans if not tags_of(s).get("job.snapshot")} == {"Preparing"}
+    assert {s["operationName"] for s in spans if not tags_of(s).get("job.snapshot.kind")} == {"Preparing"}
     assert len({s["traceID"] for s in spans}) == 1
     last = tags_of(max(spans, key=lambda s: s["startTime"]))
     assert last["job.snapshot.kind"] == "checkpoint" and last["job.stage"] == "Importing rows"
@@ -162,7 +163,7 @@ def test_sigkilled_run_fires_vanished_and_keeps_its_last_snapshot(
     # the checkpoint (every 1 s) and the progress gauge (every 1 s) agree to within a few seconds of work
     assert 0 < last["job.progress.current"] <= last_progress + 100
     assert last_progress - last["job.progress.current"] <= 500
-    assert last["job.outcome.inserts"] == last["job.progress.current"]
+    assert last["job.outcomes.inserts"] == last["job.progress.current"]
 
     def vanished() -> dict[str, Any] | None:
         return next(
@@ -200,3 +201,94 @@ def test_sigkilled_run_fires_vanished_and_keeps_its_last_snapshot(
     assert time.time() - finished_jobs["ended"] > 125
     for normal in (finished_jobs["errors"], finished_jobs["clean"]):
         assert not [a for a in alerts(stack, normal) if a["labels"]["alertname"] == "JobRunVanished"]
+
+
+ONE_SHOT_JOB = textwrap.dedent("""
+    import sys
+    from joblogger import create_job_logger, otlp
+
+    otlp.configure()  # OTEL_METRIC_EXPORT_INTERVAL=600000: the only metric export is the one at exit
+    with create_job_logger(sys.argv[1], "nightly-cleanup") as job:
+        job.add_outcome("errors")
+""")
+
+WORKER_JOB = textwrap.dedent("""
+    import sys, time
+    from joblogger import create_job_logger, otlp
+
+    otlp.configure()  # exports every second (OTEL_METRIC_EXPORT_INTERVAL=1000)
+    with create_job_logger(sys.argv[1], "sync-worker") as job:
+        job.add_outcome("errors", 0)  # the errors series starts at 0
+        time.sleep(float(sys.argv[2]))
+        print(time.time(), flush=True)
+        job.add_outcome("errors")
+        time.sleep(4)
+""")
+#: How long the worker runs clean before its first error: longer than the window WORKER_WINDOW.
+WORKER_CLEAN_S = 30.0
+WORKER_WINDOW = "20s"
+
+
+def _errors_rule(window: str) -> str:
+    """JobErrorsRecorded's expression as bundled, with its 15-minute window replaced by ``window``."""
+    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "backends/prometheus/alerts.yml").read_text())
+    expr = next(r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "JobErrorsRecorded")
+    assert "15m" in expr
+    return str(expr).replace("15m", window)
+
+
+def _firing(stack: Any, service: str, alertname: str) -> dict[str, Any] | None:
+    return next(
+        (a for a in alerts(stack, service) if a["labels"]["alertname"] == alertname and a["state"] == "firing"),
+        None,
+    )
+
+
+def test_new_error_series_count_from_zero_for_a_cron_process_and_a_worker(stack: Any, tmp_path: Path) -> None:
+    """A one-shot process whose only sample is errors=1 and a worker's first error both fire JobErrorsRecorded."""
+    cron, worker = f"alert-cron-{uuid.uuid4().hex[:6]}", f"alert-worker-{uuid.uuid4().hex[:6]}"
+    (tmp_path / "one_shot.py").write_text(ONE_SHOT_JOB)
+    (tmp_path / "worker.py").write_text(WORKER_JOB)
+    worker_proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "worker.py"), "w-1", str(WORKER_CLEAN_S)],
+        env=job_env(stack, worker, OTEL_METRIC_EXPORT_INTERVAL="1000"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cron_run = subprocess.run(
+        [sys.executable, str(tmp_path / "one_shot.py"), "c-1"],
+        env=job_env(stack, cron, OTEL_METRIC_EXPORT_INTERVAL="600000"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cron_run.returncode == 0, cron_run.stderr
+
+    # The cron process: one single sample, already 1, which increase() cannot see.
+    cron_sel = f'job="{cron}", job_outcome="errors"'
+    eventually(lambda: scalar(stack, f"sum(job_outcomes_total{{{cron_sel}}})") == 1, "the cron process's errors=1")
+    assert scalar(stack, f"sum(count_over_time(job_outcomes_total{{{cron_sel}}}[10m]))") == 1
+    assert promql(stack, f"increase(job_outcomes_total{{{cron_sel}}}[15m])") == []
+    alert = eventually(lambda: _firing(stack, cron, "JobErrorsRecorded"), "JobErrorsRecorded for the cron process")
+    assert float(alert["value"]) == 1 and alert["labels"]["job_name"] == "nightly-cleanup"
+
+    # The worker: its errors series started at 0; its first error comes after a clean window.
+    stdout, stderr = worker_proc.communicate(timeout=WORKER_CLEAN_S + 60)
+    assert worker_proc.returncode == 0, stderr
+    errored_at = float(stdout.split()[0])
+    worker_sel = f'job="{worker}", job_outcome="errors"'
+    at = str(errored_at + 3)
+    body = get_json(
+        f"{stack.prometheus}/api/v1/query",
+        {"query": f"job_outcomes_total{{{worker_sel}}} offset {WORKER_WINDOW}", "time": at},
+    )
+    assert [float(r["value"][1]) for r in body["data"]["result"]] == [
+        0.0
+    ]  # the series existed, at 0, before the window
+    body = get_json(f"{stack.prometheus}/api/v1/query", {"query": _errors_rule(WORKER_WINDOW), "time": at})
+    worker_points = [r for r in body["data"]["result"] if r["metric"].get("job") == worker]
+    assert len(worker_points) == 1 and 1 <= float(worker_points[0]["value"][1]) < 1.5, body
+    alert = eventually(lambda: _firing(stack, worker, "JobErrorsRecorded"), "JobErrorsRecorded for the worker")
+    assert float(alert["value"]) == 1 and alert["labels"]["job_name"] == "sync-worker"

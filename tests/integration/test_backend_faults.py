@@ -570,7 +570,7 @@ def test_slow_collector(stack: Any, own_collector: OwnCollector, spawn: Callable
     assert_counts_in_prometheus(stack, service, f["summary"])
     spans = run_spans_in_jaeger(stack, service, run_id, {"fault-job"})
     run = next(s for s in spans if s["operationName"] == "fault-job" and "job.result" in tags_of(s))
-    assert tags_of(run)["job.outcome.updates"] == f["summary"]["outcomeSummary"]["updates"]
+    assert tags_of(run)["job.outcomes.updates"] == f["summary"]["outcomeSummary"]["updates"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -667,7 +667,7 @@ def test_collector_restarted_mid_run(stack: Any, workdir: Path, spawn: Callable[
     print(f"\nFIGURES {json.dumps({'fault': 'restarted', 'spans_in_jaeger': names})}")
     run = next(s for s in spans if s["operationName"] == "fault-job" and "job.result" in tags_of(s))
     assert tags_of(run)["job.result"] == "success"
-    assert tags_of(run)["job.outcome.updates"] == f["summary"]["outcomeSummary"]["updates"]
+    assert tags_of(run)["job.outcomes.updates"] == f["summary"]["outcomeSummary"]["updates"]
 
 
 def test_collector_down_then_back(stack: Any, workdir: Path, spawn: Callable[..., JobProcess]):
@@ -680,7 +680,7 @@ def test_collector_down_then_back(stack: Any, workdir: Path, spawn: Callable[...
     names = sorted({s["operationName"] for s in spans})
     print(f"\nFIGURES {json.dumps({'fault': 'down-then-back', 'spans_in_jaeger': names})}")
     run = next(s for s in spans if s["operationName"] == "fault-job" and "job.result" in tags_of(s))
-    assert tags_of(run)["job.outcome.skipped"] == f["summary"]["outcomeSummary"]["skipped"]
+    assert tags_of(run)["job.outcomes.skipped"] == f["summary"]["outcomeSummary"]["skipped"]
 
 
 # ------------------------------------------------------------------------------------------

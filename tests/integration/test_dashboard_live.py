@@ -124,7 +124,7 @@ def logsql(stack: Any, query: str, limit: int) -> list[dict[str, Any]]:
 def run_span(trace: dict[str, Any]) -> dict[str, Any] | None:
     """The finished run span of a Jaeger trace (not a snapshot), if it is there."""
     return next(
-        (s for s in trace["spans"] if s["operationName"] == JOB and not tags_of(s).get("job.snapshot")),
+        (s for s in trace["spans"] if s["operationName"] == JOB and not tags_of(s).get("job.snapshot.kind")),
         None,
     )
 
@@ -332,8 +332,8 @@ def test_jaeger_panels_return_the_runs(stack: Any, live: dict[str, Any]) -> None
     (detail,) = jaeger_query(stack, queries[f"Run detail: trace {live['trace_id']}"])
     run = run_span(detail)
     assert run is not None and tags_of(run)["job.run.id"] == live["run_id"]
-    assert tags_of(run)["job.outcome.errors"] == live["summary"]["outcomeSummary"]["errors"]
-    stages = {s["operationName"] for s in detail["spans"] if not tags_of(s).get("job.snapshot")} - {JOB}
+    assert tags_of(run)["job.outcomes.errors"] == live["summary"]["outcomeSummary"]["errors"]
+    stages = {s["operationName"] for s in detail["spans"] if not tags_of(s).get("job.snapshot.kind")} - {JOB}
     assert stages == {"Initializing", "Fetching users", "Scoring users", "Finalizing"}
 
 

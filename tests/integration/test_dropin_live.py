@@ -66,7 +66,7 @@ def run_spans(stack: Any, service: str, run_id: str, job: str) -> list[dict[str,
         span
         for trace in jaeger_traces(stack, service, {"job.run.id": run_id})
         for span in trace["spans"]
-        if span["operationName"] == job and not tags_of(span).get("job.snapshot")
+        if span["operationName"] == job and not tags_of(span).get("job.snapshot.kind")
     ]
 
 
@@ -285,7 +285,7 @@ def test_second_ctrl_c_during_the_final_flush_loses_nothing(stack: Any, tmp_path
             span["operationName"]
             for trace in jaeger_traces(stack, service, {"job.run.id": run_id})
             for span in trace["spans"]
-            if not tags_of(span).get("job.snapshot")
+            if not tags_of(span).get("job.snapshot.kind")
         }
         return names if len(names) >= stages + 1 else None
 

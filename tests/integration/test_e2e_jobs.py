@@ -114,14 +114,19 @@ def test_jaeger_has_the_run_with_stages_events_and_outcomes(stack: Any, demo_run
     assert len(traces) == 1
     spans = traces[0]["spans"]
     by_id = {s["spanID"]: s for s in spans}
-    real = [s for s in spans if not tags_of(s).get("job.snapshot")]
+    real = [s for s in spans if not tags_of(s).get("job.snapshot.kind")]
     run = next(s for s in real if s["operationName"] == "match-scores")
     run_tags = tags_of(run)
     assert run_tags["job.run.id"] == run_id
     assert run_tags["job.result"] == "success"
-    assert run_tags["job.outcome.updates"] == summary["outcomeSummary"]["updates"]
-    assert run_tags["job.outcome.skipped"] == 45
-    assert run_tags["job.outcome.errors"] == 2
+    assert run_tags["job.outcomes.updates"] == summary["outcomeSummary"]["updates"]
+    assert run_tags["job.outcomes.skipped"] == 45
+    assert run_tags["job.outcomes.errors"] == 2  # add_outcome("errors"), as on the metric
+    assert run_tags["job.logs.error"] == 2 and run_tags["job.logs.warning"] == 45  # the log calls, by level
+    assert "job.duration_ms" not in run_tags  # the span's own duration says it
+    # OpenTelemetry naming: no tag key on any span of the trace is also a namespace of another key.
+    keys = {k for s in spans for k in tags_of(s) if k.startswith("job.")}
+    assert not [(k, o) for k in keys for o in keys if o.startswith(k + ".")], keys
     stages = [s for s in real if s is not run]
     assert [s["operationName"] for s in sorted(stages, key=lambda s: s["startTime"])] == [
         "Initializing",
@@ -138,7 +143,7 @@ def test_jaeger_has_the_run_with_stages_events_and_outcomes(stack: Any, demo_run
     errors = [e for e in events if e.get("job.log.level") == "error"]
     assert warnings and all("userId" in e for e in warnings)
     assert len(errors) == 2 and all("userId" in e and "error" in e for e in errors)
-    snapshot_kinds = {tags_of(s).get("job.snapshot.kind") for s in spans if tags_of(s).get("job.snapshot")}
+    snapshot_kinds = {tags_of(s).get("job.snapshot.kind") for s in spans if tags_of(s).get("job.snapshot.kind")}
     assert {"run.start", "stage.start"} <= snapshot_kinds
 
 

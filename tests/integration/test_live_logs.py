@@ -208,7 +208,7 @@ def test_trace_id_of_a_log_line_is_in_jaeger_while_the_job_runs(live: dict[str, 
     parents = {
         ref["spanID"]
         for s in spans
-        if tags_of(s).get("job.snapshot")
+        if tags_of(s).get("job.snapshot.kind")
         for ref in s["references"]
         if ref["refType"] == "CHILD_OF"
     }
@@ -229,12 +229,12 @@ def test_log_lines_point_at_spans_of_the_run(stack: Any, live: dict[str, Any]) -
         return spans if any(s["operationName"] == "Finalizing" for s in spans) else None
 
     spans = {s["spanID"]: s for s in eventually(complete, "the finished run in Jaeger")}
-    run = next(s for s in spans.values() if s["operationName"] == JOB and not tags_of(s).get("job.snapshot"))
+    run = next(s for s in spans.values() if s["operationName"] == JOB and not tags_of(s).get("job.snapshot.kind"))
     assert tags_of(run)["job.run.id"] == live["run_id"]
     for row in rows:
         span = spans[row["span_id"]]
         assert span["operationName"] in {row["job.stage"], JOB}, (row["_msg"], span["operationName"])
-        assert not tags_of(span).get("job.snapshot")
+        assert not tags_of(span).get("job.snapshot.kind")
 
 
 def test_every_dashboard_logsql_query_returns_the_run(stack: Any, live: dict[str, Any]) -> None:
@@ -320,7 +320,7 @@ def test_sigkill_mid_stage_keeps_logs_and_the_last_snapshot(stack: Any, tmp_path
 
     spans = jaeger_run_spans(stack, service, run_id)
     assert not any("job.result" in tags_of(s) for s in spans)  # the run span never ended
-    last = max((s for s in spans if tags_of(s).get("job.snapshot")), key=lambda s: s["startTime"])
+    last = max((s for s in spans if tags_of(s).get("job.snapshot.kind")), key=lambda s: s["startTime"])
     tags = tags_of(last)
     assert tags["job.snapshot.kind"] == "checkpoint"
     assert tags["job.stage"] == "Scoring users"

@@ -273,9 +273,11 @@ def test_add_outcome_and_summary_rules(cap: Capture) -> None:
     summary = job.log_summary()
     assert list(summary.outcomes) == ["updates", "merged", "errors", "warnings"]
     run = cap.span("j")
-    assert {k: v for k, v in attrs(run).items() if k.startswith("job.outcome.")} == {
-        "job.outcome.updates": 5, "job.outcome.merged": 3, "job.outcome.errors": 1, "job.outcome.warnings": 7,
+    # The span carries what add_outcome recorded, as the metric does; the error() call is job.logs.error.
+    assert {k: v for k, v in attrs(run).items() if k.startswith("job.outcomes.")} == {
+        "job.outcomes.updates": 5, "job.outcomes.merged": 3, "job.outcomes.inserts": 0, "job.outcomes.warnings": 7,
     }  # fmt: skip
+    assert attrs(run)["job.logs.error"] == 1
     metric = {p.attributes[semconv.JOB_OUTCOME]: p.value for p in cap.metrics() if p.name == semconv.METRIC_OUTCOMES}
     assert metric == {"merged": 3, "updates": 5, "inserts": 0, "warnings": 7}
 
@@ -285,7 +287,7 @@ def test_save_outcome_records_on_run_span_and_flushes(cap: Capture) -> None:
     job = cap.job_logger("r", "j")
     job.add_outcome("updates", 2)
     job.save_outcome(timeout_s=0.5)
-    assert dict(job.span.attributes or {})["job.outcome.updates"] == 2  # type: ignore[attr-defined]
+    assert dict(job.span.attributes or {})["job.outcomes.updates"] == 2  # type: ignore[attr-defined]
     job.log_summary()
 
 
@@ -641,8 +643,8 @@ def test_outcome_key_cap_never_rewrites_a_later_runs_own_keys(cap: Capture) -> N
     assert dict(summary.outcomes) == {"skipped": 2, "table_121": 8, "errors": 1}
     assert "Table 121: 8" in summary.line and "Other" not in summary.line
     run_attrs = attrs(next(s for s in cap.spans("exporter") if attrs(s)[semconv.JOB_RUN_ID] == "r121"))
-    assert run_attrs[semconv.JOB_OUTCOME_PREFIX + "table_121"] == 8
-    assert semconv.JOB_OUTCOME_PREFIX + "other" not in run_attrs
+    assert run_attrs[semconv.JOB_OUTCOMES_PREFIX + "table_121"] == 8
+    assert semconv.JOB_OUTCOMES_PREFIX + "other" not in run_attrs
     series = _outcome_series(cap)
     assert series["errors"] == 121 and series["skipped"] == 2
     assert len(series) == 100 + 3  # 100 custom labels, other, errors, skipped
@@ -755,7 +757,9 @@ def test_default_event_budget_keeps_high_levels(cap: Capture) -> None:
     closing = stage.events[-1]
     assert closing.name == semconv.EVENT_EVENTS_DROPPED
     dropped = {"info": 300 - kept.count("info"), "warning": 50 - kept.count("warning")}
-    assert dict(closing.attributes or {}) == {semconv.JOB_EVENTS_DROPPED_PREFIX + k: v for k, v in dropped.items()}
+    assert dict(closing.attributes or {}) == {
+        semconv.JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX + k: v for k, v in dropped.items()
+    }
     assert attrs(stage)[semconv.JOB_EVENTS_DROPPED] == sum(dropped.values())
     assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_LOG_LEVEL: "info"}) == 300
     assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_LOG_LEVEL: "warning"}) == 50
@@ -782,7 +786,9 @@ def test_small_event_budget(cap: Capture) -> None:
     assert "w0" in names and "e0" in names  # kept although lower levels were already being dropped
     low_kept = [n for n in names if n[0] in "di"]
     assert 0 < len(low_kept) < 20
-    dropped = {k.removeprefix(semconv.JOB_EVENTS_DROPPED_PREFIX): v for k, v in (closing.attributes or {}).items()}
+    dropped = {
+        k.removeprefix(semconv.JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX): v for k, v in (closing.attributes or {}).items()
+    }
     emitted = {"milestone": 1, "debug": 10, "info": 10, "warning": 10, "error": 1}
     kept_levels = levels(stage)[:-1]
     for level, n in emitted.items():
@@ -930,7 +936,7 @@ def test_asyncio_tasks_each_running_a_job(cap: Capture) -> None:
         for stage in (f"fetch-{i}", f"process-{i}"):
             assert spans[stage].parent is not None and spans[stage].parent.span_id == run.context.span_id
         assert attrs(run)[semconv.JOB_PROGRESS_CURRENT] == i + 1
-        assert attrs(run)["job.outcome.updates"] == i + 1
+        assert attrs(run)["job.outcomes.updates"] == i + 1
         [done] = [e for e in spans[f"process-{i}"].events if e.name == "done"]
         assert (done.attributes or {})["i"] == i
     total = sum(range(1, 201))

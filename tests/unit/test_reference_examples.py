@@ -130,13 +130,15 @@ def test_quick_start(cap: Capture, clock: FakeClock, caplog: pytest.LogCaptureFi
         semconv.JOB_ENTITY_TYPE: "users",
         semconv.JOB_PROGRESS_TOTAL: 20,
         semconv.JOB_PROGRESS_CURRENT: 20,
-        semconv.JOB_DURATION_MS: 10_000.0,
-        "job.outcome.updates": 1,
-        "job.outcome.inserts": 5,
-        "job.outcome.deletes": 2,
-        "job.outcome.skipped": 1,
-        "job.outcome.errors": 1,
-        "job.outcome.warnings": 1,
+        "job.outcomes.updates": 1,
+        "job.outcomes.inserts": 5,
+        "job.outcomes.deletes": 2,
+        "job.outcomes.skipped": 1,
+        # errors and warnings were only logged (the summary counts them): job.logs.<level>, not outcomes
+        "job.logs.info": 1,
+        "job.logs.milestone": 3,
+        "job.logs.warning": 1,
+        "job.logs.error": 1,
     }
     assert run.status.status_code == trace.StatusCode.UNSET
     assert_run_metrics(cap, "my-job-name", "success", 10.0, ["Scoring users"])
@@ -347,12 +349,12 @@ def test_match_scores_complete_example(cap: Capture, clock: FakeClock, caplog: p
         semconv.JOB_ENTITY_TYPE: "users",
         semconv.JOB_PROGRESS_TOTAL: 5000,
         semconv.JOB_PROGRESS_CURRENT: 5000,
-        semconv.JOB_DURATION_MS: pytest.approx(154_500.0),
-        "job.outcome.updates": 235750,
-        "job.outcome.skipped": 150,
-        "job.outcome.errors": 2,
-        "job.outcome.warnings": 150,
+        "job.outcomes.updates": 235750,
+        "job.outcomes.skipped": 150,
+        "job.outcomes.errors": 2,
+        **{k: v for k, v in attrs(run).items() if k.startswith(semconv.JOB_LOGS_PREFIX)},
     }
+    assert attrs(run)["job.logs.warning"] == 150 and attrs(run)["job.logs.error"] == 2
     assert [attrs(s)[semconv.JOB_PROGRESS_CURRENT] for s in stages] == [0, 0, 5000, 0]
     init, fetch, scoring, final = stages
     assert event_view(init) == [("Starting: Initializing", "milestone"), ("Configuration loaded", "info")]
@@ -375,7 +377,9 @@ def test_match_scores_complete_example(cap: Capture, clock: FakeClock, caplog: p
     *kept, closing = scoring.events
     assert closing.name == semconv.EVENT_EVENTS_DROPPED
     kept_levels = [(e.attributes or {})[semconv.JOB_LOG_LEVEL] for e in kept]
-    dropped = {k.removeprefix(semconv.JOB_EVENTS_DROPPED_PREFIX): v for k, v in (closing.attributes or {}).items()}
+    dropped = {
+        k.removeprefix(semconv.JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX): v for k, v in (closing.attributes or {}).items()
+    }
     for level, n in emitted.items():
         assert kept_levels.count(level) + dropped.get(level, 0) == n, level
     assert attrs(scoring)[semconv.JOB_EVENTS_DROPPED] == sum(dropped.values()) == sum(emitted.values()) - len(kept)
@@ -487,7 +491,7 @@ def test_pattern_known_total(cap: Capture, clock: FakeClock) -> None:
     assert logger.summary.line == "Completed in 50s | Processed: 5,000 users | Updates: 5,000"
     run, (stage,) = run_and_stages(cap, "known-total", ["Processing users"])
     assert attrs(run)[semconv.JOB_PROGRESS_TOTAL] == 5000
-    assert attrs(run)["job.outcome.updates"] == 5000
+    assert attrs(run)["job.outcomes.updates"] == 5000
     assert attrs(stage)[semconv.JOB_PROGRESS_CURRENT] == 5000
     assert_run_metrics(cap, "known-total", "success", 50.0, ["Processing users"])
     assert cap.metric_value(semconv.METRIC_ENTITIES_PROCESSED, **{semconv.JOB_ENTITY_TYPE: "users"}) == 5000
