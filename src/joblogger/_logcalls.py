@@ -49,8 +49,7 @@ class LogCallsMixin(RunState):
         self, level: str, message: object, context: Mapping[str, Any] | None, fields: Mapping[str, Any] | None
     ) -> None:
         try:
-            if self._summary is not None:
-                self._warn("ended", "the run has ended (log_summary was called); call ignored")
+            if self._ended_call():
                 return
             next(self._tally.log_ticks[level])
             limiter = self._limits.get(level)

@@ -9,7 +9,6 @@ synchronously (one histogram or counter call each).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from . import semconv
+from . import _fork, semconv
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -364,8 +363,7 @@ def _forget_parent_runs() -> None:
         hub._unflushed.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_runs)
+_fork.register(_forget_parent_runs)
 
 
 def hub_for(meter_provider: metrics.MeterProvider) -> Hub:

@@ -31,12 +31,13 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from . import _format, semconv
+from . import _fork, _format, semconv
 from ._levels import RESERVED_RECORD_KEYS
 from ._logger import MILESTONE, JobLogger, active_runs, observe_runs
 
@@ -62,7 +63,14 @@ class _Line:
 
 @dataclass
 class _RunView:
-    job: JobLogger
+    """What the view remembers of one run; only a weak reference to the run itself.
+
+    A run that is dropped without ending must be released (its metrics count it as
+    abandoned), so the view never keeps an active run alive. Ended runs are held
+    strongly from their end until the next tick has drawn them.
+    """
+
+    ref: weakref.ref[JobLogger]
     lines: deque[_Line] = field(default_factory=lambda: deque(maxlen=8))
     last_plain: float = float("-inf")
     last_plain_text: str = ""
@@ -147,15 +155,17 @@ class ConsoleView:
         self._console: Any = None
         self._frame = 0
         self._previous_level: int | None = None
-        self._started: deque[JobLogger] = deque()
+        self._started: deque[weakref.ref[JobLogger]] = deque()
+        self._ended: deque[JobLogger] = deque()
         self._unobserve: Callable[[], None] | None = None
+        _VIEWS.add(self)
 
     # --- lifecycle -----------------------------------------------------------------
     def start(self) -> ConsoleView:
         """Attach to the ``joblogger`` logger and start drawing in a background thread."""
         joblog = logging.getLogger("joblogger")
         joblog.addHandler(self._handler)
-        self._unobserve = observe_runs(self._started.append)
+        self._unobserve = observe_runs(self._on_start, self._ended.append)
         wanted = logging.DEBUG if self._show_debug else logging.INFO
         if joblog.level == logging.NOTSET or joblog.level > wanted:
             self._previous_level = joblog.level
@@ -205,21 +215,56 @@ class ConsoleView:
             except Exception as exc:  # noqa: BLE001 - the view must never take the job down
                 logging.getLogger("joblogger").debug("console view: %r", exc)
 
-    def _track_runs(self) -> None:
+    def _on_start(self, job: JobLogger) -> None:
+        self._started.append(weakref.ref(job))
+
+    def _view_of(self, job: JobLogger) -> None:
+        view = self._runs.get(id(job))
+        if view is None or view.ref() is not job:
+            self._runs[id(job)] = _RunView(weakref.ref(job))
+
+    def _track_runs(self) -> list[tuple[_RunView, JobLogger]]:
+        """Bring the views up to date; return every run to draw now, with its view."""
         while self._started:
-            job = self._started.popleft()
-            self._runs.setdefault(id(job), _RunView(job))
+            started = self._started.popleft()()
+            if started is not None:
+                self._view_of(started)
         for job in active_runs():
-            if id(job) not in self._runs:
-                self._runs[id(job)] = _RunView(job)
+            self._view_of(job)
+        ended = []  # strong references until this tick has drawn them
+        while self._ended:
+            ended.append(self._ended.popleft())
+        for job in ended:
+            self._view_of(job)
+        drawn = []
+        for key, view in list(self._runs.items()):
+            alive = view.ref()
+            if alive is None:
+                del self._runs[key]  # dropped without ending: nothing left to draw
+            else:
+                drawn.append((view, alive))
+        return drawn
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: the view belongs to the parent process; detach it and drop its state."""
+        self._thread = None
+        self._live = None
+        self._runs.clear()
+        self._started.clear()
+        self._ended.clear()
+        self._records.clear()
+        if self._unobserve is not None:
+            self._unobserve()
+            self._unobserve = None
+        logging.getLogger("joblogger").removeHandler(self._handler)
 
     def _tick(self, *, final: bool) -> None:
         self._frame += 1
-        self._track_runs()
+        drawn = self._track_runs()
         records = []
         while self._records:
             records.append(self._records.popleft())
-        by_run = {view.job.job_run_id: view for view in self._runs.values()}
+        by_run = {job.job_run_id: view for view, job in drawn}
         plain_out: list[str] = []
         for record in records:
             level = _level_of(record)
@@ -233,26 +278,26 @@ class ConsoleView:
                 view.lines.append(line)
             if not self._live_mode:
                 plain_out.append(self._plain_log(line, record))
-        finished = [view for view in self._runs.values() if view.job.ended]
+        finished = [(view, job) for view, job in drawn if job.ended]
         if self._live_mode:
-            self._draw_live(finished)
+            self._draw_live(drawn, finished)
         else:
             now = self._clock()
-            for view in self._runs.values():
-                if view.job.ended:
+            for view, job in drawn:
+                if job.ended:
                     continue
-                text = self._status_text(view.job)
+                text = self._status_text(job)
                 due = final or now - view.last_plain >= self._plain_interval
                 if due and text != view.last_plain_text:
-                    plain_out.append(f"[{view.job.job_name}] {text}")
+                    plain_out.append(f"[{job.job_name}] {text}")
                     view.last_plain, view.last_plain_text = now, text
-            for view in finished:  # the summary line itself was already printed as a log line
-                plain_out.extend(self._summary_lines(view.job)[:1])
+            for _, job in finished:  # the summary line itself was already printed as a log line
+                plain_out.extend(self._summary_lines(job)[:1])
             if plain_out:
                 self._file.write("\n".join(plain_out) + "\n")
                 self._file.flush()
-        for view in finished:
-            self._runs.pop(id(view.job), None)
+        for _, job in finished:
+            self._runs.pop(id(job), None)
 
     def _plain_log(self, line: _Line, record: logging.LogRecord) -> str:
         prefix = "" if line.run_id or getattr(record, semconv.JOB_NAME, None) else "joblogger: "
@@ -281,14 +326,13 @@ class ConsoleView:
         parts.append(f"Duration: {_format.format_duration(summary.duration_ms / 1000)}")
         return [f"[{job.job_name}] Outcome: {', '.join(parts)}", f"[{job.job_name}] {summary.line}"]
 
-    def _panel(self, view: _RunView) -> Any:
+    def _panel(self, view: _RunView, job: JobLogger) -> Any:
         from rich.console import Group
         from rich.panel import Panel
         from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
 
-        job = view.job
         rows: list[Any] = [Text.assemble(("Stage: ", "bold"), f'"{job.stage or "-"}"')]
         progress = Text.assemble(("Progress: ", "bold"), f'"{job.progress_text}"')
         pct = job.percent
@@ -336,10 +380,27 @@ class ConsoleView:
         title = f"{job.job_name} · run {job.job_run_id}"
         return Panel(Group(*rows), title=title, title_align="left", expand=True)
 
-    def _draw_live(self, finished: list[_RunView]) -> None:
+    def _draw_live(self, drawn: list[tuple[_RunView, JobLogger]], finished: list[tuple[_RunView, JobLogger]]) -> None:
         from rich.console import Group
 
-        for view in finished:  # a finished run's final panel stays on screen above the live area
-            self._live.console.print(self._panel(view))
-        active = [self._panel(view) for view in self._runs.values() if not view.job.ended]
+        for view, job in finished:  # a finished run's final panel stays on screen above the live area
+            self._live.console.print(self._panel(view, job))
+        active = [self._panel(view, job) for view, job in drawn if not job.ended]
         self._live.update(Group(*active), refresh=True)
+
+
+#: Every view of this process, so a forked child can detach them.
+_VIEWS: weakref.WeakSet[ConsoleView] = weakref.WeakSet()
+
+
+def _forget_views_in_child() -> None:
+    """A terminal view belongs to the process that started it: a forked child draws nothing of it.
+
+    Without this, a child would keep queueing its runs and records into a view whose
+    drawing thread did not survive the fork, holding every run it ever started.
+    """
+    for view in list(_VIEWS):
+        view._forget_in_child()
+
+
+_fork.register(_forget_views_in_child)

@@ -58,11 +58,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from . import semconv
 from ._bridge import OTelLogHandler
+from ._otlp_fork import after_fork, child_instance_id, flush_at_multiprocessing_exit, own
 from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
 
-__all__ = ["DEFAULT_METRIC_EXPORT_INTERVAL_S", "Telemetry", "configure"]
+__all__ = ["DEFAULT_METRIC_EXPORT_INTERVAL_S", "Telemetry", "after_fork", "configure"]
 
 _log = logging.getLogger("joblogger")
 
@@ -256,27 +257,28 @@ class _PerProcessIdentity(MetricExporter):
 
     Counters are cumulative per process, so each process must be its own series.
     A forked child (Celery prefork, multiprocessing) inherits the parent's
-    providers; this wrapper notices the new pid and gives the child a new id, so
-    the child's counts never overwrite or duplicate the parent's.
+    providers; this wrapper notices the new pid and gives the child its own id
+    (the SDK's per-process one where it has it), so the child's counts never
+    overwrite or duplicate the parent's. That holds even when the configuring
+    process's id was set by the user or filled in by the SDK (``parent_id``): that
+    id names the configuring process only. (The child's inherited counts are
+    emptied separately, see ``_otlp_fork``.)
     """
 
-    def __init__(self, inner: MetricExporter, fixed_id: str | None, deadline: _ExitDeadline | None = None) -> None:
+    def __init__(self, inner: MetricExporter, parent_id: str | None, deadline: _ExitDeadline | None = None) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
             preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
         self._deadline = deadline
-        self._fixed = fixed_id
         self._pid = os.getpid()
-        self._id = fixed_id or str(uuid.uuid4())
+        self._id = parent_id or str(uuid.uuid4())
 
     @property
     def instance_id(self) -> str:
         """The id of the calling process."""
-        if self._fixed is None and os.getpid() != self._pid:
-            self._pid, self._id = os.getpid(), str(uuid.uuid4())
-        return self._id
+        return self._id if os.getpid() == self._pid else child_instance_id()
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         """Export with the resource stamped (or drop the collection if shutdown's deadline has passed)."""
@@ -403,6 +405,9 @@ def configure(
             telemetry.sigterm_handled = _install_sigterm_handler()
         _current = telemetry
         atexit.register(telemetry.shutdown)
+        if telemetry.enabled and not telemetry.reused_existing:
+            own(telemetry.meter_provider)  # forked children forget the parent's counts
+            flush_at_multiprocessing_exit(telemetry)  # multiprocessing children skip atexit
         return telemetry
 
 
@@ -444,7 +449,7 @@ def _configure(
         attrs["service.name"] = service_name
     resource = Resource.create(attrs)
     configured_id = resource.attributes.get("service.instance.id")
-    fixed_id = None if configured_id is None else str(configured_id)
+    parent_id = None if configured_id is None else str(configured_id)
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "joblogger"}))
 
@@ -471,7 +476,7 @@ def _configure(
         )
         readers.append(
             PeriodicExportingMetricReader(
-                _PerProcessIdentity(metric_exporter, fixed_id, deadline),
+                _PerProcessIdentity(metric_exporter, parent_id, deadline),
                 export_interval_millis=interval_s * 1000,
                 export_timeout_millis=export_timeout_s * 1000,
             )

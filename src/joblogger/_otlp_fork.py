@@ -1,0 +1,153 @@
+"""What the OpenTelemetry SDK providers need in a forked child (part of ``joblogger[otlp]``).
+
+The SDK restarts its export threads in a forked child (its own
+``os.register_at_fork`` hooks) and empties the span and log queues, but the
+meter provider's storage - the cumulative sums and histograms of every
+synchronous instrument - is inherited. Exported again under the child's own
+``service.instance.id``, the parent's counts would be counted twice (a child
+that did one run reported ``job.runs`` 2 and ``job.outcomes`` 1,007). So:
+
+- for the providers :func:`joblogger.otlp.configure` created, the child's copy
+  of that storage is emptied right after the fork (:func:`reset_metric_storage`);
+- for an application's own providers (drop-in), :func:`after_fork` does the same
+  when the application calls it in its post-fork hook;
+- ``multiprocessing`` children end with ``os._exit()``, which skips ``atexit``:
+  :func:`flush_at_multiprocessing_exit` shuts the providers down from
+  ``multiprocessing``'s own exit hook instead.
+
+The storage is SDK-private (``opentelemetry.sdk.metrics._internal``); its layout
+is checked on every use and, if it ever changes, the child warns once and keeps
+the inherited counts rather than failing. ``tests/app/test_fork_sdk.py`` pins it
+for every SDK version the project supports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from typing import Any
+
+from . import _fork
+
+__all__ = ["after_fork", "child_instance_id", "flush_at_multiprocessing_exit", "own", "reset_metric_storage"]
+
+_log = logging.getLogger("joblogger")
+#: Meter provider that joblogger.otlp.configure() created in this process (or an ancestor).
+_owned: list[Any] = []
+#: service.instance.id of a forked child, by pid.
+_child_ids: dict[int, str] = {}
+
+
+def reset_metric_storage(meter_provider: Any) -> bool:
+    """Forget everything ``meter_provider`` aggregated before this process forked.
+
+    Replaces the storage's locks too (another thread of the parent may have held
+    one at the fork). Returns False, with one warning, when the SDK's storage does
+    not look as expected; nothing is changed then.
+    """
+    try:
+        consumer = meter_provider._measurement_consumer
+        storages = dict(consumer._reader_storages)
+        matches = [
+            match
+            for storage in storages.values()
+            for per_instrument in list(storage._instrument_view_instrument_matches.values())
+            for match in per_instrument
+        ]
+        if not all(isinstance(getattr(m, "_attributes_aggregation", None), dict) for m in matches):
+            raise TypeError("unexpected _ViewInstrumentMatch layout")
+    except Exception as exc:  # noqa: BLE001 - an unknown SDK layout must not break the child
+        _log.warning(
+            "joblogger: could not reset the metric storage inherited from the parent process (%r); "
+            "this process may re-export the parent's counts",
+            exc,
+        )
+        return False
+    consumer._lock = threading.Lock()
+    for reader, storage in storages.items():
+        storage._lock = threading.RLock()
+        for name in ("_export_lock", "_lock"):  # held while the reader collects or exports
+            held = getattr(reader, name, None)
+            if held is not None:
+                setattr(reader, name, threading.RLock() if "RLock" in type(held).__name__ else threading.Lock())
+    for match in matches:
+        match._lock = threading.Lock()
+        match._attributes_aggregation = {}
+        if hasattr(match, "_previous_collection_start_nanos"):
+            match._previous_collection_start_nanos = None
+    return True
+
+
+def child_instance_id() -> str:
+    """The ``service.instance.id`` of this (forked) process.
+
+    The SDK's own per-process id where the SDK has one (recent SDKs give every
+    forked child a new id on all its providers' resources), so the child's
+    metrics, spans and logs agree; a new UUID v4 otherwise.
+    """
+    pid = os.getpid()
+    found = _child_ids.get(pid)
+    if found is None:
+        try:
+            from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector  # type: ignore[attr-defined]
+
+            found = str(ServiceInstanceIdResourceDetector().detect().attributes["service.instance.id"])
+        except Exception:  # noqa: BLE001 - older SDKs have no such detector
+            found = str(uuid.uuid4())
+        _child_ids[pid] = found
+    return found
+
+
+def after_fork(meter_provider: Any = None) -> bool:
+    """Make an application's own SDK meter provider safe to use in a forked worker.
+
+    Call it first thing in the worker, e.g. in Celery's ``worker_process_init``
+    or gunicorn's ``post_fork`` hook; ``meter_provider`` defaults to the global
+    one. The providers that :func:`joblogger.otlp.configure` created need no
+    call: joblogger resets them itself. Returns True when the inherited storage
+    was reset (False, with a warning, when it could not be; nothing to do for a
+    provider that is not the SDK's).
+    """
+    if meter_provider is None:
+        from opentelemetry import metrics
+
+        meter_provider = metrics.get_meter_provider()
+    if not hasattr(meter_provider, "_measurement_consumer"):
+        return False
+    return reset_metric_storage(meter_provider)
+
+
+def own(meter_provider: Any) -> None:
+    """Reset ``meter_provider`` in every child forked from now on (providers joblogger created)."""
+    _owned[:] = [meter_provider]
+
+
+def _reset_owned_in_child() -> None:
+    _child_ids.clear()
+    for provider in _owned:
+        reset_metric_storage(provider)
+
+
+_fork.register(_reset_owned_in_child)
+
+
+def flush_at_multiprocessing_exit(telemetry: Any) -> None:
+    """Run ``telemetry.shutdown()`` when a ``multiprocessing`` child exits (this one, and any forked later).
+
+    ``multiprocessing`` ends its children with ``os._exit()`` (fork and forkserver
+    start methods), which skips ``atexit``; it runs its own ``Finalize`` callbacks
+    just before, also when the child exits through ``SystemExit`` (for example the
+    SIGTERM of ``Pool.terminate()`` once ``configure()`` turned SIGTERM into one).
+    """
+    import multiprocessing
+    import multiprocessing.util as mp_util
+
+    def finalize(owner: Any) -> None:
+        mp_util.Finalize(None, owner.shutdown, exitpriority=0)
+
+    if multiprocessing.parent_process() is not None:
+        finalize(telemetry)
+    # Runs in each child that multiprocessing forks, after it cleared the parent's finalizers.
+    mp_util.register_after_fork(telemetry, finalize)
