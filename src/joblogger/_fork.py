@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-__all__ = ["register"]
+__all__ = ["register", "register_late"]
 
 _hooks: list[Callable[[], None]] = []
 
@@ -31,12 +31,26 @@ def register(hook: Callable[[], None]) -> None:
         _hooks.append(hook)
 
 
-def _after_fork_in_child() -> None:
-    for hook in list(_hooks):
+def register_late(hook: Callable[[], None]) -> None:
+    """Run ``hook()`` in every child forked from now on, after every fork hook registered so far.
+
+    For what must happen once the SDK's own fork hooks (registered when its
+    providers were created) have run.
+    """
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=lambda: _run((hook,)))
+
+
+def _run(hooks: Sequence[Callable[[], None]]) -> None:
+    for hook in hooks:
         try:
             hook()
         except Exception as exc:  # noqa: BLE001 - a failing hook must not take the child down
             logging.getLogger("joblogger").warning("joblogger: after-fork hook %s failed: %r", hook.__qualname__, exc)
+
+
+def _after_fork_in_child() -> None:
+    _run(list(_hooks))
 
 
 if hasattr(os, "register_at_fork"):

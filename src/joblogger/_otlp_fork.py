@@ -25,19 +25,33 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import threading
 import uuid
 from typing import Any
 
 from . import _fork
 
-__all__ = ["after_fork", "child_instance_id", "flush_at_multiprocessing_exit", "own", "reset_metric_storage"]
+__all__ = [
+    "after_fork",
+    "child_instance_id",
+    "flush_at_multiprocessing_exit",
+    "hold_sigterm_while_exiting",
+    "own",
+    "reset_metric_storage",
+    "sigterm_handler_installed",
+]
 
 _log = logging.getLogger("joblogger")
 #: Meter provider that joblogger.otlp.configure() created in this process (or an ancestor).
 _owned: list[Any] = []
 #: service.instance.id of a forked child, by pid.
 _child_ids: dict[int, str] = {}
+#: The SIGTERM handler configure() installed, if it did.
+_sigterm: list[Any] = []
+#: Whether this (forked) process runs with SIGTERM at its default until it is ready for the handler.
+_sigterm_parked = [False]
 
 
 def reset_metric_storage(meter_provider: Any) -> bool:
@@ -140,14 +154,83 @@ def flush_at_multiprocessing_exit(telemetry: Any) -> None:
     start methods), which skips ``atexit``; it runs its own ``Finalize`` callbacks
     just before, also when the child exits through ``SystemExit`` (for example the
     SIGTERM of ``Pool.terminate()`` once ``configure()`` turned SIGTERM into one).
+    The callback runs first among them (high priority), so the window in which a
+    SIGTERM can still cut the exit short is as small as it can be.
     """
     import multiprocessing
     import multiprocessing.util as mp_util
 
     def finalize(owner: Any) -> None:
-        mp_util.Finalize(None, owner.shutdown, exitpriority=0)
+        mp_util.Finalize(None, owner.shutdown, exitpriority=_EXIT_PRIORITY)
+
+    def in_forked_child(owner: Any) -> None:
+        finalize(owner)
+        _restore_sigterm()  # the child is now inside multiprocessing's own bootstrap: safe to raise there
 
     if multiprocessing.parent_process() is not None:
         finalize(telemetry)
     # Runs in each child that multiprocessing forks, after it cleared the parent's finalizers.
-    mp_util.register_after_fork(telemetry, finalize)
+    mp_util.register_after_fork(telemetry, in_forked_child)
+
+
+#: Priority of the exit flush among multiprocessing's Finalize callbacks (higher runs first).
+_EXIT_PRIORITY = 100
+
+
+# --- SIGTERM in forked children -----------------------------------------------------------
+# configure() turns SIGTERM into SystemExit. A child inherits that handler, but during the
+# fork hooks (the SDK's re-detect resources, start threads) an exception is only printed
+# ("Exception ignored in ...") and lost: a SIGTERM there - Pool.terminate() right after the
+# pool started - was swallowed and the worker, and the parent joining it, hung for good.
+# So the child runs the fork hooks with SIGTERM at its default (a child that has done nothing
+# yet has nothing to lose) and gets the handler back once they are over: after the last fork
+# hook, or for multiprocessing children once multiprocessing's bootstrap runs (raising
+# SystemExit between the fork and that bootstrap would unwind the parent's stack in the child).
+
+
+def sigterm_handler_installed(handler: Any) -> None:
+    """configure() installed ``handler`` for SIGTERM: manage it in forked children from now on."""
+    if not _sigterm:
+        _fork.register_late(_restore_sigterm_unless_multiprocessing)
+    _sigterm[:] = [handler]
+
+
+def hold_sigterm_while_exiting() -> None:
+    """Ignore further SIGTERMs while the providers shut down (that takes at most three export timeouts).
+
+    A SIGTERM during shutdown (``Pool.terminate()`` while a worker flushes at its exit)
+    would otherwise raise SystemExit in the middle of the flush and lose what it carried.
+    """
+    if (
+        _sigterm
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is _sigterm[0]
+    ):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _park_sigterm_in_child() -> None:
+    _sigterm_parked[0] = False
+    if _sigterm and signal.getsignal(signal.SIGTERM) is _sigterm[0]:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _sigterm_parked[0] = True
+
+
+_fork.register(_park_sigterm_in_child)
+
+
+def _restore_sigterm() -> None:
+    if _sigterm_parked[0]:
+        _sigterm_parked[0] = False
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _sigterm[0])
+
+
+def _restore_sigterm_unless_multiprocessing() -> None:
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if f"{os.sep}multiprocessing{os.sep}" in path and path.endswith(("popen_fork.py", "forkserver.py")):
+            return  # multiprocessing's bootstrap gives it back (see flush_at_multiprocessing_exit)
+        frame = frame.f_back  # type: ignore[assignment]
+    _restore_sigterm()

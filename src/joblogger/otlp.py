@@ -58,7 +58,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from . import semconv
 from ._bridge import OTelLogHandler
-from ._otlp_fork import after_fork, child_instance_id, flush_at_multiprocessing_exit, own
+from ._otlp_fork import (
+    after_fork,
+    child_instance_id,
+    flush_at_multiprocessing_exit,
+    hold_sigterm_while_exiting,
+    own,
+    sigterm_handler_installed,
+)
 from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
@@ -126,6 +133,7 @@ class Telemetry:
             return
         if self._deadline is not None:
             self._deadline.arm(SHUTDOWN_GRACE_EXPORTS * self.export_timeout_s)
+        hold_sigterm_while_exiting()
         # Order matters: spans first, then a final metric collection, then logs.
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             if provider is None:
@@ -313,6 +321,7 @@ def _install_sigterm_handler() -> bool:
     if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
         return False  # the application handles SIGTERM itself
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sigterm_handler_installed(_on_sigterm)
     return True
 
 
