@@ -11,9 +11,10 @@ that did one run reported ``job.runs`` 2 and ``job.outcomes`` 1,007). So:
   of that storage is emptied right after the fork (:func:`reset_metric_storage`);
 - for an application's own providers (drop-in), :func:`after_fork` does the same
   when the application calls it in its post-fork hook;
-- ``multiprocessing`` children end with ``os._exit()``, which skips ``atexit``:
-  :func:`flush_at_multiprocessing_exit` shuts the providers down from
-  ``multiprocessing``'s own exit hook instead.
+- ``multiprocessing`` children end with ``os._exit()``, which skips ``atexit``, or
+  are SIGTERMed by ``Pool.terminate()`` (what leaving ``with Pool()`` does):
+  :func:`flush_at_multiprocessing_exit` exports each run when it ends and shuts
+  the providers down from ``multiprocessing``'s own exit hook.
 
 The storage is SDK-private (``opentelemetry.sdk.metrics._internal``); its layout
 is checked on every use and, if it ever changes, the child warns once and keeps
@@ -38,6 +39,7 @@ __all__ = [
     "child_instance_id",
     "flush_at_multiprocessing_exit",
     "hold_sigterm_while_exiting",
+    "in_multiprocessing_child",
     "own",
     "reset_metric_storage",
     "sigterm_handler_installed",
@@ -147,45 +149,75 @@ def _reset_owned_in_child() -> None:
 _fork.register(_reset_owned_in_child)
 
 
-def flush_at_multiprocessing_exit(telemetry: Any) -> None:
-    """Run ``telemetry.shutdown()`` when a ``multiprocessing`` child exits (this one, and any forked later).
+def in_multiprocessing_child() -> bool:
+    """Whether this process is a ``multiprocessing`` child (any start method)."""
+    mp = sys.modules.get("multiprocessing")
+    return mp is not None and mp.parent_process() is not None
 
-    ``multiprocessing`` ends its children with ``os._exit()`` (fork and forkserver
-    start methods), which skips ``atexit``; it runs its own ``Finalize`` callbacks
-    just before, also when the child exits through ``SystemExit`` (for example the
-    SIGTERM of ``Pool.terminate()`` once ``configure()`` turned SIGTERM into one).
-    The callback runs first among them (high priority), so the window in which a
-    SIGTERM can still cut the exit short is as small as it can be.
+
+def flush_at_multiprocessing_exit(telemetry: Any) -> None:
+    """Make ``multiprocessing`` children (this one, and any forked later) lose nothing they ended.
+
+    ``multiprocessing`` ends its children with ``os._exit()`` (fork and forkserver),
+    which skips ``atexit``, and ``Pool.terminate()`` kills them with SIGTERM
+    whatever they are doing (its contract: no exit handlers run). So in such a
+    child every run is exported when it ends (:func:`_flush_when_runs_end`), and
+    the providers are shut down from ``multiprocessing``'s own exit hook
+    (``Finalize``) when the child ends normally (``pool.close()``, ``maxtasksperchild``).
     """
-    import multiprocessing
     import multiprocessing.util as mp_util
 
-    def finalize(owner: Any) -> None:
+    def in_child(owner: Any) -> None:
         mp_util.Finalize(None, owner.shutdown, exitpriority=_EXIT_PRIORITY)
+        _flush_when_runs_end(owner)
 
-    def in_forked_child(owner: Any) -> None:
-        finalize(owner)
-        _restore_sigterm()  # the child is now inside multiprocessing's own bootstrap: safe to raise there
-
-    if multiprocessing.parent_process() is not None:
-        finalize(telemetry)
+    if in_multiprocessing_child():
+        in_child(telemetry)
     # Runs in each child that multiprocessing forks, after it cleared the parent's finalizers.
-    mp_util.register_after_fork(telemetry, in_forked_child)
+    mp_util.register_after_fork(telemetry, in_child)
 
 
 #: Priority of the exit flush among multiprocessing's Finalize callbacks (higher runs first).
 _EXIT_PRIORITY = 100
+#: Longest a run's end waits for its export in a multiprocessing child.
+RUN_END_FLUSH_TIMEOUT_S = 2.0
+
+
+def _flush_when_runs_end(telemetry: Any) -> None:
+    """Export everything a run produced when it ends, waiting at most ``RUN_END_FLUSH_TIMEOUT_S``.
+
+    A few milliseconds per run against a healthy collector (three exports); the
+    job waits at most the bound when the collector does not answer, and the
+    flush carries on in the background.
+    """
+    from . import _registry
+
+    timeout_s = min(RUN_END_FLUSH_TIMEOUT_S, float(telemetry.export_timeout_s))
+
+    def flush(_run: Any) -> None:
+        worker = threading.Thread(
+            target=telemetry.force_flush, args=(timeout_s,), name="joblogger-run-end-flush", daemon=True
+        )
+        worker.start()
+        worker.join(timeout_s)
+
+    def started(_run: Any) -> None:
+        pass
+
+    _registry.observe_runs(started, flush)
 
 
 # --- SIGTERM in forked children -----------------------------------------------------------
 # configure() turns SIGTERM into SystemExit. A child inherits that handler, but during the
 # fork hooks (the SDK's re-detect resources, start threads) an exception is only printed
-# ("Exception ignored in ...") and lost: a SIGTERM there - Pool.terminate() right after the
-# pool started - was swallowed and the worker, and the parent joining it, hung for good.
-# So the child runs the fork hooks with SIGTERM at its default (a child that has done nothing
-# yet has nothing to lose) and gets the handler back once they are over: after the last fork
-# hook, or for multiprocessing children once multiprocessing's bootstrap runs (raising
-# SystemExit between the fork and that bootstrap would unwind the parent's stack in the child).
+# ("Exception ignored in ...") and lost: a SIGTERM there was swallowed and the child went on.
+# So a child runs the fork hooks with SIGTERM at its default (a child that has done nothing
+# yet has nothing to lose) and gets the handler back after the last fork hook.
+# multiprocessing children never get it back: Pool.terminate() SIGTERMs workers that may be
+# blocked on the pool's queue lock while a thread of theirs (the SDK's) takes the signal, so
+# the Python-level handler never ran and the pool's parent waited for them for ever. There the
+# default (the process ends at once, as multiprocessing documents) is right, and each run is
+# exported when it ends instead.
 
 
 def sigterm_handler_installed(handler: Any) -> None:
@@ -198,8 +230,8 @@ def sigterm_handler_installed(handler: Any) -> None:
 def hold_sigterm_while_exiting() -> None:
     """Ignore further SIGTERMs while the providers shut down (that takes at most three export timeouts).
 
-    A SIGTERM during shutdown (``Pool.terminate()`` while a worker flushes at its exit)
-    would otherwise raise SystemExit in the middle of the flush and lose what it carried.
+    A SIGTERM during shutdown would otherwise raise SystemExit in the middle of the
+    flush and lose what it carried.
     """
     if (
         _sigterm
@@ -219,18 +251,17 @@ def _park_sigterm_in_child() -> None:
 _fork.register(_park_sigterm_in_child)
 
 
-def _restore_sigterm() -> None:
-    if _sigterm_parked[0]:
-        _sigterm_parked[0] = False
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _sigterm[0])
-
-
-def _restore_sigterm_unless_multiprocessing() -> None:
-    frame = sys._getframe(1)
+def _multiprocessing_fork() -> bool:
+    frame: Any = sys._getframe(1)
     while frame is not None:
         path = frame.f_code.co_filename
         if f"{os.sep}multiprocessing{os.sep}" in path and path.endswith(("popen_fork.py", "forkserver.py")):
-            return  # multiprocessing's bootstrap gives it back (see flush_at_multiprocessing_exit)
-        frame = frame.f_back  # type: ignore[assignment]
-    _restore_sigterm()
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _restore_sigterm_unless_multiprocessing() -> None:
+    parked, _sigterm_parked[0] = _sigterm_parked[0], False
+    if parked and not _multiprocessing_fork() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm[0])

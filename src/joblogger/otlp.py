@@ -63,6 +63,7 @@ from ._otlp_fork import (
     child_instance_id,
     flush_at_multiprocessing_exit,
     hold_sigterm_while_exiting,
+    in_multiprocessing_child,
     own,
     sigterm_handler_installed,
 )
@@ -318,6 +319,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def _install_sigterm_handler() -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
+    if in_multiprocessing_child():
+        return False  # Pool.terminate() means "end now"; see joblogger._otlp_fork
     if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
         return False  # the application handles SIGTERM itself
     signal.signal(signal.SIGTERM, _on_sigterm)
