@@ -125,6 +125,12 @@ def after_fork(meter_provider: Any = None) -> bool:
     call: joblogger resets them itself. Returns True when the inherited storage
     was reset (False, with a warning, when it could not be; nothing to do for a
     provider that is not the SDK's).
+
+    Example:
+        >>> from opentelemetry.sdk.metrics import MeterProvider
+        >>> from joblogger import otlp
+        >>> otlp.after_fork(MeterProvider())
+        True
     """
     if meter_provider is None:
         from opentelemetry import metrics
