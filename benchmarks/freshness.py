@@ -66,7 +66,7 @@ def measure(urls: Any, repeats: int) -> dict[str, list[float]]:
 
     service = f"freshness-{uuid.uuid4().hex[:6]}"
     os.environ["OTEL_SERVICE_NAME"] = service
-    otlp.configure(endpoint=urls.otlp_grpc)
+    otlp.configure(endpoint=urls.otlp_grpc, protocol="grpc")
     results: dict[str, list[float]] = {name: [] for name in TARGETS_S}
     logs_url = getattr(urls, "logs", None)
     for round_no in range(repeats):

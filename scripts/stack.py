@@ -147,6 +147,7 @@ class StackEndpoints:
         """
         return {
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_grpc,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTLP_HTTP_URL": self.otlp_http,
             "COLLECTOR_HEALTH_URL": self.collector_health,

@@ -13,17 +13,23 @@ Example:
     {'updates': 3}
 """
 
+from ._current import current_job
+from ._decorator import job
 from ._format import format_count, format_duration
 from ._logger import MILESTONE, JobLogger, create_job_logger
+from ._results import SignalExit
 from ._summary import Summary
 from ._version import __version__
 
 __all__ = [
     "MILESTONE",
     "JobLogger",
+    "SignalExit",
     "Summary",
     "__version__",
     "create_job_logger",
+    "current_job",
     "format_count",
     "format_duration",
+    "job",
 ]

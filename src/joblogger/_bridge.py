@@ -14,14 +14,17 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry._logs import Logger, LogRecord, SeverityNumber
 
-from ._levels import RESERVED_RECORD_KEYS
-from ._sanitize import attribute_value
+from . import semconv
+from ._levels import MILESTONE, MILESTONE_NAME, RESERVED_RECORD_KEYS
+from ._sanitize import attribute_value, utf8
 
 _RESERVED = RESERVED_RECORD_KEYS
 
 
 def severity(levelno: int) -> SeverityNumber:
-    """OpenTelemetry severity of a stdlib level (MILESTONE=25 maps to INFO4)."""
+    """OpenTelemetry severity of a stdlib level (MILESTONE maps to INFO4)."""
+    if levelno == MILESTONE:
+        return SeverityNumber.INFO4
     if levelno < logging.INFO:
         return SeverityNumber.DEBUG
     if levelno < logging.WARNING:
@@ -52,17 +55,26 @@ class OTelLogHandler(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 exc = record.exc_info[1]
                 attributes["exception.type"] = type(exc).__qualname__
-                attributes["exception.message"] = str(exc)
-                attributes["exception.stacktrace"] = "".join(traceback.format_exception(*record.exc_info))
+                attributes["exception.message"] = attribute_value(_safe_str(exc))
+                attributes["exception.stacktrace"] = utf8("".join(traceback.format_exception(*record.exc_info)))
+            # Milestones keep their name whatever another library registered for the level number.
+            milestone = getattr(record, semconv.JOB_LOG_LEVEL, None) == semconv.LEVEL_MILESTONE
             self._otel_logger.emit(
                 LogRecord(
                     timestamp=int(record.created * 1e9),
                     context=otel_context.get_current(),
-                    severity_text=record.levelname,
-                    severity_number=severity(record.levelno),
+                    severity_text=MILESTONE_NAME if milestone else record.levelname,
+                    severity_number=SeverityNumber.INFO4 if milestone else severity(record.levelno),
                     body=record.getMessage(),
                     attributes=attributes,
                 )
             )
         except Exception:  # noqa: BLE001
             self.handleError(record)
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__
+        return f"<unprintable {type(exc).__name__}>"

@@ -1,4 +1,4 @@
-"""The end of a run: result, summary line, final span attributes, run metrics; the context manager."""
+"""The end of a run: result, summary line, final span attributes, run metrics; the context managers."""
 
 from __future__ import annotations
 
@@ -11,16 +11,29 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Status, StatusCode
 
 from . import _format, _registry, _sanitize, semconv
+from ._current import enter_job, exit_job
+from ._inflight import is_propagating
 from ._levels import MILESTONE
+from ._results import classify
 from ._spans import error_type, exception_message, record_exception
 from ._state import Closed, RunState, guarded, pylog, quietly
 from ._summary import Summary
 
 _S = TypeVar("_S", bound="EndingMixin")
 
+#: The log line that reports the exception which ended a run, by result.
+_ENDED_BY = {
+    semconv.RESULT_FAILURE: "Job failed",
+    semconv.RESULT_ERROR: "Job errored",
+    semconv.RESULT_TIMEOUT: "Job timed out",
+    semconv.RESULT_CANCELLATION: "Job cancelled",
+    semconv.RESULT_SUCCESS: "Job ended",
+    semconv.RESULT_SKIP: "Job skipped",
+}
+
 
 class EndingMixin(RunState):
-    """``save_outcome``, ``log_summary`` and ``with`` support."""
+    """``save_outcome``, ``log_summary``, ``end`` and ``with`` / ``async with`` support."""
 
     __slots__ = ()
 
@@ -51,9 +64,13 @@ class EndingMixin(RunState):
     def log_summary(self) -> Summary:
         """End the run and log its summary line as a milestone; idempotent.
 
-        Ends the open stage and the run span and records the run metrics. Called
-        from a ``finally:`` block while an exception propagates, it marks the run
-        failed (or cancelled for ``KeyboardInterrupt`` and similar).
+        Ends the open stage and the run span and records the run metrics. The
+        result comes from the exception in flight, if any: called from a
+        ``finally:`` block while an exception propagates, the run fails (or is
+        cancelled, for ``KeyboardInterrupt`` and similar); called from an
+        ``except`` clause that handles the exception (no ``raise`` in it), the
+        run succeeds. The rule is in docs/telemetry.md; :meth:`end` states the
+        result explicitly.
 
         Example:
             >>> from joblogger import create_job_logger
@@ -65,32 +82,75 @@ class EndingMixin(RunState):
             'Completed in 2m 34s | Processed: 0 entities | Updates: 2'
         """
         exc = sys.exc_info()[1]
-        return self._finish(None if exc is self._outer_exc else exc)
+        if exc is self._outer_exc:
+            exc = None
+        elif exc is not None:
+            try:
+                if not is_propagating(exc):
+                    exc = None
+            except Exception as error:  # noqa: BLE001
+                self._internal_error("log_summary", error)
+        return self._finish(None if exc is None else exc)
 
-    def _finish(self, exc: BaseException | None) -> Summary:
+    def end(self, result: str | None = None, error: BaseException | None = None) -> Summary:
+        """End the run with an explicit result and log its summary; idempotent.
+
+        Unlike :meth:`log_summary`, nothing is inferred from an exception in
+        flight: the result is ``result`` if given, else the one ``error``
+        implies (see docs/telemetry.md), else ``success``. ``error`` is recorded
+        on the run span. ``result`` is one of :data:`joblogger.semconv.RESULTS`:
+        ``success``, ``failure``, ``error``, ``timeout``, ``cancellation``, ``skip``;
+        anything else is reported once and replaced by the inferred result.
+
+        Example:
+            >>> from joblogger import create_job_logger
+            >>> job = create_job_logger("r", "j", clock=lambda: 0.0)
+            >>> job.end(result="skip").line
+            'Skipped after 0ms | Processed: 0 entities'
+            >>> job.result
+            'skip'
+        """
+        try:
+            if error is not None and not isinstance(error, BaseException):
+                self._warn("end-error", "end(error=...) is not an exception (%r); ignored", type(error).__name__)
+                error = None
+            if result is not None and result not in semconv.RESULTS:
+                self._warn(
+                    "end-result", "unknown result %r (expected one of %s); ignored", result, ", ".join(semconv.RESULTS)
+                )
+                result = None
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("end", exc)
+            result, error = None, None
+        return self._finish(error, result)
+
+    @property
+    def result(self) -> str | None:
+        """The run's result once it ended (one of :data:`joblogger.semconv.RESULTS`), else None."""
+        summary = self._summary
+        return None if summary is None else summary.result
+
+    def _finish(self, exc: BaseException | None, result: str | None = None) -> Summary:
         summary = self._summary
         if summary is not None:
             return summary
         try:
-            return self._end_run(exc)
+            return self._end_run(exc, result)
         except Exception as error:  # noqa: BLE001
             self._internal_error("log_summary", error)
             return self._summary or Summary("", semconv.RESULT_FAILURE, 0, None, None, {}, 0.0)
 
-    def _end_run(self, exc: BaseException | None) -> Summary:
-        if exc is None:
-            result = semconv.RESULT_SUCCESS
-        elif isinstance(exc, Exception):
-            result = semconv.RESULT_FAILURE
-        else:
-            result = semconv.RESULT_CANCELLATION
+    def _end_run(self, exc: BaseException | None, explicit: str | None) -> Summary:
+        outcome = classify(exc)
+        result = explicit or outcome.result
+        recorded = exc if explicit is not None else outcome.error
         self._outer_exc = None
-        exc_text = "" if exc is None else f"{error_type(exc)}: {exception_message(exc)}"
-        if exc is not None:
-            what = "Job failed" if result == semconv.RESULT_FAILURE else "Job cancelled"
+        exc_text = "" if recorded is None else f"{error_type(recorded)}: {exception_message(recorded)}"
+        if recorded is not None:
+            severe = result in semconv.FAILED_RESULTS
             self._log(
-                semconv.LEVEL_ERROR if result == semconv.RESULT_FAILURE else semconv.LEVEL_WARNING,
-                f"{what}: {exc_text}",
+                semconv.LEVEL_ERROR if severe else semconv.LEVEL_WARNING,
+                f"{_ENDED_BY.get(result, 'Job ended')}: {exc_text}",
                 None,
                 None,
             )
@@ -143,11 +203,14 @@ class EndingMixin(RunState):
             run_attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
         for key, value in outcomes.items():
             run_attrs[semconv.JOB_OUTCOME_PREFIX + key] = _sanitize.clamp_int(value)
+        if outcome.exit_code is not None and (recorded is not None or explicit is None):
+            run_attrs[semconv.PROCESS_EXIT_CODE] = outcome.exit_code
         status = None
-        if exc is not None:
-            run_attrs[semconv.ERROR_TYPE] = error_type(exc)
-            record_exception(self._run.span, exc)
-            status = Status(StatusCode.ERROR, exc_text[:1024])
+        if recorded is not None:
+            run_attrs[semconv.ERROR_TYPE] = error_type(recorded)
+            record_exception(self._run.span, recorded)
+        if result not in (semconv.RESULT_SUCCESS, semconv.RESULT_SKIP):
+            status = Status(StatusCode.ERROR, exc_text[:1024] or result)
         self._run.close(run_attrs, status)
         metric_attrs = {semconv.JOB_NAME: self._tally.job, semconv.JOB_RESULT: result}
         # Recorded in the run span's context, so exemplars link the metric to the run's trace.
@@ -167,9 +230,12 @@ class EndingMixin(RunState):
 
     # --- context manager ---------------------------------------------------------------
     def __enter__(self: _S) -> _S:
+        otel_token: object | None = None
         try:
-            self._context_token = otel_context.attach(self._run.ctx)
+            otel_token = otel_context.attach(self._run.ctx)
+            self._context_token = (otel_token, enter_job(self))
         except Exception as exc:  # noqa: BLE001
+            self._context_token = (otel_token, None)
             self._internal_error("__enter__", exc)
         return self
 
@@ -177,10 +243,24 @@ class EndingMixin(RunState):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._finish(exc)
-        token, self._context_token = self._context_token, None
-        if token is not None:
+        tokens, self._context_token = self._context_token, None
+        if isinstance(tokens, tuple):
+            otel_token, job_token = tokens
             try:
-                otel_context.detach(token)  # type: ignore[arg-type]
+                if job_token is not None:
+                    exit_job(job_token)
+                if otel_token is not None:
+                    otel_context.detach(otel_token)
             except Exception as error:  # noqa: BLE001
                 self._internal_error("__exit__", error)
         # Returning None lets the user's exception propagate untouched.
+
+    async def __aenter__(self: _S) -> _S:
+        """``async with create_job_logger(...) as job:`` works like ``with``."""
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """End the run like ``__exit__``; the exception (``CancelledError`` too) propagates untouched."""
+        self.__exit__(exc_type, exc, tb)

@@ -218,10 +218,13 @@ def ordered_outcomes(
     return merged
 
 
-_RESULT_PREFIX = {
+RESULT_PREFIX = {
     semconv.RESULT_SUCCESS: "Completed in",
     semconv.RESULT_FAILURE: "Failed after",
+    semconv.RESULT_ERROR: "Errored after",
+    semconv.RESULT_TIMEOUT: "Timed out after",
     semconv.RESULT_CANCELLATION: "Cancelled after",
+    semconv.RESULT_SKIP: "Skipped after",
 }
 
 
@@ -239,7 +242,7 @@ def summary_line(
         'Completed in 2m 34s | Processed: 5,000 entities | Updates: 235,750 | Errors: 2'
     """
     parts = [
-        f"{_RESULT_PREFIX.get(result, 'Finished in')} {format_duration(duration_s)}",
+        f"{RESULT_PREFIX.get(result, 'Finished in')} {format_duration(duration_s)}",
         f"Processed: {format_count(processed)} {entity_type or DEFAULT_ENTITY_TYPE}",
     ]
     parts.extend(f"{outcome_label(k)}: {format_count(v)}" for k, v in outcomes)

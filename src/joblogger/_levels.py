@@ -6,10 +6,15 @@ import logging
 
 from . import semconv
 
-#: stdlib logging level of ``milestone()``, between INFO (20) and WARNING (30).
-#: OpenTelemetry's log bridge maps it to severity INFO4 (12).
-MILESTONE = 25
-logging.addLevelName(MILESTONE, "MILESTONE")
+#: stdlib logging level of ``milestone()``, between INFO (20) and WARNING (30). Not 25: that is
+#: ``multiprocessing``'s and billiard's (Celery's) ``SUBWARNING`` and verboselogs' ``NOTICE``, so
+#: under a process pool milestones printed as ``SUBWARNING``. joblogger's log bridge exports it
+#: as severity INFO4 (12) with severity text ``MILESTONE`` whatever name the level carries.
+MILESTONE = 23
+#: The OpenTelemetry severity text of milestone records.
+MILESTONE_NAME = "MILESTONE"
+if logging.getLevelName(MILESTONE) in (f"Level {MILESTONE}", MILESTONE_NAME):  # never rename another's level
+    logging.addLevelName(MILESTONE, MILESTONE_NAME)
 
 LEVELNO = {
     semconv.LEVEL_DEBUG: logging.DEBUG,

@@ -2,26 +2,57 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections.abc import Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeAlias
 
 from opentelemetry import context as otel_context
 
-from . import _sanitize, semconv
+from . import _callsite, _sanitize, semconv
 from ._levels import LEVELNO, RESERVED_RECORD_KEYS
+from ._redact import redact_text
+from ._spans import record_exception
 from ._state import RunState, pylog
+
+#: What ``exc_info=`` accepts, as in :mod:`logging`: True (the exception being handled), an exception, or a tuple.
+ExcInfo: TypeAlias = "bool | BaseException | tuple[type[BaseException], BaseException, TracebackType | None] | None"
+_ExcTuple: TypeAlias = "tuple[type[BaseException], BaseException, TracebackType | None]"
 
 
 class LogCallsMixin(RunState):
-    """``debug()`` ... ``error()``."""
+    """``debug()`` ... ``error()`` and ``exception()``.
+
+    ``message`` is positional-only, so every other name (``message=``, ``self=``)
+    is a field. ``exc_info=`` and ``stacklevel=`` work as in :mod:`logging`.
+    """
 
     __slots__ = ()
 
-    def debug(self, message: str, context: Mapping[str, Any] | None = None, **fields: Any) -> None:
+    def debug(
+        self,
+        message: str,
+        /,
+        context: Mapping[str, Any] | None = None,
+        *,
+        exc_info: ExcInfo = None,
+        stacklevel: int = 1,
+        **fields: Any,
+    ) -> None:
         """Log a debug message (not a span event unless ``debug_events=True``)."""
-        self._log(semconv.LEVEL_DEBUG, message, context, fields)
+        self._log(semconv.LEVEL_DEBUG, message, context, fields, exc_info=exc_info, stacklevel=stacklevel)
 
-    def info(self, message: str, context: Mapping[str, Any] | None = None, **fields: Any) -> None:
+    def info(
+        self,
+        message: str,
+        /,
+        context: Mapping[str, Any] | None = None,
+        *,
+        exc_info: ExcInfo = None,
+        stacklevel: int = 1,
+        **fields: Any,
+    ) -> None:
         """Log general progress information.
 
         Example:
@@ -31,22 +62,83 @@ class LogCallsMixin(RunState):
             >>> job.log_counts["info"]
             1
         """
-        self._log(semconv.LEVEL_INFO, message, context, fields)
+        self._log(semconv.LEVEL_INFO, message, context, fields, exc_info=exc_info, stacklevel=stacklevel)
 
-    def milestone(self, message: str, context: Mapping[str, Any] | None = None, **fields: Any) -> None:
+    def milestone(
+        self,
+        message: str,
+        /,
+        context: Mapping[str, Any] | None = None,
+        *,
+        exc_info: ExcInfo = None,
+        stacklevel: int = 1,
+        **fields: Any,
+    ) -> None:
         """Log an important progress point (highlighted in UIs)."""
-        self._log(semconv.LEVEL_MILESTONE, message, context, fields)
+        self._log(semconv.LEVEL_MILESTONE, message, context, fields, exc_info=exc_info, stacklevel=stacklevel)
 
-    def warning(self, message: str, context: Mapping[str, Any] | None = None, **fields: Any) -> None:
+    def warning(
+        self,
+        message: str,
+        /,
+        context: Mapping[str, Any] | None = None,
+        *,
+        exc_info: ExcInfo = None,
+        stacklevel: int = 1,
+        **fields: Any,
+    ) -> None:
         """Log a non-fatal issue; counts as a warning in the summary."""
-        self._log(semconv.LEVEL_WARNING, message, context, fields)
+        self._log(semconv.LEVEL_WARNING, message, context, fields, exc_info=exc_info, stacklevel=stacklevel)
 
-    def error(self, message: str, context: Mapping[str, Any] | None = None, **fields: Any) -> None:
+    def error(
+        self,
+        message: str,
+        /,
+        context: Mapping[str, Any] | None = None,
+        *,
+        exc_info: ExcInfo = None,
+        stacklevel: int = 1,
+        **fields: Any,
+    ) -> None:
         """Log a failure that does not stop the job; counts as an error in the summary."""
-        self._log(semconv.LEVEL_ERROR, message, context, fields)
+        self._log(semconv.LEVEL_ERROR, message, context, fields, exc_info=exc_info, stacklevel=stacklevel)
+
+    def exception(
+        self,
+        message: str,
+        /,
+        context: Mapping[str, Any] | None = None,
+        *,
+        exc_info: ExcInfo = True,
+        stacklevel: int = 1,
+        **fields: Any,
+    ) -> None:
+        """Log an error with the exception being handled: call it in an ``except`` block.
+
+        The record carries the traceback (``exc_info``), the span gets an
+        ``exception`` event; the job goes on and the call counts as an error.
+
+        Example:
+            >>> from joblogger import create_job_logger
+            >>> job = create_job_logger("r", "j")
+            >>> try:
+            ...     1 / 0
+            ... except ZeroDivisionError:
+            ...     job.exception("Could not score user", userId=7)
+            >>> job.log_counts["error"]
+            1
+        """
+        self._log(semconv.LEVEL_ERROR, message, context, fields, exc_info=exc_info, stacklevel=stacklevel)
 
     def _log(
-        self, level: str, message: object, context: Mapping[str, Any] | None, fields: Mapping[str, Any] | None
+        self,
+        level: str,
+        message: object,
+        context: Mapping[str, Any] | None,
+        fields: Mapping[str, Any] | None,
+        *,
+        exc_info: object = None,
+        stacklevel: object = 1,
     ) -> None:
         try:
             if self._ended_call():
@@ -59,22 +151,62 @@ class LogCallsMixin(RunState):
             to_stdlib = pylog.isEnabledFor(levelno)
             if level == semconv.LEVEL_DEBUG and not (self._debug_events or to_stdlib):
                 return
-            text = _sanitize.as_text(message, "message", self._warn)
+            text = redact_text(_sanitize.as_text(message, "message", self._warn))
             if fields:
-                merged = dict(context) if isinstance(context, Mapping) else {}
-                if context is not None and not isinstance(context, Mapping):
+                merged: dict[Any, Any] = {}
+                if isinstance(context, Mapping):  # bounded: the rest would be dropped anyway
+                    merged.update(itertools.islice(context.items(), _sanitize.MAX_CONTEXT_ITEMS + 1))
+                elif context is not None:
                     merged["context"] = context
                 merged.update(fields)
                 context = merged
             attrs = _sanitize.context_attributes(context, self._secret_keys, self._warn)
-            self._emit(level, levelno, text, attrs, to_stdlib)
-        except Exception as exc:  # noqa: BLE001 - never raise into the job
-            self._internal_error(level, exc)
+            exc = None if exc_info is None or exc_info is False else self._exc_tuple(exc_info)
+            skip = 0 if stacklevel == 1 else self._extra_frames(stacklevel)
+            self._emit(level, levelno, text, attrs, to_stdlib, exc_info=exc, skip=skip)
+        except Exception as error:  # noqa: BLE001 - never raise into the job
+            self._internal_error(level, error)
+
+    def _exc_tuple(self, exc_info: object) -> _ExcTuple | None:
+        """``exc_info=`` as :mod:`logging` reads it; junk and "no exception" are ignored with a warning."""
+        if isinstance(exc_info, BaseException):
+            return type(exc_info), exc_info, exc_info.__traceback__
+        if isinstance(exc_info, tuple):
+            if len(exc_info) == 3 and isinstance(exc_info[1], BaseException):
+                return exc_info  # type: ignore[return-value]
+            if exc_info != (None, None, None):
+                self._warn("exc_info-type", "exc_info should be True, an exception or sys.exc_info(); ignored")
+            return None
+        if not exc_info:  # 0, "", ... : no exception, as in logging
+            return None
+        current = sys.exc_info()
+        if current[1] is None:
+            self._warn("exc_info-none", "exc_info was given outside an except block: no exception to record")
+            return None
+        return current  # type: ignore[return-value]
+
+    def _extra_frames(self, stacklevel: object) -> int:
+        """Frames above the caller that ``stacklevel=`` asks for (``stacklevel=2``: the caller's caller)."""
+        n = _sanitize.as_count(stacklevel, "stacklevel", self._warn)
+        return max(0, (n or 1) - 1)
 
     def _emit(
-        self, level: str, levelno: int, text: str, attrs: dict[str, Any], to_stdlib: bool, *, reserved: bool = False
+        self,
+        level: str,
+        levelno: int,
+        text: str,
+        attrs: dict[str, Any],
+        to_stdlib: bool,
+        *,
+        reserved: bool = False,
+        exc_info: _ExcTuple | None = None,
+        skip: int = 0,
     ) -> None:
-        """Add the span event (within the budget, or in a ``reserved`` slot) and the stdlib record."""
+        """Add the span event (within the budget, or in a ``reserved`` slot) and the stdlib record.
+
+        The record's call site (file, line, function) is the job's code that called
+        joblogger, plus ``skip`` frames up, never joblogger's own.
+        """
         with self._lock:
             slot = self._stage or self._run
             if reserved:
@@ -82,11 +214,15 @@ class LogCallsMixin(RunState):
                 admitted = True
             else:
                 admitted = (level != semconv.LEVEL_DEBUG or self._debug_events) and slot.admit(level)
+            # The exception event takes a slot of its own, in the same budget.
+            exc_admitted = exc_info is not None and admitted and slot.admit(level)
             stage = self._stage_name
         if admitted:
             event_attrs = dict(attrs)
             event_attrs[semconv.JOB_LOG_LEVEL] = level
             slot.span.add_event(text, event_attrs)
+        if exc_admitted and exc_info is not None:
+            record_exception(slot.span, exc_info[1], escaped=False, attributes={semconv.JOB_LOG_LEVEL: level})
         if to_stdlib:
             extra: dict[str, Any] = {}
             for key, value in attrs.items():
@@ -98,6 +234,6 @@ class LogCallsMixin(RunState):
                 extra[semconv.JOB_STAGE] = stage
             token = otel_context.attach(slot.ctx)
             try:
-                pylog.log(levelno, text, extra=extra)
+                pylog.log(levelno, text, exc_info=exc_info, extra=extra, stacklevel=_callsite.stacklevel(skip))
             finally:
                 otel_context.detach(token)

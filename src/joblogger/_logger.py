@@ -20,16 +20,18 @@ untouched.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span
 
-from . import _registry, _sanitize, semconv
+from . import _redact, _registry, _sanitize, semconv
 from ._ending import EndingMixin
 from ._levels import MILESTONE
 from ._logcalls import LogCallsMixin
@@ -47,6 +49,35 @@ from ._version import __version__
 __all__ = ["MILESTONE", "JobLogger", "active_runs", "create_job_logger", "observe_runs"]
 
 observe_runs = _registry.observe_runs
+
+_ID_LIKE = re.compile(
+    r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|[0-9a-f]{16,}|[0-9]{6,}", re.IGNORECASE
+)
+
+
+def _looks_like_an_id(text: str) -> bool:
+    """A UUID, a long hex string or a long decimal number: what run ids look like, not job names."""
+    return _ID_LIKE.fullmatch(text.strip()) is not None
+
+
+def _identity(
+    job_run_id: object, job_name: object, run_id: object, name: object, warn: _sanitize.Warner
+) -> tuple[object, object]:
+    """Resolve the positional and keyword forms of the run id and job name."""
+    if run_id is not None:
+        if job_run_id is not None and job_run_id is not run_id:
+            warn("run_id-twice", "both job_run_id and run_id given; using run_id=%r", run_id)
+        job_run_id = run_id
+    if name is not None:
+        if job_name is not None and job_name is not name:
+            warn("job_name-twice", "both job_name and name given; using name=%r", name)
+        job_name = name
+    if job_run_id is None:
+        job_run_id = uuid.uuid4().hex
+    if job_name is None:
+        warn("job_name-missing", "no job name given; using 'job'")
+        job_name = "job"
+    return job_run_id, job_name
 
 
 def active_runs() -> list[JobLogger]:
@@ -77,9 +108,11 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
 
     def __init__(
         self,
-        job_run_id: object,
-        job_name: object,
+        job_run_id: object = None,
+        job_name: object = None,
         *,
+        run_id: object = None,
+        name: object = None,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -92,13 +125,22 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self._warn = _sanitize.Warner("joblogger: ")
+        job_run_id, job_name = _identity(job_run_id, job_name, run_id, name, self._warn)
         self._run_id = _sanitize.as_text(job_run_id, "job_run_id", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
         name = _sanitize.as_text(job_name, "job_name", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
         if not name.strip():
             self._warn("job_name-empty", "job_name is empty; using 'job'")
             name = "job"
+        elif _looks_like_an_id(name) and not _looks_like_an_id(self._run_id):
+            self._warn(
+                "job_name-id",
+                "job_name %r looks like a run id and job_run_id %r like a name: the order is "
+                "create_job_logger(job_run_id, job_name); pass them as keywords (run_id=..., name=...)",
+                name,
+                self._run_id,
+            )
         self._job_name = name
-        self._warn = _sanitize.Warner(f"joblogger [{name} {self._run_id}]: ")
+        self._warn = _sanitize.Warner(f"joblogger [{_sanitize.as_label(name)} {_sanitize.as_label(self._run_id)}]: ")
         self._clock = clock
         self._lock = threading.Lock()
         self._debug_events = bool(debug_events)
@@ -106,7 +148,8 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._event_budget = DEFAULT_EVENT_BUDGET if budget is None else budget
         if isinstance(secret_keys, str):  # one key, not its characters
             secret_keys = (secret_keys,)
-        self._secret_keys = _sanitize.DEFAULT_SECRET_KEYS + tuple(str(k).lower() for k in secret_keys if k)
+        extra_keys = (_redact.secret_fragment(str(k)) for k in secret_keys if k)
+        self._secret_keys = _redact.DEFAULT_SECRET_KEYS + tuple(k for k in extra_keys if k)
         self._run_id_on_metrics = run_id_on_metrics
         self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
         self._limits = rate_limits(
@@ -115,11 +158,12 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(semconv.SCOPE_NAME, __version__)
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub = hub_for(self._meter_provider)
-        label = self._hub.job_label(name)
+        # Metric label values are single-line (the span keeps the name as given).
+        label = self._hub.job_label(_sanitize.as_label(name) or "job")
         if label is None:
             self._warn("job-cap", "too many distinct job names; metrics report this one as 'other'")
             label = semconv.OUTCOME_OTHER
-        self._tally = Tally(label)
+        self._tally = Tally(label, self._warn)
         self._ticks = self._tally.ticks
         self._outcome_ticks = self._tally.outcome_ticks
         self._outcome_labels = {}
@@ -220,9 +264,11 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
 
 
 def create_job_logger(
-    job_run_id: object,
-    job_name: object,
+    job_run_id: object = None,
+    job_name: object = None,
     *,
+    run_id: object = None,
+    name: object = None,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -237,11 +283,21 @@ def create_job_logger(
     """Start a run of ``job_name`` and return its :class:`JobLogger`.
 
     The run span starts now, as a child of the current span. Use the logger as
-    a context manager, or call :meth:`JobLogger.log_summary` in a ``finally:``.
+    a context manager (``with`` or ``async with``), or end it with
+    :meth:`JobLogger.log_summary` in a ``finally:`` or :meth:`JobLogger.end`.
+
+    The order is run id first, then job name: ``create_job_logger(run_id, "match-scores")``.
+    Keywords avoid mixing them up: ``create_job_logger(name="match-scores", run_id=run_id)``
+    (``job_run_id=`` and ``job_name=`` work too). A job name that looks like a run
+    id (a UUID, a long hex or decimal number) next to a run id that does not is
+    reported once as a likely swap.
 
     Args:
-        job_run_id: Identifies this run (goes on spans, logs and progress gauges).
-        job_name: The job, e.g. ``"match-scores"`` (the run span's name).
+        job_run_id: Identifies this run (goes on spans, logs and progress gauges); also ``run_id=``.
+            Default: a random UUID (``uuid4().hex``).
+        job_name: The job, e.g. ``"match-scores"`` (the run span's name); also ``name=``.
+        run_id: Keyword form of ``job_run_id``.
+        name: Keyword form of ``job_name``.
         tracer_provider: Defaults to the global provider.
         meter_provider: Defaults to the global provider.
         clock: Monotonic seconds; every duration joblogger computes uses it.
@@ -268,6 +324,8 @@ def create_job_logger(
     return JobLogger(
         job_run_id,
         job_name,
+        run_id=run_id,
+        name=name,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         clock=clock,

@@ -70,6 +70,7 @@ class Hub:
         "_instruments",
         "_jobs",
         "_lock",
+        "_outcome_totals",
         "_pending",
         "_retired",
         "_tallies",
@@ -95,6 +96,9 @@ class Hub:
         self._jobs: set[str] = set()
         # (kind, job) -> distinct values seen, for capped labels (stages, outcome keys).
         self._caps: dict[tuple[str, str], set[str]] = {}
+        # (job, outcome label) -> everything added to the outcomes counter: the SDK's cumulative sum
+        # of that series, kept <= int64 so exports never fail (bounded like the labels).
+        self._outcome_totals: dict[tuple[str, str], int] = {}
         self._gauge_cache: tuple[float, list[Any]] | None = None
         # tallies of abandoned runs whose last outcomes still need flushing (by the flusher thread).
         self._unflushed: list[Tally] = []
@@ -182,12 +186,42 @@ class Hub:
         context of the run's current stage span, so the SDK can attach exemplars.
         """
         with tally.flush_lock:
-            for key, value in tally.outcomes().items():
-                delta = value - tally.flushed.get(key, 0)
-                if delta > 0 or key not in tally.flushed:  # a new key starts its series, even at 0
-                    attrs = {semconv.JOB_NAME: tally.job, semconv.JOB_OUTCOME: key}
-                    self.outcomes.add(delta, attrs, context=tally.ctx)
+            adds: list[tuple[str, int, bool]] = []
+            for key, raw in tally.outcomes(clamp=False).items():
+                if raw > _MAX_INT:
+                    tally.warn(
+                        "outcome-int64", "outcome %r passed 2**63-1, the largest count OTLP carries; capped", key
+                    )
+                value = min(raw, _MAX_INT)
+                done = tally.flushed.get(key)
+                if done is None or value > done:  # a new key starts its series, even at 0
                     tally.flushed[key] = value
+                    adds.append((tally.labels.get(key, semconv.OUTCOME_OTHER), value - (done or 0), done is None))
+            for label, delta, new in self._reserve(tally, adds):
+                if delta > 0 or new:
+                    attrs = {semconv.JOB_NAME: tally.job, semconv.JOB_OUTCOME: label}
+                    self.outcomes.add(delta, attrs, context=tally.ctx)
+
+    def _reserve(self, tally: Tally, adds: list[tuple[str, int, bool]]) -> list[tuple[str, int, bool]]:
+        """Cut additions so no series' cumulative sum passes int64 (an OTLP export would fail on it, forever)."""
+        granted = []
+        full = []
+        with self._lock:
+            for label, delta, new in adds:
+                series = (tally.job, label)
+                added = self._outcome_totals.get(series, 0)
+                room = _MAX_INT - added
+                if delta > room:
+                    full.append(label)
+                granted.append((label, min(delta, room), new))
+                self._outcome_totals[series] = added + min(delta, room)
+        for label in full:
+            tally.warn(
+                "outcome-total-int64",
+                "job.outcomes{%s} of this process reached 2**63-1; further additions are not exported",
+                label,
+            )
+        return granted
 
     def flush_all(self) -> None:
         """Flush every live and abandoned run of this hub."""
@@ -217,7 +251,7 @@ class Hub:
             self._retired[slot] = self._retired.get(slot, 0) + value
 
     def cap_value(self, kind: str, job: str, value: str, limit: int) -> bool:
-        """True when ``value`` may be a label of ``kind`` for ``job`` (at most ``limit`` distinct)."""
+        """True when ``value`` may be a label of ``kind`` for ``job`` (at most ``limit`` distinct per process)."""
         with self._lock:
             seen = self._caps.setdefault((kind, job), set())
             if value in seen:

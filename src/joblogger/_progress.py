@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from . import _format, _sanitize, semconv
 from ._state import MAX_OUTCOME_KEYS, RunState, guarded
 
 _T = TypeVar("_T")
+#: Outcome keys that never count against the caps.
+_UNCAPPED = _format.STANDARD_OUTCOMES | {semconv.OUTCOME_OTHER}
+#: Distinct raw ``add_outcome`` keys remembered per run (beyond that, new ones take the slow path each time).
+_MAX_CACHED_KEYS = 4 * MAX_OUTCOME_KEYS
 
 
 class ProgressMixin(RunState):
@@ -138,7 +142,14 @@ class ProgressMixin(RunState):
             extra[label] = extra.get(label, 0) + n
 
     def _outcome_label(self, key: object) -> str:
-        """Label of an outcome key (caller holds the lock); registers new keys."""
+        """The run's name for an outcome key (caller holds the lock); registers new keys.
+
+        The run keeps its real keys (summary, spans): up to ``MAX_OUTCOME_KEYS`` custom
+        keys per run, the rest count as ``other``. The metric label is decided here too,
+        once per key and run: standard keys are always their own label; a custom key
+        is, while the job has fewer than ``MAX_OUTCOME_KEYS`` custom labels in this
+        process, else ``other`` (on the metric only).
+        """
         try:
             cached = self._outcome_labels.get(key)
         except TypeError:  # unhashable key
@@ -146,22 +157,40 @@ class ProgressMixin(RunState):
         if cached is not None:
             return cached
         text = _sanitize.as_text(key, "outcome key", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
-        label = _sanitize.as_label(text)
-        if not label:
+        name = _sanitize.as_label(text)
+        if not name:
             self._warn("outcome-empty", "empty outcome key; counted as 'other'")
-            label = semconv.OUTCOME_OTHER
-        if label not in self._outcome_ticks:
-            if not self._hub.cap_value("outcome", self._tally.job, label, MAX_OUTCOME_KEYS):
+            name = semconv.OUTCOME_OTHER
+        ticks = self._outcome_ticks
+        if name not in ticks:
+            if name not in _UNCAPPED and sum(1 for k in ticks if k not in _UNCAPPED) >= MAX_OUTCOME_KEYS:
                 self._warn(
-                    "outcome-cap", "more than %d distinct outcome keys; the rest count as 'other'", MAX_OUTCOME_KEYS
+                    "outcome-cap",
+                    "more than %d distinct outcome keys in one run; the rest count as 'other'",
+                    MAX_OUTCOME_KEYS,
                 )
-                label = semconv.OUTCOME_OTHER
-            self._outcome_ticks.setdefault(label, itertools.count())
-        try:
-            self._outcome_labels[key] = label
-        except TypeError:
-            pass
-        return label
+                name = semconv.OUTCOME_OTHER
+            if name not in ticks:
+                label = name
+                if name not in _UNCAPPED and not self._hub.cap_value(
+                    "outcome", self._tally.job, name, MAX_OUTCOME_KEYS
+                ):
+                    self._warn(
+                        "outcome-label-cap",
+                        "job has more than %d distinct outcome keys in this process; metrics report %r and later "
+                        "new keys as 'other' (the summary and spans keep them)",
+                        MAX_OUTCOME_KEYS,
+                        name,
+                    )
+                    label = semconv.OUTCOME_OTHER
+                self._tally.labels[name] = label  # before the ticks: the flusher reads keys, then labels
+                ticks[name] = itertools.count()
+        if len(self._outcome_labels) < _MAX_CACHED_KEYS:
+            try:
+                self._outcome_labels[key] = name
+            except TypeError:
+                pass
+        return name
 
     def _recorded_outcomes(self) -> dict[str, int]:
         return self._tally.outcomes()
@@ -237,18 +266,32 @@ class ProgressMixin(RunState):
                 self._entity_type = kind
             self._refresh_gauge_attrs()
 
-    def track(self, iterable: Iterable[_T], total: int | None = None, stage: str | None = None) -> Iterator[_T]:
+    @overload
+    def track(self, iterable: Iterable[_T], total: int | None = None, stage: str | None = None) -> Iterator[_T]: ...
+    @overload
+    def track(
+        self, iterable: AsyncIterable[_T], total: int | None = None, stage: str | None = None
+    ) -> AsyncIterator[_T]: ...
+    def track(
+        self, iterable: Iterable[_T] | AsyncIterable[_T], total: int | None = None, stage: str | None = None
+    ) -> Iterator[_T] | AsyncIterator[_T]:
         """Yield the items of ``iterable``, advancing progress by one per item.
 
-        The total comes from ``total`` or ``len(iterable)`` when available;
+        The stage and total are set when ``track()`` is called, not at the first
+        item. The total comes from ``total`` or ``len(iterable)`` when available;
         ``stage`` starts a stage first. Without either, a total set earlier is
         kept while nothing was counted against it yet (``set_total(n)`` then
         ``track(cursor)``); otherwise a new phase starts with an unknown total.
+        An async iterable (one with ``__aiter__`` and no ``__iter__``) gives an
+        async iterator: ``async for row in job.track(cursor):``.
 
         Example:
             >>> from joblogger import create_job_logger
             >>> job = create_job_logger("r", "j")
-            >>> sum(job.track([1, 2, 3], stage="Adding"))
+            >>> items = job.track([1, 2, 3], stage="Adding")
+            >>> job.progress_text
+            'Adding (0 / 3)'
+            >>> sum(items)
             6
             >>> job.progress_text
             'Adding (3 / 3)'
@@ -264,7 +307,17 @@ class ProgressMixin(RunState):
             self.set_total(total)
         else:
             self._unknown_total_phase()
+        if not hasattr(iterable, "__iter__") and hasattr(iterable, "__aiter__"):
+            return self._track_async(iterable)  # type: ignore[arg-type]
+        return self._track(iterable)  # type: ignore[arg-type]
+
+    def _track(self, iterable: Iterable[_T]) -> Iterator[_T]:
         for item in iterable:
+            yield item
+            next(self._ticks)
+
+    async def _track_async(self, iterable: AsyncIterable[_T]) -> AsyncIterator[_T]:
+        async for item in iterable:
             yield item
             next(self._ticks)
 

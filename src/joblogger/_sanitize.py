@@ -21,6 +21,16 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
+from . import _callsite
+from ._redact import (
+    REDACTED,
+    VALUE_FIELD,
+    is_secret,
+    named_secret,
+    redact_text,
+    secret_pair,
+)
+
 _log = logging.getLogger("joblogger")
 
 #: Longest string kept in a span attribute, log field or event name.
@@ -31,23 +41,6 @@ MAX_MESSAGE_CHARS = 8_192
 MAX_LABEL_CHARS = 100
 #: Most context entries kept per log call.
 MAX_CONTEXT_ITEMS = 64
-REDACTED = "[REDACTED]"
-#: Context keys matching any of these (case-insensitive substrings) are redacted.
-DEFAULT_SECRET_KEYS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "authorization",
-    "api_key",
-    "apikey",
-    "api-key",
-    "cookie",
-    "credential",
-    "private_key",
-    "session",
-)
-
 #: Largest integer an OTLP attribute or data point can carry (int64).
 MAX_INT = 2**63 - 1
 #: Nesting depth of context values kept before the rest is elided.
@@ -55,6 +48,8 @@ MAX_DEPTH = 16
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _SPACES = re.compile(r"\s+")
+#: Mappings and sets with more entries than this are serialised in iteration order, not sorted.
+_SORT_LIMIT = 1_024
 
 
 class Warner:
@@ -84,7 +79,10 @@ class Warner:
             self._emit(kind, message, args)
 
     def _emit(self, kind: str, message: str, args: tuple[object, ...]) -> None:
-        _log.warning(self._prefix + message, *args, extra={"joblogger.warning": kind})
+        # The prefix (job name, run id) is an argument, never part of the format string.
+        _log.warning(
+            "%s" + message, self._prefix, *args, extra={"joblogger.warning": kind}, stacklevel=_callsite.stacklevel()
+        )
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -220,71 +218,161 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def _redact(value: object, secret_keys: tuple[str, ...], depth: int, seen: frozenset[int]) -> object:
-    """Copy of a nested value with secret-looking mapping keys redacted, cycles and deep nesting cut."""
-    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
-        if id(value) in seen:
-            return "<recursive>"
-        if depth >= MAX_DEPTH:
-            return "<nested too deep>"
-        inner = seen | {id(value)}
-        if isinstance(value, Mapping):
-            return {
-                key: REDACTED
-                if isinstance(key, str) and is_secret(key, secret_keys)
-                else _redact(item, secret_keys, depth + 1, inner)
-                for key, item in value.items()
-            }
-        if isinstance(value, (set, frozenset)):
-            return value
-        return [_redact(item, secret_keys, depth + 1, inner) for item in value]
-    return value
+def _items(value: Mapping[Any, Any]) -> Iterable[tuple[Any, Any]]:
+    """A mapping's items, sorted by key text when it is small enough to sort cheaply."""
+    if len(value) > _SORT_LIMIT:
+        return value.items()
+    pairs = [(_key_text(key), item) for key, item in value.items()]
+    pairs.sort(key=lambda pair: pair[0])
+    return pairs
+
+
+_encode_string = json.encoder.encode_basestring  # the C encoder json.dumps(..., ensure_ascii=False) uses
+_REDACTED_JSON = _encode_string(REDACTED)
+
+
+def _key_text(key: object) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    try:
+        return str(key)
+    except Exception:  # noqa: BLE001 - a broken __str__ on a key
+        return f"<unprintable {type(key).__name__}>"
+
+
+def _scalar_json(value: object) -> str | None:
+    """JSON text of a scalar (as ``json.dumps`` writes it, non-ASCII kept), or None for anything else."""
+    if isinstance(value, str):
+        return _encode_string(redact_text(value[: MAX_VALUE_CHARS + 1]))
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float.__repr__(value)
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (bytes, bytearray)):
+        return _scalar_json(bytes(value[: MAX_VALUE_CHARS + 1]).decode("utf-8", "replace"))
+    return None
+
+
+def _json_chunks(value: object, secret_keys: tuple[str, ...], depth: int, seen: tuple[int, ...]) -> Iterator[str]:
+    """JSON text of ``value``, lazily: the caller stops reading once it has enough.
+
+    Secret-looking keys (and the values of secret-named pairs) are redacted at any
+    depth, credential-looking strings are redacted, cycles and nesting deeper than
+    :data:`MAX_DEPTH` are cut, and no string longer than the cap is encoded whole.
+    """
+    scalar = _scalar_json(value)
+    if scalar is not None:
+        yield scalar
+        return
+    if not isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        try:
+            text = str(_json_default(value))
+        except Exception:  # noqa: BLE001 - a broken __str__
+            text = f"<unprintable {type(value).__name__}>"
+        yield _encode_string(redact_text(text[: MAX_VALUE_CHARS + 1]))
+        return
+    if id(value) in seen:
+        yield '"<recursive>"'
+        return
+    if depth >= MAX_DEPTH:
+        yield '"<nested too deep>"'
+        return
+    inner = (*seen, id(value))
+    if isinstance(value, Mapping):
+        hides_value = named_secret(value, secret_keys)
+        yield "{"
+        for index, (key, item) in enumerate(_items(value)):
+            name = _key_text(key)
+            yield (", " if index else "") + _encode_string(name) + ": "
+            if is_secret(name, secret_keys) or (hides_value and name == VALUE_FIELD):
+                yield _REDACTED_JSON
+            else:
+                scalar = _scalar_json(item)
+                if scalar is not None:
+                    yield scalar
+                else:
+                    yield from _json_chunks(item, secret_keys, depth + 1, inner)
+        yield "}"
+        return
+    if isinstance(value, (set, frozenset)):
+        texts = map(_key_text, value)
+        items: Iterable[object] = sorted(texts) if len(value) <= _SORT_LIMIT else texts
+    else:
+        items = value
+    yield "["
+    for index, item in enumerate(items):
+        if index:
+            yield ", "
+        scalar = _scalar_json(item)
+        if scalar is not None:
+            yield scalar
+        elif secret_pair(item, secret_keys):
+            yield from _json_chunks([item[0], REDACTED], secret_keys, depth + 1, inner)  # type: ignore[index]
+        else:
+            yield from _json_chunks(item, secret_keys, depth + 1, inner)
+    yield "]"
+
+
+def bounded_json(value: object, secret_keys: tuple[str, ...] = (), limit: int = MAX_VALUE_CHARS) -> str:
+    """JSON text of ``value`` cut to ``limit`` characters; the work done is bounded by ``limit``, not by ``value``."""
+    parts: list[str] = []
+    size = 0
+    for chunk in _json_chunks(value, secret_keys, 0, ()):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            note = "... [truncated]"
+            return utf8("".join(parts)[: max(0, limit - len(note))] + note)
+    return utf8("".join(parts))
 
 
 def attribute_value(value: object, secret_keys: tuple[str, ...] = ()) -> AttributeValue:
     """Coerce any value to a legal OpenTelemetry attribute value.
 
     Primitives pass through (strings are capped, ints beyond int64 become
-    strings); bytes are decoded; homogeneous lists of primitives stay lists;
-    anything else becomes a JSON string, with keys matching ``secret_keys``
-    redacted at any depth. Strings are always UTF-8 encodable. Never raises.
+    strings); bytes are decoded; homogeneous lists of primitives stay lists
+    (at most :data:`MAX_CONTEXT_ITEMS` items); anything else becomes a JSON
+    string of at most :data:`MAX_VALUE_CHARS` characters, built lazily so a huge
+    value costs no more than the cap. Keys matching ``secret_keys`` are redacted
+    at any depth, and so are credential-looking strings (private-key PEM
+    blocks, bearer tokens). Strings are always UTF-8 encodable. Never raises.
     """
     if isinstance(value, (bool, int, float)):
         if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
             return str(value)
         return value
     if isinstance(value, str):
-        return truncate(value, MAX_VALUE_CHARS)
+        return redact_text(truncate(value, MAX_VALUE_CHARS))
     if isinstance(value, (bytes, bytearray)):
-        return truncate(bytes(value).decode("utf-8", "replace"), MAX_VALUE_CHARS)
+        return redact_text(truncate(bytes(value[: MAX_VALUE_CHARS + 1]).decode("utf-8", "replace"), MAX_VALUE_CHARS))
     if isinstance(value, (list, tuple)) and value:
-        first = type(value[0])
-        if first in (str, int, float, bool) and all(type(v) is first for v in value):
+        head = value[:MAX_CONTEXT_ITEMS]
+        first = type(head[0])
+        if first in (str, int, float, bool) and all(type(v) is first for v in head):
             if first is str:
-                return [truncate(v, MAX_VALUE_CHARS) for v in value][:MAX_CONTEXT_ITEMS]
-            if first is int and not all(-(2**63) <= v < 2**63 for v in value):
-                return str(list(value))
-            return list(value)[:MAX_CONTEXT_ITEMS]
+                return [redact_text(truncate(v, MAX_VALUE_CHARS)) for v in head]
+            if first is not int or all(-(2**63) <= v < 2**63 for v in head):
+                return list(head)
     if value is not None and not isinstance(value, (Mapping, list, tuple, set, frozenset)):
         try:  # a single object: its text, not a quoted JSON string
-            return truncate(str(_json_default(value)), MAX_VALUE_CHARS)
+            return attribute_value(str(_json_default(value)))
         except Exception:  # noqa: BLE001 - a broken __str__
             return f"<unprintable {type(value).__name__}>"
     try:
-        value = _redact(value, secret_keys, 0, frozenset())
-        text = json.dumps(value, default=_json_default, ensure_ascii=False, sort_keys=True)
-    except Exception:  # noqa: BLE001 - unsortable keys, a broken __str__ or items()
+        return bounded_json(value, secret_keys)
+    except Exception:  # noqa: BLE001 - a broken __str__, items() or __iter__
         try:
-            text = repr(value)
+            return redact_text(truncate(repr(value), MAX_VALUE_CHARS))
         except Exception:  # noqa: BLE001
-            text = f"<unprintable {type(value).__name__}>"
-    return truncate(text, MAX_VALUE_CHARS)
-
-
-def is_secret(key: str, secret_keys: Iterable[str]) -> bool:
-    """True when ``key`` looks like it names a secret."""
-    lowered = key.lower()
-    return any(fragment in lowered for fragment in secret_keys)
+            return f"<unprintable {type(value).__name__}>"
 
 
 def context_attributes(

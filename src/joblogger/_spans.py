@@ -75,14 +75,27 @@ def exception_message(exc: BaseException) -> str:
     return _sanitize.truncate(_sanitize.utf8(text), _sanitize.MAX_VALUE_CHARS)
 
 
-def record_exception(span: Span, exc: BaseException) -> None:
-    """Add the exception event to ``span``, even for an exception whose ``str()`` fails."""
+def record_exception(
+    span: Span, exc: BaseException, *, escaped: bool = True, attributes: Mapping[str, Any] | None = None
+) -> None:
+    """Add the exception event to ``span``, even for an exception whose ``str()`` fails.
+
+    ``escaped=False`` for an exception the job handled and logged (``job.exception()``).
+    """
     message = exception_message(exc)
     stack = _sanitize.utf8("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    extra = dict(attributes or {})
     try:
-        span.record_exception(exc, {"exception.message": message, "exception.stacktrace": stack}, escaped=True)
+        span.record_exception(
+            exc, {**extra, "exception.message": message, "exception.stacktrace": stack}, escaped=escaped
+        )
     except Exception:  # noqa: BLE001 - the SDK calls str(exc) itself
         span.add_event(
             "exception",
-            {"exception.type": error_type(exc), "exception.message": message, "exception.escaped": "True"},
+            {
+                **extra,
+                "exception.type": error_type(exc),
+                "exception.message": message,
+                "exception.escaped": str(escaped),
+            },
         )

@@ -69,13 +69,13 @@ class StagesMixin(RunState):
             semconv.JOB_NAME: self._job_name,
             semconv.JOB_RUN_ID: self._run_id,
             semconv.JOB_STAGE: self._stage_name or "",
-            semconv.JOB_PROGRESS_CURRENT: self.current,
+            semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(self.current),
             semconv.JOB_ENTITY_TYPE: self._entity_type or _format.DEFAULT_ENTITY_TYPE,
         }
         if self._total is not None:
-            attrs[semconv.JOB_PROGRESS_TOTAL] = self._total
+            attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
         for key, value in self.outcomes.items():
-            attrs[semconv.JOB_OUTCOME_PREFIX + key] = value
+            attrs[semconv.JOB_OUTCOME_PREFIX + key] = _sanitize.clamp_int(value)
         for level, value in self._tally.logs().items():
             attrs[semconv.JOB_LOGS_PREFIX + level] = value
         name = self._stage_name if kind != semconv.SNAPSHOT_RUN_START and self._stage_name else self._job_name
@@ -113,7 +113,7 @@ class StagesMixin(RunState):
             semconv.JOB_ENTITY_TYPE: self._tally.entity_type,
         }
         if self._run_id_on_metrics:
-            attrs[semconv.JOB_RUN_ID] = self._run_id
+            attrs[semconv.JOB_RUN_ID] = _sanitize.as_label(self._run_id)
         self._gauge_attrs = attrs
 
     def _gauge_points(self) -> tuple[dict[str, str], int, int | None, float | None]:

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import metrics, trace
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: Distinct outcome keys / stage names per job before new ones fold into "other".
+#: Distinct custom outcome keys per run, and distinct custom outcome labels per job name on the
+#: metrics of one process, before new ones fold into "other" (standard keys never fold).
 MAX_OUTCOME_KEYS = 100
+#: Distinct stage names per job on the metrics of one process before new ones fold into "other".
 MAX_STAGES = 100
 DEFAULT_EVENT_BUDGET = 128
 #: ``Summary.result`` of a forked child's copy of a run that its parent started (never exported).
@@ -134,10 +137,26 @@ class RunState:
         def set_stage(self, stage: str, message: str | None = None) -> None: ...
         def _gauge_points(self) -> tuple[dict[str, str], int, int | None, float | None]: ...
         def _log(
-            self, level: str, message: object, context: Mapping[str, Any] | None, fields: Mapping[str, Any] | None
+            self,
+            level: str,
+            message: object,
+            context: Mapping[str, Any] | None,
+            fields: Mapping[str, Any] | None,
+            *,
+            exc_info: object = None,
+            stacklevel: object = 1,
         ) -> None: ...
         def _emit(
-            self, level: str, levelno: int, text: str, attrs: dict[str, Any], to_stdlib: bool, *, reserved: bool = False
+            self,
+            level: str,
+            levelno: int,
+            text: str,
+            attrs: dict[str, Any],
+            to_stdlib: bool,
+            *,
+            reserved: bool = False,
+            exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None,
+            skip: int = 0,
         ) -> None: ...
 
     def _ended_call(self) -> bool:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from opentelemetry import context as otel_context
 
 from . import _format, semconv
+from ._sanitize import MAX_INT
+
+
+def _ignore(*args: object) -> None:
+    """The warner of a tally that belongs to no run."""
 
 
 def ticks_value(counter: itertools.count[int]) -> int:
@@ -27,15 +32,19 @@ class Tally:
         "flush_lock",
         "flushed",
         "job",
+        "labels",
         "log_ticks",
         "outcome_extra",
         "outcome_ticks",
         "ticks",
         "type_base",
+        "warn",
     )
 
-    def __init__(self, job: str) -> None:
+    def __init__(self, job: str, warn: Callable[..., None] | None = None) -> None:
         self.job = job
+        #: the run's warner (one warning per kind), for what the metrics hub finds at flush time.
+        self.warn: Callable[..., None] = warn or _ignore
         self.ended = False
         #: +1 increments of progress (the per-item path).
         self.ticks = itertools.count()
@@ -45,6 +54,9 @@ class Tally:
         self.type_base: dict[str, int] = {}
         self.entity_type = _format.DEFAULT_ENTITY_TYPE
         self.outcome_ticks: dict[str, itertools.count[int]] = {}
+        #: metric label of each outcome key (the key itself, or "other" beyond the process's label cap);
+        #: set before the key's ticks exist, so a reader that sees a key finds its label.
+        self.labels: dict[str, str] = {}
         self.outcome_extra: dict[str, int] = {}
         self.log_ticks = {level: itertools.count() for level in semconv.LEVELS}
         #: outcome values already added to the SDK counter, and the context they are added in.
@@ -56,10 +68,15 @@ class Tally:
         """Entities processed over all phases."""
         return ticks_value(self.ticks) + self.extra
 
-    def outcomes(self) -> dict[str, int]:
-        """Outcome totals by key, in first-recorded order."""
+    def outcomes(self, *, clamp: bool = True) -> dict[str, int]:
+        """Outcome totals by key, in first-recorded order, clamped to int64 unless ``clamp=False``."""
         extra = self.outcome_extra
-        return {key: ticks_value(t) + extra.get(key, 0) for key, t in list(self.outcome_ticks.items())}
+        totals = {key: ticks_value(t) + extra.get(key, 0) for key, t in list(self.outcome_ticks.items())}
+        if clamp:
+            for key, value in totals.items():
+                if value > MAX_INT:
+                    totals[key] = MAX_INT
+        return totals
 
     def logs(self) -> dict[str, int]:
         """Log calls by level."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,15 +28,19 @@ Live feedback for background jobs: stages, progress, logs, outcomes and a
 summary, shown in the terminal and exported with OpenTelemetry.
 
 Export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set (for example
-http://127.0.0.1:4317 for the bundled collector); otherwise only the terminal
+http://127.0.0.1:4318 for the bundled collector, OTLP/HTTP); otherwise only the terminal
 view is shown. The other standard OTEL_* variables apply as usual.
+
+The view writes to stderr (stdout is left to the job): on a terminal, a live
+panel per run under the lines that stay (milestones, warnings, errors and the
+summary); piped or redirected, those lines plus a progress line every 5 s.
 """
 
 EPILOG = """\
 examples:
   joblogger demo                        run the demo job (about 25 s) in the terminal view
   joblogger demo --users 500 --speed 5  a shorter demo
-  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 joblogger demo
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 joblogger demo
                                         also send it to the collector (see README: "See it in Grafana")
   joblogger run -- python my_job.py     run your script with joblogger configured
 
@@ -48,16 +53,25 @@ def _export_wanted() -> bool:
     return any(os.environ.get(name) for name in _ENDPOINT_VARS)
 
 
+def _view_options(*, plain: bool, debug: bool, verbose: bool) -> dict[str, Any]:
+    """Options of the terminal view for the --plain, --debug and --verbose flags."""
+    options: dict[str, Any] = {"force_plain": plain, "show_debug": debug}
+    if verbose and not debug:
+        options["persist_level"] = logging.INFO
+    return options
+
+
 def configure_from_env() -> Any:
     """Configure telemetry the way ``joblogger run`` does, from ``JOBLOGGER_*`` and ``OTEL_*`` variables."""
     from . import otlp
 
     console: bool | dict[str, Any] = False
     if os.environ.get("JOBLOGGER_CONSOLE", "1") != "0":
-        console = {
-            "force_plain": os.environ.get("JOBLOGGER_PLAIN") == "1",
-            "show_debug": os.environ.get("JOBLOGGER_DEBUG") == "1",
-        }
+        console = _view_options(
+            plain=os.environ.get("JOBLOGGER_PLAIN") == "1",
+            debug=os.environ.get("JOBLOGGER_DEBUG") == "1",
+            verbose=os.environ.get("JOBLOGGER_VERBOSE") == "1",
+        )
     return otlp.configure(otlp=_export_wanted(), console=console)
 
 
@@ -74,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     def view_flags(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--plain", action="store_true", help="plain line-by-line output even on a terminal")
         sub.add_argument("--no-console", action="store_true", help="no terminal view (export only)")
-        sub.add_argument("--debug", action="store_true", help="show debug log lines too")
+        sub.add_argument("--debug", action="store_true", help="show debug log lines too (and keep every line)")
+        sub.add_argument(
+            "--verbose", action="store_true", help="keep info lines too, not only milestones, warnings and errors"
+        )
 
     demo = commands.add_parser(
         "demo",
@@ -107,7 +124,9 @@ def _demo(args: argparse.Namespace) -> int:
     from . import otlp
     from .demo import run_match_scores
 
-    console: bool | dict[str, Any] = False if args.no_console else {"force_plain": args.plain, "show_debug": args.debug}
+    console: bool | dict[str, Any] = (
+        False if args.no_console else _view_options(plain=args.plain, debug=args.debug, verbose=args.verbose)
+    )
     telemetry = otlp.configure(otlp=_export_wanted(), console=console)
     try:
         summary = run_match_scores(
@@ -142,6 +161,7 @@ def _run(args: argparse.Namespace) -> int:
     env["JOBLOGGER_CONSOLE"] = "0" if args.no_console else "1"
     env["JOBLOGGER_PLAIN"] = "1" if args.plain else "0"
     env["JOBLOGGER_DEBUG"] = "1" if args.debug else "0"
+    env["JOBLOGGER_VERBOSE"] = "1" if args.verbose else "0"
     try:
         child = subprocess.Popen(argv, env=env)
     except OSError as exc:

@@ -1,13 +1,24 @@
 """Live terminal view of the jobs running in this process (extra ``joblogger[console]``).
 
-The view never runs on the job's thread: log records are handed over through a
+The view never draws on the job's thread: log records are handed over through a
 ``logging.Handler`` that only appends to a bounded deque, and a background
-thread redraws a few times a second from the loggers' read-only state. On a
-terminal it draws a live panel per run (stage, progress bar with count,
-percentage, rate and ETA or a spinner, latest log lines coloured by level,
-outcomes) and prints the summary block when a run ends. When stdout is not a
-terminal it falls back to plain lines: every log record as it comes, and a
-progress line at most every ``plain_interval_s`` seconds per run.
+thread redraws a few times a second from the loggers' read-only state.
+
+Like tqdm, the view writes to **stderr** (``file=`` to change it), so a job's
+own output on stdout stays clean. What it prints is the same in both modes:
+
+- *persistent lines*, kept in the scrollback: milestones (stage starts, the
+  run's one summary line), warnings and errors; info lines too with
+  ``persist_level=logging.INFO`` (``--verbose``), everything with ``show_debug``;
+- on a terminal, below them, a live panel per active run (stage, progress bar
+  with count, percentage, rate and ETA or a spinner, the latest log lines of
+  every level, outcomes), redrawn in place and removed when the run ends;
+- when the file is not a terminal (piped, a log file), instead of the panel a
+  progress line per run at most every ``plain_interval_s`` seconds.
+
+When a run ends, the thread that ended it waits (at most a second) until the
+view has printed the summary, so it appears before anything the job prints
+afterwards.
 
 Enable it explicitly, e.g. ``joblogger.otlp.configure(console=True)`` or
 ``ConsoleView().start()``; a library never prints on its own.
@@ -50,6 +61,11 @@ _LEVEL_STYLE = {
     semconv.LEVEL_WARNING: "yellow",
     semconv.LEVEL_ERROR: "bold red",
 }
+_RESULT_STYLE = {
+    semconv.RESULT_SUCCESS: "bold green",
+    semconv.RESULT_SKIP: "bold yellow",
+    semconv.RESULT_CANCELLATION: "bold yellow",
+}
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -66,8 +82,8 @@ class _RunView:
     """What the view remembers of one run; only a weak reference to the run itself.
 
     A run that is dropped without ending must be released (its metrics count it as
-    abandoned), so the view never keeps an active run alive. Ended runs are held
-    strongly from their end until the next tick has drawn them.
+    abandoned), so the view never keeps an active run alive. (A run's summary
+    reaches the view as a log record, so an ended run needs nothing more.)
     """
 
     ref: weakref.ref[JobLogger]
@@ -77,14 +93,23 @@ class _RunView:
 
 
 class _Handoff(logging.Handler):
-    """Receives joblogger records on the job's thread and only queues them."""
+    """Receives joblogger records on the job's thread and only queues them (and waits for a run's summary)."""
 
-    def __init__(self, sink: deque[logging.LogRecord], level: int) -> None:
+    def __init__(
+        self, sink: deque[logging.LogRecord], level: int, on_milestone: Callable[[logging.LogRecord], None]
+    ) -> None:
         super().__init__(level)
         self._sink = sink
+        self._on_milestone = on_milestone
 
     def emit(self, record: logging.LogRecord) -> None:
         self._sink.append(record)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        handled = super().handle(record)
+        if handled and record.levelno == MILESTONE:  # outside the handler's lock: it may wait for the view
+            self._on_milestone(record)
+        return bool(handled)
 
 
 #: Record attributes that are not the job's context: stdlib ones and joblogger's own extras.
@@ -115,17 +140,31 @@ def _level_of(record: logging.LogRecord) -> str:
     return semconv.LEVEL_INFO if record.levelno >= logging.INFO else semconv.LEVEL_DEBUG
 
 
+def _persist_style(line: _Line, record: logging.LogRecord) -> str:
+    """Summary lines in bold green (success) or bold red; other lines in their level's colour."""
+    if line.level == semconv.LEVEL_MILESTONE:
+        text = record.getMessage()
+        for result, prefix in _format.RESULT_PREFIX.items():
+            if text.startswith(prefix):
+                return _RESULT_STYLE.get(result, "bold red")
+    return _LEVEL_STYLE.get(line.level, "")
+
+
 class ConsoleView:
     """Draws every active run of this process on a terminal (or as plain lines).
 
     Args:
-        file: Where to draw (default ``sys.stdout``).
-        show_debug: Also show ``debug()`` lines.
+        file: Where to draw (default ``sys.stderr``, like tqdm).
+        show_debug: Also show ``debug()`` lines (and keep every line: ``persist_level`` DEBUG).
         refresh_per_second: Redraws per second on a terminal.
         plain_interval_s: Seconds between progress lines per run in plain mode.
         force_plain: Plain lines even on a terminal.
         force_terminal: Live drawing even when ``file`` is not a terminal (tests, ``script``).
         clock: Seconds for throttling (monotonic).
+        persist_level: Records from this level up are printed as lines that stay (above the
+            live panel, or as plain lines); lower ones only show in the panel. Default
+            ``MILESTONE`` (milestones, the summary, warnings, errors); DEBUG with ``show_debug``.
+        summary_wait_s: How long the thread that ends a run waits for its summary to be printed.
     """
 
     def __init__(
@@ -138,25 +177,35 @@ class ConsoleView:
         force_plain: bool = False,
         force_terminal: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        persist_level: int | None = None,
+        summary_wait_s: float = 1.0,
     ) -> None:
-        self._file = file or sys.stdout
+        self._file = file or sys.stderr
         self._show_debug = show_debug
+        if persist_level is None:
+            persist_level = logging.DEBUG if show_debug else MILESTONE
+        self._persist_level = persist_level
+        self._summary_wait_s = summary_wait_s
         self._period = 1.0 / max(0.5, refresh_per_second)
         self._plain_interval = plain_interval_s
         is_tty = bool(getattr(self._file, "isatty", lambda: False)())
         self._live_mode = (is_tty or force_terminal) and not force_plain
         self._clock = clock
         self._records: deque[logging.LogRecord] = deque(maxlen=10_000)
-        self._handler = _Handoff(self._records, logging.DEBUG if show_debug else logging.INFO)
+        self._handler = _Handoff(self._records, logging.DEBUG if show_debug else logging.INFO, self._on_milestone)
         self._runs: dict[int, _RunView] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        #: ticks started / finished by the view thread, for waiting until a summary is drawn.
+        self._drawn = threading.Condition()
+        self._ticks_started = 0
+        self._ticks_finished = 0
         self._thread: threading.Thread | None = None
         self._live: Any = None
         self._console: Any = None
         self._frame = 0
         self._previous_level: int | None = None
         self._started: deque[weakref.ref[JobLogger]] = deque()
-        self._ended: deque[JobLogger] = deque()
         self._unobserve: Callable[[], None] | None = None
         _VIEWS.add(self)
 
@@ -165,7 +214,7 @@ class ConsoleView:
         """Attach to the ``joblogger`` logger and start drawing in a background thread."""
         joblog = logging.getLogger("joblogger")
         joblog.addHandler(self._handler)
-        self._unobserve = observe_runs(self._on_start, self._ended.append)
+        self._unobserve = observe_runs(self._on_start)
         wanted = logging.DEBUG if self._show_debug else logging.INFO
         if joblog.level == logging.NOTSET or joblog.level > wanted:
             self._previous_level = joblog.level
@@ -175,7 +224,12 @@ class ConsoleView:
             from rich.live import Live
 
             self._console = Console(file=self._file, force_terminal=True, highlight=False)
-            self._live = Live(console=self._console, auto_refresh=False, transient=False)
+            # Drawing on stderr while stdout is the same terminal: the job's prints go above the panel.
+            on_stderr = self._file is sys.stderr
+            redirect_stdout = not on_stderr or bool(getattr(sys.stdout, "isatty", lambda: False)())
+            self._live = Live(
+                console=self._console, auto_refresh=False, transient=False, redirect_stdout=redirect_stdout
+            )
             self._live.start()
         self._thread = threading.Thread(target=self._loop, name="joblogger-console", daemon=True)
         self._thread.start()
@@ -186,6 +240,7 @@ class ConsoleView:
         if self._thread is None:
             return
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5)
         self._thread = None
         try:
@@ -209,11 +264,34 @@ class ConsoleView:
 
     # --- drawing --------------------------------------------------------------------
     def _loop(self) -> None:
-        while not self._stop.wait(self._period):
+        while not self._stop.is_set():
+            self._wake.wait(self._period)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            with self._drawn:
+                self._ticks_started += 1
             try:
                 self._tick(final=False)
             except Exception as exc:  # noqa: BLE001 - the view must never take the job down
                 logging.getLogger("joblogger").debug("console view: %r", exc)
+            finally:
+                with self._drawn:
+                    self._ticks_finished += 1
+                    self._drawn.notify_all()
+
+    def _on_milestone(self, record: logging.LogRecord) -> None:
+        """On the job's thread: if ``record`` is a run's summary, wait until the view has printed it."""
+        thread = self._thread
+        if thread is None or threading.current_thread() is thread or self._stop.is_set():
+            return
+        run_id = getattr(record, semconv.JOB_RUN_ID, None)
+        if run_id is None or not any(job.ended and job.job_run_id == run_id for job in active_runs()):
+            return  # not a summary: the summary is the only record logged after a run ended
+        with self._drawn:
+            wanted = self._ticks_started + 1  # a tick that starts after the record was queued
+            self._wake.set()
+            self._drawn.wait_for(lambda: self._ticks_finished >= wanted or self._stop.is_set(), self._summary_wait_s)
 
     def _on_start(self, job: JobLogger) -> None:
         self._started.append(weakref.ref(job))
@@ -231,11 +309,6 @@ class ConsoleView:
                 self._view_of(started)
         for job in active_runs():
             self._view_of(job)
-        ended = []  # strong references until this tick has drawn them
-        while self._ended:
-            ended.append(self._ended.popleft())
-        for job in ended:
-            self._view_of(job)
         drawn = []
         for key, view in list(self._runs.items()):
             alive = view.ref()
@@ -247,11 +320,12 @@ class ConsoleView:
 
     def _forget_in_child(self) -> None:
         """In a forked child: the view belongs to the parent process; detach it and drop its state."""
-        self._thread = None
+        self._thread = None  # did not survive the fork; nothing may wait for its ticks
+        self._drawn = threading.Condition()  # the parent's view thread may have held it
+        self._wake = threading.Event()
         self._live = None
         self._runs.clear()
         self._started.clear()
-        self._ended.clear()
         self._records.clear()
         if self._unobserve is not None:
             self._unobserve()
@@ -266,6 +340,7 @@ class ConsoleView:
             records.append(self._records.popleft())
         by_run = {job.job_run_id: view for view, job in drawn}
         plain_out: list[str] = []
+        kept: list[tuple[_Line, logging.LogRecord]] = []
         for record in records:
             level = _level_of(record)
             if level == semconv.LEVEL_DEBUG and not self._show_debug:
@@ -276,11 +351,13 @@ class ConsoleView:
             view = by_run.get(line.run_id)
             if view is not None:
                 view.lines.append(line)
-            if not self._live_mode:
-                plain_out.append(self._plain_log(line, record))
+            if record.levelno >= self._persist_level:
+                kept.append((line, record))
+                if not self._live_mode:
+                    plain_out.append(self._plain_log(line, record))
         finished = [(view, job) for view, job in drawn if job.ended]
         if self._live_mode:
-            self._draw_live(drawn, finished)
+            self._draw_live(drawn, kept)
         else:
             now = self._clock()
             for view, job in drawn:
@@ -291,8 +368,6 @@ class ConsoleView:
                 if due and text != view.last_plain_text:
                     plain_out.append(f"[{job.job_name}] {text}")
                     view.last_plain, view.last_plain_text = now, text
-            for _, job in finished:  # the summary line itself was already printed as a log line
-                plain_out.extend(self._summary_lines(job)[:1])
             if plain_out:
                 self._file.write("\n".join(plain_out) + "\n")
                 self._file.flush()
@@ -316,15 +391,6 @@ class ConsoleView:
         if eta is not None:
             text += f" | ETA {_format.format_duration(eta)}"
         return text
-
-    def _summary_lines(self, job: JobLogger) -> list[str]:
-        summary = job.summary
-        if summary is None:
-            return []
-        parts = [f"Processed: {_format.format_count(summary.entities_processed)} {summary.entity_type or 'entities'}"]
-        parts += [f"{_format.outcome_label(k)}: {_format.format_count(v)}" for k, v in summary.outcomes.items()]
-        parts.append(f"Duration: {_format.format_duration(summary.duration_ms / 1000)}")
-        return [f"[{job.job_name}] Outcome: {', '.join(parts)}", f"[{job.job_name}] {summary.line}"]
 
     def _panel(self, view: _RunView, job: JobLogger) -> Any:
         from rich.console import Group
@@ -368,23 +434,21 @@ class ConsoleView:
                 if line.context:
                     text.append(f" {line.context}", style="dim")
                 rows.append(text)
-        if job.ended and job.summary is not None:
-            outcome = self._summary_lines(job)[0].split("] ", 1)[1]
-            rows.append(Text(outcome, style="bold"))
-            rows.append(Text(job.summary.line, style="bold green" if job.summary.result == "success" else "bold red"))
-        else:
-            outcomes = dict(job.outcomes)
-            if outcomes:
-                parts = ", ".join(f"{_format.outcome_label(k)}: {_format.format_count(v)}" for k, v in outcomes.items())
-                rows.append(Text.assemble(("Outcomes: ", "bold"), parts))
+        outcomes = dict(job.outcomes)
+        if outcomes:
+            parts = ", ".join(f"{_format.outcome_label(k)}: {_format.format_count(v)}" for k, v in outcomes.items())
+            rows.append(Text.assemble(("Outcomes: ", "bold"), parts))
         title = f"{job.job_name} · run {job.job_run_id}"
         return Panel(Group(*rows), title=title, title_align="left", expand=True)
 
-    def _draw_live(self, drawn: list[tuple[_RunView, JobLogger]], finished: list[tuple[_RunView, JobLogger]]) -> None:
+    def _draw_live(self, drawn: list[tuple[_RunView, JobLogger]], kept: list[tuple[_Line, logging.LogRecord]]) -> None:
         from rich.console import Group
+        from rich.text import Text
 
-        for view, job in finished:  # a finished run's final panel stays on screen above the live area
-            self._live.console.print(self._panel(view, job))
+        for line, record in kept:  # persistent lines go above the live area and stay in the scrollback
+            text = Text(no_wrap=False)
+            text.append(self._plain_log(line, record), style=_persist_style(line, record))
+            self._live.console.print(text, soft_wrap=True)
         active = [self._panel(view, job) for view, job in drawn if not job.ended]
         self._live.update(Group(*active), refresh=True)
 

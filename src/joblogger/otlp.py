@@ -6,6 +6,9 @@ OTLP logs. It is the only place in joblogger that sets global providers.
 
 Choices, and why (see docs/otlp.md):
 
+- **Standard configuration**: arguments, then the ``OTEL_*`` variables, then joblogger's
+  defaults, resolved per signal in :mod:`joblogger._otlp_settings`; OTLP/HTTP on port
+  4318 unless ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``.
 - **Live by default**: metrics are exported every 2 s (``OTEL_METRIC_EXPORT_INTERVAL``
   or ``metric_export_interval_s=`` change it), so dashboards move while a job runs.
 - **Cumulative temporality and a unique ``service.instance.id`` per process**: every
@@ -58,6 +61,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from . import semconv
 from ._bridge import OTelLogHandler
+from ._otlp_exporters import exporters as _exporters
 from ._otlp_fork import (
     after_fork,
     child_instance_id,
@@ -67,6 +71,14 @@ from ._otlp_fork import (
     own,
     sigterm_handler_installed,
 )
+from ._otlp_settings import (
+    DEFAULT_EXPORT_TIMEOUT_S,
+    DEFAULT_METRIC_EXPORT_INTERVAL_S,
+    Settings,
+    SignalSettings,
+    resolve,
+)
+from ._results import SignalExit
 from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
@@ -75,15 +87,10 @@ __all__ = ["DEFAULT_METRIC_EXPORT_INTERVAL_S", "Telemetry", "after_fork", "confi
 
 _log = logging.getLogger("joblogger")
 
-#: Default seconds between metric exports (the SDK's own default is 60 s).
-DEFAULT_METRIC_EXPORT_INTERVAL_S = 2.0
-#: Default per-export timeout in seconds; shutdown takes at most ``SHUTDOWN_GRACE_EXPORTS + 1`` times this.
-DEFAULT_EXPORT_TIMEOUT_S = 5.0
 #: Exports may start until this many export timeouts after shutdown began (one in
 #: flight plus one final export per signal); shutdown as a whole waits at most one
 #: more export timeout for the exports still in flight.
 SHUTDOWN_GRACE_EXPORTS = 2
-_PROTOCOLS = ("grpc", "http/protobuf")
 _lock = threading.Lock()
 _current: Telemetry | None = None
 
@@ -104,6 +111,8 @@ class Telemetry:
     sigterm_handled: bool = False
     console: Any = None
     export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S
+    #: The resolved export settings (argument > OTEL_* variable > default), per signal.
+    settings: Settings | None = None
     _handler: logging.Handler | None = field(default=None, repr=False)
     _deadline: _ExitDeadline | None = field(default=None, repr=False)
     _shut: bool = field(default=False, repr=False)
@@ -217,50 +226,6 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _env_float(name: str, scale: float) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw) * scale
-    except ValueError:
-        _log.warning("joblogger: ignoring %s=%r (not a number)", name, raw)
-        return None
-    return value if value > 0 else None
-
-
-def _exporters(protocol: str, endpoint: str | None, headers: Mapping[str, str] | None, timeout_s: float) -> Any:
-    """Span, metric and log exporters for ``protocol``; ``None`` arguments fall back to OTEL_* variables."""
-    kwargs: dict[str, Any] = {}
-    if headers is not None:
-        kwargs["headers"] = dict(headers)
-    if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") is None:
-        kwargs["timeout"] = timeout_s
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        if endpoint is not None:
-            kwargs["endpoint"] = endpoint
-            kwargs["insecure"] = endpoint.startswith("http://")
-        return OTLPSpanExporter(**kwargs), OTLPMetricExporter(**kwargs), OTLPLogExporter(**kwargs)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HTTPLogExporter
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpanExporter
-
-    def at(path: str) -> dict[str, Any]:
-        if endpoint is None:
-            return kwargs
-        return {**kwargs, "endpoint": endpoint.rstrip("/") + path}
-
-    return (
-        HTTPSpanExporter(**at("/v1/traces")),
-        HTTPMetricExporter(**at("/v1/metrics")),
-        HTTPLogExporter(**at("/v1/logs")),
-    )
-
-
 class _PerProcessIdentity(MetricExporter):
     """Stamps every metric export with this process's own ``service.instance.id``.
 
@@ -312,8 +277,8 @@ class _PerProcessIdentity(MetricExporter):
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    """Turn SIGTERM into SystemExit(143) so runs end as cancelled and telemetry is flushed at exit."""
-    raise SystemExit(128 + signum)
+    """Turn SIGTERM into SignalExit(143) (a SystemExit) so runs end as cancelled and telemetry is flushed at exit."""
+    raise SignalExit(128 + signum)
 
 
 def _install_sigterm_handler() -> bool:
@@ -344,7 +309,7 @@ def configure(
     headers: Mapping[str, str] | None = None,
     resource_attributes: Mapping[str, str] | None = None,
     metric_export_interval_s: float | None = None,
-    export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S,
+    export_timeout_s: float | None = None,
     otlp: bool = True,
     prometheus_port: int | None = None,
     prometheus_addr: str = "127.0.0.1",
@@ -357,21 +322,22 @@ def configure(
 ) -> Telemetry:
     """Set up OpenTelemetry export for joblogger (and the rest of the application).
 
-    Explicit arguments win over the standard variables: ``OTEL_SERVICE_NAME``,
-    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
-    ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` or ``http/protobuf``),
-    ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_METRIC_EXPORT_INTERVAL`` (ms) and
-    ``OTEL_SDK_DISABLED``. Calling it again returns the first result.
+    Each setting is resolved per signal as explicit argument > standard ``OTEL_*``
+    variable (per-signal before generic) > joblogger default, with the
+    specification's units (``OTEL_EXPORTER_OTLP_*TIMEOUT`` and the batch and
+    interval variables in milliseconds); see docs/otlp.md for every variable.
+    Calling it again returns the first result.
 
     Args:
         service_name: ``service.name`` of the resource (default ``OTEL_SERVICE_NAME``, else ``"joblogger"``).
-        endpoint: OTLP endpoint, e.g. ``http://127.0.0.1:4317`` (gRPC) or ``http://127.0.0.1:4318`` (HTTP).
-        protocol: ``"grpc"`` (default) or ``"http/protobuf"``.
+        endpoint: OTLP base endpoint for all signals, e.g. ``http://127.0.0.1:4318`` (HTTP, ``/v1/<signal>``
+            is appended) or ``http://127.0.0.1:4317`` (gRPC).
+        protocol: ``"http/protobuf"`` (default, as the specification says) or ``"grpc"``.
         headers: Extra export headers (e.g. authentication).
         resource_attributes: Added to the resource (a ``service.instance.id`` is generated unless given).
-        metric_export_interval_s: Seconds between metric exports (default 2).
-        export_timeout_s: Timeout of each export (``OTEL_EXPORTER_OTLP_TIMEOUT``, seconds, wins); shutdown
-            at exit takes at most three times this long.
+        metric_export_interval_s: Seconds between metric exports (default ``OTEL_METRIC_EXPORT_INTERVAL``, else 2).
+        export_timeout_s: Seconds each export may take (default ``OTEL_EXPORTER_OTLP_*TIMEOUT`` in ms, else 5);
+            shutdown at exit takes at most three times the longest signal's timeout.
         otlp: Set to False to skip OTLP exporters (e.g. terminal view or Prometheus pull only).
         prometheus_port: Also serve ``/metrics`` for Prometheus to scrape on this port.
         prometheus_addr: Address of that endpoint (loopback unless you say otherwise).
@@ -431,7 +397,7 @@ def _configure(
     headers: Mapping[str, str] | None,
     resource_attributes: Mapping[str, str] | None,
     metric_export_interval_s: float | None,
-    export_timeout_s: float,
+    export_timeout_s: float | None,
     otlp: bool,
     prometheus_port: int | None,
     prometheus_addr: str,
@@ -449,11 +415,14 @@ def _configure(
             meter_provider=metrics.get_meter_provider(),
             reused_existing=True,
         )
-    protocol = (protocol or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip().lower()
-    if protocol not in _PROTOCOLS:
-        raise ValueError(f"unsupported OTLP protocol {protocol!r}; use one of {_PROTOCOLS}")
-    interval_s = (
-        metric_export_interval_s or _env_float("OTEL_METRIC_EXPORT_INTERVAL", 0.001) or DEFAULT_METRIC_EXPORT_INTERVAL_S
+    settings = resolve(
+        os.environ,
+        otlp=otlp,
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=headers,
+        export_timeout_s=export_timeout_s,
+        metric_export_interval_s=metric_export_interval_s,
     )
     attrs: dict[str, Any] = {"telemetry.distro.name": "joblogger", "telemetry.distro.version": __version__}
     attrs.update(resource_attributes or {})
@@ -465,49 +434,36 @@ def _configure(
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "joblogger"}))
 
+    deadline = _ExitDeadline()
     tracer_provider = TracerProvider(resource=resource)
-    readers: list[MetricReader] = []
+    for exporter in _exporters(settings.traces):
+        tracer_provider.add_span_processor(_batch_span_processor(exporter, settings.traces, deadline))
+    readers: list[MetricReader] = [
+        PeriodicExportingMetricReader(
+            _PerProcessIdentity(exporter, parent_id, deadline),
+            export_interval_millis=settings.metric_export_interval_s * 1000,
+            export_timeout_millis=settings.metrics.export_timeout_ms,
+        )
+        for exporter in _exporters(settings.metrics)
+    ]
     logger_provider = None
     handler: logging.Handler | None = None
-    deadline: _ExitDeadline | None = None
-    # The exporters read OTEL_EXPORTER_OTLP_TIMEOUT (seconds) when it is set; shutdown's bound follows it.
-    export_timeout_s = _env_float("OTEL_EXPORTER_OTLP_TIMEOUT", 1.0) or export_timeout_s
-    if otlp:
+    log_exporters = _exporters(settings.logs)
+    if log_exporters:
         from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-        from opentelemetry.sdk.trace.export import SpanExportResult
 
-        span_exporter, metric_exporter, log_exporter = _exporters(protocol, endpoint, headers, export_timeout_s)
-        deadline = _ExitDeadline()
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(
-                cast(Any, _UntilDeadline(span_exporter, deadline, "spans", SpanExportResult.FAILURE)),
-                schedule_delay_millis=1000,
-                export_timeout_millis=int(export_timeout_s * 1000),
-            )
-        )
-        readers.append(
-            PeriodicExportingMetricReader(
-                _PerProcessIdentity(metric_exporter, parent_id, deadline),
-                export_interval_millis=interval_s * 1000,
-                export_timeout_millis=export_timeout_s * 1000,
-            )
-        )
         logger_provider = LoggerProvider(resource=resource)
-        logger_provider.add_log_record_processor(
-            BatchLogRecordProcessor(
-                cast(Any, _UntilDeadline(log_exporter, deadline, "log records", _log_export_failure())),
-                schedule_delay_millis=1000,
-                export_timeout_millis=int(export_timeout_s * 1000),
-            )
-        )
+        for exporter in log_exporters:
+            logger_provider.add_log_record_processor(_batch_log_processor(exporter, settings.logs, deadline))
         handler = OTelLogHandler(logger_provider.get_logger(semconv.SCOPE_NAME, __version__), level=log_level)
         joblog.addHandler(handler)
         if joblog.level == logging.NOTSET or joblog.level > log_level:
             joblog.setLevel(log_level)
-    if prometheus_port is not None:
+    if prometheus_port is not None or "prometheus" in settings.metrics.exporters:
         from ._prometheus import serve
 
+        if prometheus_port is None:
+            prometheus_port, prometheus_addr = settings.prometheus_port, settings.prometheus_host
         readers.append(serve(prometheus_port, prometheus_addr))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     trace.set_tracer_provider(tracer_provider)
@@ -516,18 +472,42 @@ def _configure(
         from opentelemetry._logs import set_logger_provider
 
         set_logger_provider(logger_provider)
+    exporting = [signal for signal in settings.signals if "otlp" in signal.exporters]
     return Telemetry(
         enabled=True,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         logger_provider=logger_provider,
-        protocol=protocol if otlp else None,
-        endpoint=endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        metric_export_interval_s=interval_s,
+        protocol=exporting[0].protocol if exporting else None,
+        endpoint=exporting[0].effective_endpoint if exporting else None,
+        metric_export_interval_s=settings.metric_export_interval_s,
         prometheus_port=prometheus_port,
-        export_timeout_s=export_timeout_s,
+        export_timeout_s=settings.export_timeout_s,
+        settings=settings,
         _handler=handler,
-        _deadline=deadline,
+        _deadline=deadline if exporting else None,
+    )
+
+
+def _batch_span_processor(exporter: Any, signal: SignalSettings, deadline: _ExitDeadline) -> Any:
+    """A BatchSpanProcessor; ``None`` delays and timeouts let the SDK read ``OTEL_BSP_*``."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    return BatchSpanProcessor(
+        cast(Any, _UntilDeadline(exporter, deadline, "spans", SpanExportResult.FAILURE)),
+        schedule_delay_millis=signal.schedule_delay_ms,
+        export_timeout_millis=signal.export_timeout_ms,
+    )
+
+
+def _batch_log_processor(exporter: Any, signal: SignalSettings, deadline: _ExitDeadline) -> Any:
+    """A BatchLogRecordProcessor; ``None`` delays and timeouts let the SDK read ``OTEL_BLRP_*``."""
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    return BatchLogRecordProcessor(
+        cast(Any, _UntilDeadline(exporter, deadline, "log records", _log_export_failure())),
+        schedule_delay_millis=signal.schedule_delay_ms,
+        export_timeout_millis=signal.export_timeout_ms,
     )
 
 

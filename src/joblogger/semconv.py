@@ -36,6 +36,8 @@ JOB_EVENTS_DROPPED: Final = "job.events.dropped"
 JOB_EVENTS_DROPPED_PREFIX: Final = "job.events.dropped."
 JOB_DURATION_MS: Final = "job.duration_ms"
 ERROR_TYPE: Final = "error.type"
+#: OpenTelemetry's process attribute: the exit code of a run ended by ``SystemExit``.
+PROCESS_EXIT_CODE: Final = "process.exit.code"
 #: True on snapshot spans (run/stage start markers and checkpoints), absent elsewhere.
 JOB_SNAPSHOT: Final = "job.snapshot"
 #: ``run.start``, ``stage.start`` or ``checkpoint``.
@@ -51,11 +53,24 @@ SNAPSHOT_CHECKPOINT: Final = "checkpoint"
 #: Name of the event that lists per-level dropped event counts when a span ends.
 EVENT_EVENTS_DROPPED: Final = "job.events.dropped"
 
-# --- job.result values (OTel CI/CD result vocabulary) ---------------------
+# --- job.result values ----------------------------------------------------
+# Exactly the values of OpenTelemetry's CI/CD conventions for
+# ``cicd.pipeline.result`` and ``cicd.pipeline.task.run.result``.
+#: The run finished successfully.
 RESULT_SUCCESS: Final = "success"
+#: The run did not finish successfully (an exception escaped it, a non-zero exit code).
 RESULT_FAILURE: Final = "failure"
+#: The run failed because of the system running it, not the job (e.g. the worker was lost); explicit only.
+RESULT_ERROR: Final = "error"
+#: A timeout interrupted the run (a ``TimeoutError`` escaped it).
+RESULT_TIMEOUT: Final = "timeout"
+#: The run was cancelled (Ctrl-C, SIGTERM, asyncio cancellation).
 RESULT_CANCELLATION: Final = "cancellation"
-RESULTS: Final = (RESULT_SUCCESS, RESULT_FAILURE, RESULT_CANCELLATION)
+#: The run was skipped, e.g. a precondition was not met; explicit only.
+RESULT_SKIP: Final = "skip"
+RESULTS: Final = (RESULT_SUCCESS, RESULT_FAILURE, RESULT_ERROR, RESULT_TIMEOUT, RESULT_CANCELLATION, RESULT_SKIP)
+#: Results that mean the run failed (alert rules and dashboards match these).
+FAILED_RESULTS: Final = (RESULT_FAILURE, RESULT_ERROR, RESULT_TIMEOUT)
 
 # --- job.log.level values --------------------------------------------------
 LEVEL_DEBUG: Final = "debug"

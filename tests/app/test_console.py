@@ -42,9 +42,52 @@ def test_plain_mode_prints_logs_progress_and_outcome():
     assert "[MILESTONE] Starting: Scoring users" in text
     assert "[WARNING] User 1234 has no quiz data, skipping { userId: '1234' }" in text
     assert 'Progress: "Scoring users (5 / 10)" - 50%' in text
-    assert "[match-scores] Outcome: Processed: 5 users, Warnings: 1, Duration:" in text
-    assert "Completed in" in text
+    assert text.count("Completed in") == 1
+    assert "| Processed: 5 users | Warnings: 1" in text
     assert "\x1b[" not in text  # no escape codes in plain mode
+
+
+def test_plain_mode_prints_one_summary_and_no_info_lines():
+    """Piped output is compact: one summary line, milestones/warnings/errors, no info chatter unless asked."""
+    for persist, info_expected in ((None, False), (logging.INFO, True)):
+        out = io.StringIO()
+        view = ConsoleView(file=out, plain_interval_s=3600, refresh_per_second=100, persist_level=persist).start()
+        with capture() as cap, cap.job_logger("r1", "compact") as job:
+            job.set_stage("Scoring users")
+            for i in range(20):
+                job.info(f"Batch {i} complete")
+            job.error("Failed to process user 7")
+        view.stop()
+        text = out.getvalue()
+        assert text.count("Completed in") == 1, text
+        assert "Outcome:" not in text
+        assert "[ERROR] Failed to process user 7" in text
+        assert ("[INFO] Batch 3 complete" in text) is info_expected
+
+
+def test_view_writes_to_stderr_by_default(capsys):
+    """Like tqdm, the view leaves stdout to the job: its lines (warnings, errors, summary) go to stderr."""
+    view = ConsoleView(force_plain=True, refresh_per_second=100).start()
+    with capture() as cap, cap.job_logger("r1", "streams") as job:
+        job.warning("careful")
+        job.error("broken")
+    view.stop()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "[WARNING] careful" in err and "[ERROR] broken" in err and "Completed in" in err
+
+
+def test_summary_is_printed_before_the_with_block_returns():
+    """The thread that ends a run waits until the view printed the summary, so it precedes the job's next output."""
+    for force_terminal in (False, True):
+        out = io.StringIO()
+        view = ConsoleView(file=out, refresh_per_second=1, force_terminal=force_terminal).start()
+        try:
+            with capture() as cap, cap.job_logger("r1", "ordered") as job:
+                job.increment_progress()
+            assert "Completed in" in out.getvalue()
+        finally:
+            view.stop()
 
 
 def test_plain_mode_throttles_progress_lines():
@@ -102,6 +145,33 @@ def test_live_mode_draws_panel_with_bar_and_logs():
     assert "Completed in" in out.getvalue()
 
 
+def _lines_outside_panels(raw: str) -> list[str]:
+    """Lines drawn with no panel border: what stays in the scrollback above the live area."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", raw)
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith(("│", "╭", "╰"))]
+
+
+def test_live_mode_keeps_warnings_errors_and_one_summary_above_the_panel():
+    """On a terminal, warnings, errors and the summary are printed once above the panel (not only inside it)."""
+    out = io.StringIO()
+    view = ConsoleView(file=out, force_terminal=True, refresh_per_second=0.5).start()
+    with capture() as cap:
+        job = cap.job_logger("r9", "match-scores")
+        job.set_stage("Scoring users")
+        job.error("Failed to process user 5678", userId="5678")
+        job.warning("No valid candidates for user 33")
+        for i in range(20):  # far more than the panel's window of 8 lines
+            job.info(f"Batch {i} complete")
+            view._tick(final=False)
+        job.log_summary()
+    view.stop()
+    kept = _lines_outside_panels(out.getvalue())
+    assert any("[ERROR] Failed to process user 5678 { userId: '5678' }" in line for line in kept), kept
+    assert any("[WARNING] No valid candidates for user 33" in line for line in kept), kept
+    assert not any("[INFO] Batch" in line for line in kept), kept
+    assert out.getvalue().count("Completed in") == 1
+
+
 def test_view_never_draws_on_the_job_thread():
     """Log calls only queue records; drawing happens on the view's own thread."""
     threads: set[str] = set()
@@ -150,24 +220,6 @@ def test_runs_dropped_without_ending_are_released():
         view.stop()
 
 
-def test_a_run_dropped_right_after_it_ended_still_gets_its_outcome_line():
-    """Releasing active runs loses nothing: a run that ended and was dropped before the next tick is drawn."""
-    out = io.StringIO()
-    view = ConsoleView(file=out, force_plain=True, refresh_per_second=0.5).start()
-    try:
-        with capture() as cap:
-            for i in range(3):
-                with cap.job_logger(f"quick-{i}", "quick") as job:
-                    job.add_outcome("updates", i + 1)
-            del job
-            gc.collect()
-            view._tick(final=False)
-    finally:
-        view.stop()
-    outcome_lines = [line for line in out.getvalue().splitlines() if line.startswith("[quick] Outcome:")]
-    assert len(outcome_lines) == 3, out.getvalue()
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 def test_a_forked_child_holds_none_of_the_parents_runs_and_pins_none_of_its_own():
     """In a forked child the view is detached: it holds no inherited run and none of the child's 2,000 runs."""
@@ -185,7 +237,7 @@ def test_a_forked_child_holds_none_of_the_parents_runs_and_pins_none_of_its_own(
                     for i in range(2_000):
                         cap.job_logger(f"child-{i}", "pinned").increment_progress()
                     gc.collect()
-                    held = len(view._runs) + len(view._started) + len(getattr(view, "_ended", ()))
+                    held = len(view._runs) + len(view._started)
                     active = cap.metric_value(semconv.METRIC_RUNS_ACTIVE)
                     os.write(write_fd, json.dumps([inherited, held, active]).encode())
                 finally:

@@ -96,7 +96,7 @@ def test_explicit_arguments_win_over_variables():
         OTEL_METRIC_EXPORT_INTERVAL="3000",
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
     )
-    assert out.split() == ["from-env", "3.0", "grpc"]
+    assert out.split() == ["from-env", "3.0", "http/protobuf"]
 
 
 def test_sdk_disabled_configures_nothing():

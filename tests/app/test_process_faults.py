@@ -62,7 +62,7 @@ def test_sigterm_cancels_the_run_logs_the_summary_and_exits_143(tmp_path):
     assert "MILESTONE Cancelled after" in out
     assert "Processed: " in out and " rows" in out
     assert "finally ran; summary: cancellation" in out
-    assert "Job cancelled: SystemExit: 143" in out
+    assert "Job cancelled: joblogger.SignalExit: 143" in out
 
 
 def test_ctrl_c_cancels_the_run_and_keyboardinterrupt_propagates(tmp_path):

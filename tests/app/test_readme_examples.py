@@ -41,3 +41,25 @@ def test_readme_commands_exist():
     for path in ("scripts/check", "scripts/stack.py", "docker-compose.yml", ".ci/run"):
         assert (Path(__file__).resolve().parents[2] / path).exists(), path
     assert "./scripts/check" in (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+
+
+def test_decorator_example_runs(joblogger_capture, monkeypatch):
+    """The README's @job example runs as written: an async job whose run id comes from its argument."""
+    import asyncio
+
+    block = re.search(r"```python\n(from joblogger import current_job, job\n.*?)```", README, re.S)
+    assert block, "decorator example not found in README"
+
+    async def fetch_users():
+        for i in range(7):
+            yield {"id": i}
+
+    namespace: dict[str, object] = {"fetch_users": fetch_users}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    monkeypatch.setattr("joblogger._logger.trace.get_tracer_provider", lambda: joblogger_capture.tracer_provider)
+    monkeypatch.setattr("joblogger._logger.metrics.get_meter_provider", lambda: joblogger_capture.meter_provider)
+    asyncio.run(namespace["run_match_scores"]([], job_run_id="run-5"))
+    run = joblogger_capture.span("match-scores")
+    assert run.attributes[semconv.JOB_RUN_ID] == "run-5"
+    assert run.attributes[semconv.JOB_RESULT] == "success"
+    assert run.attributes[semconv.JOB_PROGRESS_CURRENT] == 7

@@ -57,6 +57,7 @@ def job_env(stack: Any, service: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
         OTEL_EXPORTER_OTLP_ENDPOINT=stack.otlp_grpc,
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
         OTEL_EXPORTER_OTLP_INSECURE="true",
         OTEL_SERVICE_NAME=service,
         OTEL_METRIC_EXPORT_INTERVAL="1000",

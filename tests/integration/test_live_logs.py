@@ -98,7 +98,10 @@ def start_demo(stack: Any, service: str, run_id: str, users: int, log: Path) -> 
     """Start ``joblogger demo`` as its own process, exporting to the stack's collector."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
-        OTEL_EXPORTER_OTLP_ENDPOINT=stack.otlp_grpc, OTEL_EXPORTER_OTLP_INSECURE="true", OTEL_SERVICE_NAME=service
+        OTEL_EXPORTER_OTLP_ENDPOINT=stack.otlp_grpc,
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_SERVICE_NAME=service,
     )
     argv = [sys.executable, "-m", "joblogger", "demo", "--users", str(users), "--speed", "1"]
     with log.open("wb") as err:

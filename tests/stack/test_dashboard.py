@@ -397,3 +397,13 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"evaluation_interval": "1m", "tests": [case]}, width=10_000), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_last_result_colours_every_result() -> None:
+    """The "Last result per job" table maps a colour for each job.result value of semconv.RESULTS."""
+    board = load_dashboard()
+    panel = next(p for p in iter_panels(board) if p.get("title") == "Last result per job (24 h)")
+    override = next(o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Result")
+    [mappings] = [prop["value"] for prop in override["properties"] if prop["id"] == "mappings"]
+    mapped = {value for mapping in mappings for value in mapping["options"]}
+    assert mapped == set(semconv.RESULTS)

@@ -209,6 +209,40 @@ def _surrogates(job: JobLogger) -> None:
     job.add_outcome("out\ud800")
 
 
+def _check_labels_single_line(job: JobLogger, cap: Capture) -> None:
+    labels = {v for p in cap.metrics() for v in p.attributes.values()}
+    assert labels and not [v for v in labels if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v)], labels
+    assert "nightly export" in labels
+
+
+def _check_snapshots_clamped(job: JobLogger, cap: Capture) -> None:
+    snapshots = [attrs(s) for s in cap.spans() if attrs(s).get(semconv.JOB_SNAPSHOT)]
+    stage_start = next(a for a in snapshots if a[semconv.JOB_SNAPSHOT_KIND] == semconv.SNAPSHOT_STAGE_START)
+    assert stage_start[semconv.JOB_PROGRESS_CURRENT] == BIG
+    assert stage_start[semconv.JOB_OUTCOME_PREFIX + "bytes"] == BIG
+
+
+def _huge_snapshot(job: JobLogger) -> None:
+    job.increment_progress(10**30)
+    job.increment_progress(10**30)
+    job.add_outcome("bytes", BIG)
+    job.add_outcome("bytes")
+    job.set_stage("After the huge counts")
+
+
+def _parameter_names_as_fields(job: JobLogger) -> None:
+    job.set_stage("S")
+    job.info("loaded", message="hi", self="me")
+
+
+def _junk_log_options(job: JobLogger) -> None:
+    job.info("no exception being handled", exc_info=True)
+    job.warning("a tuple that is no exc_info", exc_info=(1, 2))
+    job.error("a stacklevel that is no number", stacklevel="deep")  # type: ignore[arg-type]
+    job.milestone("a negative stacklevel", stacklevel=-3)
+    job.exception("exception() outside an except block")
+
+
 def _reserved_context_keys(job: JobLogger) -> None:
     job.set_stage("S")
     job.info("reserved", {"message": "m", "args": (1, 2), "exc_info": True, "levelname": "x", "name": "n"})
@@ -298,6 +332,12 @@ CASES: list[Case] = [
     Case("ctx-too-many", _info("t", {f"k{i}": i for i in range(1_000)}), warns=frozenset({"context-size"})),
     Case("ctx-megabyte-value", _info("v", {"v": "x" * MB}), check=_check_event_pred(lambda a: len(a["v"]) <= 4096)),
     Case("ctx-reserved-keys", _reserved_context_keys),
+    Case("ctx-parameter-names-as-fields", _parameter_names_as_fields,
+         check=_check_event({"message": "hi", "self": "me"}, "loaded")),
+    Case("log-options-junk", _junk_log_options,
+         warns=frozenset({"exc_info-none", "exc_info-type", "stacklevel-type", "stacklevel-negative"}),
+         check=lambda job, cap: _assert(job.log_counts["error"] == 2 and not [
+             e for s in cap.spans() for e in s.events if e.name == "exception"])),
     # --- outcomes ---------------------------------------------------------------------------------------
     Case("outcome-odd-keys",
          lambda j: [j.add_outcome(k) for k in ("  Rows  Merged!! ", "UPDATES", "a.b/c:d", "tab\tkey\n")],
@@ -308,15 +348,26 @@ CASES: list[Case] = [
     Case("outcome-bad-counts", _outcome("k", None, -1, math.nan, "3", 2.6, True, 0), outcomes={"k": 7}),
     Case("outcome-huge", _outcome("k", 10**30), outcomes={"k": BIG}),
     Case("outcome-thousands", _many_outcome_keys, warns=frozenset({"outcome-cap"}), check=_check_many_outcome_keys),
+    Case("outcome-int64-overflow", lambda j: (j.add_outcome("bytes", BIG), j.add_outcome("bytes")),
+         outcomes={"bytes": BIG}, warns=frozenset({"outcome-int64"}),
+         check=lambda job, cap: _assert(attrs(cap.span("bad-input"))[semconv.JOB_OUTCOME_PREFIX + "bytes"] == BIG)),
+    Case("snapshot-huge-counts", _huge_snapshot, kwargs={"snapshots": True}, processed=2 * BIG,
+         check=_check_snapshots_clamped),
     # --- lifecycle and threads -----------------------------------------------------------------------------
     Case("after-end", _after_end, processed=2, outcomes={}, warns=frozenset({"ended"})),
     Case("other-thread", _from_thread, processed=50, total=50, outcomes={"updates": 50}),
     # --- construction ----------------------------------------------------------------------------------------
     Case("name-and-id-odd", lambda j: j.increment_progress(), processed=1,
-         kwargs={"job_run_id": None, "job_name": 12345}, warns=frozenset({"job_run_id-type", "job_name-type"})),
+         kwargs={"job_run_id": 3.5, "job_name": 12345}, warns=frozenset({"job_run_id-type", "job_name-type"})),
     Case("name-empty", lambda j: None, kwargs={"job_name": "  "}, warns=frozenset({"job_name-empty"}),
          check=lambda job, cap: _assert(cap.spans("job") != [])),
     Case("name-megabyte", lambda j: None, kwargs={"job_name": "n" * MB, "job_run_id": "r" * MB}),
+    Case("name-control-chars", lambda j: (j.set_stage("S"), j.increment_progress(), j.add_outcome("updates")),
+         kwargs={"job_name": "nightly\nexport\x00", "job_run_id": "run\r\n1\x1b[0m"},
+         check=_check_labels_single_line),
+    Case("name-percent-signs", lambda j: j.increment_progress("lots"), warns=frozenset({"count-type"}),
+         kwargs={"job_name": "100% %s done", "job_run_id": "run-%d%%"},
+         check=lambda job, cap: _assert(job.job_name == "100% %s done")),
     Case("budget-junk", lambda j: [j.warning(str(i)) for i in range(200)], kwargs={"event_budget": "lots"},
          check=lambda job, cap: _assert(len(cap.span("bad-input").events) <= 128)),
     Case("secret-keys-as-string", lambda j: j.info("x", {"ssn": "1", "user": "u"}), kwargs={"secret_keys": "ssn"},

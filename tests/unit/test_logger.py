@@ -379,7 +379,7 @@ def test_stdlib_records_and_trace_correlation(cap: Capture, otel_handler: _Conte
         ("e", logging.ERROR),
         (job.summary.line if job.summary else "", MILESTONE),
     ]
-    assert logging.getLevelName(MILESTONE) == "MILESTONE" and MILESTONE == 25
+    assert logging.getLevelName(MILESTONE) == "MILESTONE" and MILESTONE == 23
     for record, ctx in otel_handler.seen:
         assert getattr(record, semconv.JOB_NAME) == "match-scores"
         assert getattr(record, semconv.JOB_RUN_ID) == "run-7"
@@ -606,6 +606,82 @@ def test_counters_never_carry_run_ids(cap: Capture) -> None:
     for p in cap.metrics():
         assert semconv.JOB_RUN_ID not in p.attributes, p
         assert p.attributes[semconv.JOB_NAME] == "j"
+
+
+def test_metric_labels_of_name_and_run_id_are_single_line(cap: Capture) -> None:
+    """job.name and job.run.id with newlines and control characters become single-line labels; spans keep them."""
+    job = cap.job_logger("run\r\n42\x00", "nightly\nexport\x00")
+    job.set_stage("S")
+    job.increment_progress()
+    live = [p for p in cap.metrics() if p.name == semconv.METRIC_PROGRESS_CURRENT]
+    job.log_summary()
+    assert [p.attributes[semconv.JOB_RUN_ID] for p in live] == ["run 42"]
+    labels = {v for p in [*live, *cap.metrics()] for v in p.attributes.values()}
+    assert "nightly export" in labels
+    assert not [v for v in labels if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v)], labels
+    assert attrs(cap.span("nightly\nexport\x00"))[semconv.JOB_RUN_ID] == "run\r\n42\x00"
+
+
+def _outcome_series(cap: Capture) -> dict[str, float]:
+    return {p.attributes[semconv.JOB_OUTCOME]: p.value for p in cap.metrics() if p.name == semconv.METRIC_OUTCOMES}
+
+
+def test_outcome_key_cap_never_rewrites_a_later_runs_own_keys(cap: Capture) -> None:
+    """After 120 runs with one distinct key each, run 121 keeps its keys; errors always count on the metric."""
+    for i in range(120):
+        with cap.job_logger(f"r{i}", "exporter") as job:
+            job.add_outcome(f"table_{i}")
+            job.add_outcome("errors")
+    with cap.job_logger("r121", "exporter") as job:
+        job.add_outcome("table_121", 8)
+        job.add_outcome("errors")
+        job.add_outcome("skipped", 2)
+    summary = job.summary
+    assert summary is not None
+    assert dict(summary.outcomes) == {"skipped": 2, "table_121": 8, "errors": 1}
+    assert "Table 121: 8" in summary.line and "Other" not in summary.line
+    run_attrs = attrs(next(s for s in cap.spans("exporter") if attrs(s)[semconv.JOB_RUN_ID] == "r121"))
+    assert run_attrs[semconv.JOB_OUTCOME_PREFIX + "table_121"] == 8
+    assert semconv.JOB_OUTCOME_PREFIX + "other" not in run_attrs
+    series = _outcome_series(cap)
+    assert series["errors"] == 121 and series["skipped"] == 2
+    assert len(series) == 100 + 3  # 100 custom labels, other, errors, skipped
+    assert series["other"] == 20 + 8
+    assert sum(v for k, v in series.items() if k not in ("errors", "skipped")) == 120 + 8
+
+
+def test_outcome_key_cap_per_run_keeps_standard_keys(cap: Capture, caplog: pytest.LogCaptureFixture) -> None:
+    """One run with 150 custom keys: 100 kept, the rest 'other' with one warning; standard keys after that stay."""
+    caplog.set_level(logging.WARNING, logger="joblogger")
+    with cap.job_logger("r", "wide") as job:
+        for i in range(150):
+            job.add_outcome(f"k{i}")
+        for key in ("updates", "inserts", "deletes", "skipped", "errors", "warnings"):
+            job.add_outcome(key, 3)
+    summary = job.summary
+    assert summary is not None
+    assert summary.outcomes["other"] == 50 and len([k for k in summary.outcomes if k.startswith("k")]) == 100
+    for key in ("updates", "inserts", "deletes", "skipped", "errors", "warnings"):
+        assert summary.outcomes[key] == 3 and _outcome_series(cap)[key] == 3
+    assert joblogger_warnings(caplog.records).count("outcome-cap") == 1
+
+
+def test_outcome_totals_of_the_process_never_pass_int64(cap: Capture, caplog: pytest.LogCaptureFixture) -> None:
+    """Runs whose outcomes add up beyond 2**63-1 keep the exported cumulative at 2**63-1, with one warning each."""
+    caplog.set_level(logging.WARNING, logger="joblogger")
+    big = 2**63 - 1
+    for i in range(3):
+        with cap.job_logger(f"r{i}", "bytes-job") as job:
+            job.add_outcome("bytes", big // 2)
+            job.add_outcome("errors")
+        assert job.summary is not None and job.summary.outcomes["bytes"] == big // 2
+        assert_telemetry_valid(cap)  # the OTLP encoder accepts every collection
+    series = _outcome_series(cap)
+    assert series["bytes"] == big and series["errors"] == 3
+    assert joblogger_warnings(caplog.records).count("outcome-total-int64") == 1
+    with cap.job_logger("r3", "bytes-job") as job:
+        job.add_outcome("errors")
+    assert _outcome_series(cap)["errors"] == 4
 
 
 def test_many_loggers_share_one_meter_provider(cap: Capture) -> None:

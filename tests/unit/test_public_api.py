@@ -14,11 +14,12 @@ from joblogger.testing import Capture
 def test_all_is_pinned() -> None:
     """joblogger.__all__ is exactly the documented API and every name resolves."""
     assert sorted(joblogger.__all__) == sorted([
-        "MILESTONE", "JobLogger", "Summary", "__version__", "create_job_logger", "format_count", "format_duration",
+        "MILESTONE", "JobLogger", "SignalExit", "Summary", "__version__", "create_job_logger", "current_job",
+        "format_count", "format_duration", "job",
     ])  # fmt: skip
     for name in joblogger.__all__:
         assert getattr(joblogger, name) is not None
-    assert joblogger.MILESTONE == 25
+    assert joblogger.MILESTONE == 23
     assert isinstance(joblogger.__version__, str) and joblogger.__version__
 
 
@@ -31,7 +32,8 @@ def test_job_logger_public_methods() -> None:
     """JobLogger has every method and property of the contract."""
     for name in ("set_stage", "set_total", "increment_progress", "set_progress", "debug", "info", "milestone",
                  "warning", "error", "add_outcome", "save_outcome", "log_summary", "get_elapsed_ms", "track",
-                 "stage", "progress_text", "percent", "outcomes", "__enter__", "__exit__"):  # fmt: skip
+                 "stage", "progress_text", "percent", "outcomes", "__enter__", "__exit__", "end", "result",
+                 "__aenter__", "__aexit__"):  # fmt: skip
         assert hasattr(joblogger.JobLogger, name), name
 
 
@@ -54,6 +56,10 @@ CONTRACT_ATTRIBUTES = {
     "RESULT_SUCCESS": "success",
     "RESULT_FAILURE": "failure",
     "RESULT_CANCELLATION": "cancellation",
+    "RESULT_ERROR": "error",
+    "RESULT_TIMEOUT": "timeout",
+    "RESULT_SKIP": "skip",
+    "PROCESS_EXIT_CODE": "process.exit.code",
     "LEVEL_DEBUG": "debug",
     "LEVEL_INFO": "info",
     "LEVEL_MILESTONE": "milestone",
@@ -78,7 +84,9 @@ def test_semconv_contract_names(name: str, value: str) -> None:
 
 def test_semconv_value_tuples() -> None:
     """Results and levels are listed in contract order."""
-    assert semconv.RESULTS == ("success", "failure", "cancellation")
+    # exactly OpenTelemetry's CI/CD vocabulary (cicd.pipeline.result, cicd.pipeline.task.run.result)
+    assert semconv.RESULTS == ("success", "failure", "error", "timeout", "cancellation", "skip")
+    assert semconv.FAILED_RESULTS == ("failure", "error", "timeout")
     assert semconv.LEVELS == ("debug", "info", "milestone", "warning", "error")
 
 

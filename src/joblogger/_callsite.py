@@ -1,0 +1,41 @@
+"""Where a log call came from: the first stack frame outside joblogger's private modules.
+
+Records must name the job's code (file, line, function) as their call site, not
+the joblogger internals that turned a call into a ``logging`` record. The
+private modules (``joblogger/_*.py``) are skipped whatever path led through
+them (a direct ``job.info()``, ``track()``, ``with`` exit, the stage or summary
+milestones); the public modules (``demo``, ``console``, ``cli``) count as callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from types import FrameType
+
+_PRIVATE = os.path.join(os.path.dirname(__file__), "_")
+_CONTEXTLIB = contextlib.__file__
+
+
+def _internal(frame: FrameType) -> bool:
+    """A frame of joblogger's private modules, or contextlib running one of their context managers."""
+    filename = frame.f_code.co_filename
+    if filename.startswith(_PRIVATE):
+        return True
+    caller = frame.f_back
+    return filename == _CONTEXTLIB and caller is not None and caller.f_code.co_filename.startswith(_PRIVATE)
+
+
+def stacklevel(skip: int = 0) -> int:
+    """``stacklevel`` for a ``logging`` call made by this function's caller.
+
+    It names the first frame outside joblogger's private modules, plus ``skip``
+    frames further up (a user's ``stacklevel=`` minus one, for wrappers).
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and _internal(frame):
+        frame = frame.f_back
+        level += 1
+    return level + skip
