@@ -171,16 +171,35 @@ def flush_at_multiprocessing_exit(telemetry: Any) -> None:
     the providers are shut down from ``multiprocessing``'s own exit hook
     (``Finalize``) when the child ends normally (``pool.close()``, ``maxtasksperchild``).
     """
-    import multiprocessing.util as mp_util
+    for util in _process_pool_utils():
 
-    def in_child(owner: Any) -> None:
-        mp_util.Finalize(None, owner.shutdown, exitpriority=_EXIT_PRIORITY)
-        _flush_when_runs_end(owner)
+        def in_child(owner: Any, util: Any = util) -> None:
+            util.Finalize(None, owner.shutdown, exitpriority=_EXIT_PRIORITY)
+            _flush_when_runs_end(owner)
 
+        # Runs in each child that the pool package forks, after it cleared the parent's finalizers.
+        util.register_after_fork(telemetry, in_child)
     if in_multiprocessing_child():
-        in_child(telemetry)
-    # Runs in each child that multiprocessing forks, after it cleared the parent's finalizers.
-    mp_util.register_after_fork(telemetry, in_child)
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(None, telemetry.shutdown, exitpriority=_EXIT_PRIORITY)
+        _flush_when_runs_end(telemetry)
+
+
+def _process_pool_utils() -> list[Any]:
+    """``multiprocessing.util`` and, where installed, billiard's copy of it (Celery's prefork pool)."""
+    import importlib.util
+    import multiprocessing.util
+
+    utils: list[Any] = [multiprocessing.util]
+    if importlib.util.find_spec("billiard") is not None:
+        try:
+            import billiard.util  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+            utils.append(billiard.util)
+        except Exception:  # noqa: BLE001, S110 - a broken billiard is no reason to fail configure()
+            pass
+    return utils
 
 
 #: Priority of the exit flush among multiprocessing's Finalize callbacks (higher runs first).
@@ -261,7 +280,8 @@ def _multiprocessing_fork() -> bool:
     frame: Any = sys._getframe(1)
     while frame is not None:
         path = frame.f_code.co_filename
-        if f"{os.sep}multiprocessing{os.sep}" in path and path.endswith(("popen_fork.py", "forkserver.py")):
+        in_pool_package = f"{os.sep}multiprocessing{os.sep}" in path or f"{os.sep}billiard{os.sep}" in path
+        if in_pool_package and path.endswith(("popen_fork.py", "forkserver.py")):
             return True
         frame = frame.f_back
     return False

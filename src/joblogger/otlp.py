@@ -345,6 +345,8 @@ def configure(
         console: True (or options for :class:`joblogger.console.ConsoleView`) to show the live terminal view.
         handle_sigterm: Turn SIGTERM into ``SystemExit(143)`` (only when called from the main thread
             and nothing else handles SIGTERM), so runs end as cancelled and telemetry is flushed.
+            ``multiprocessing`` children keep the default (``Pool.terminate()`` ends them at once;
+            their runs are exported as they end).
         snapshots: Make runs emit snapshot spans (start markers, checkpoints every
             ``checkpoint_interval_s``) so they show in the trace backend before they end.
         checkpoint_interval_s: Seconds between checkpoints of each active run.

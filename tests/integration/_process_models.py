@@ -9,7 +9,8 @@ totals Prometheus must show. Models:
   then they keep exporting for a while) and end with ``os._exit`` as billiard's
   workers do. Worker 0 also touches the parent's active run (its copy is
   detached); the parent ends that run itself.
-- ``pool-fork`` / ``pool-forkserver`` / ``pool-spawn``: a ``multiprocessing`` pool
+- ``pool-fork`` / ``pool-forkserver`` / ``pool-spawn`` / ``pool-billiard``: a ``multiprocessing``
+  (or billiard, Celery's fork of it) pool
   of 4 workers runs 8 tasks, one run each, and is left with ``with Pool()``
   (which SIGTERMs the workers). With fork the workers inherit the parent's
   set-up; with forkserver and spawn an initializer configures each worker.
@@ -27,6 +28,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Any
 
 from joblogger import create_job_logger, otlp
 
@@ -99,12 +101,17 @@ def prefork(tag: str) -> dict[str, object]:
 
 
 def pool(tag: str, method: str) -> dict[str, object]:
-    """A multiprocessing pool with the given start method, left through ``with`` (terminate)."""
+    """A multiprocessing (or billiard, Celery's) pool with the given start method, left through ``with``."""
     otlp.configure()
     runs = [one_run(f"{tag}-parent", PARENT_UPDATES)]
     time.sleep(1.5)  # the parent's counts are in its SDK storage before the workers fork
-    ctx = multiprocessing.get_context(method)
-    initializer = None if method == "fork" else pool_init
+    if method == "billiard":
+        import billiard
+
+        ctx: Any = billiard.get_context("fork")
+    else:
+        ctx = multiprocessing.get_context(method)
+    initializer = None if method in ("fork", "billiard") else pool_init
     with ctx.Pool(4, initializer=initializer) as workers:
         runs += workers.map(pool_task, [(tag, i) for i in range(POOL_TASKS)])
     total = PARENT_UPDATES + POOL_TASKS * UPDATES

@@ -20,7 +20,7 @@ from live import eventually, jaeger_traces, job_env, promql, scalar, tags_of
 APP = Path(__file__).with_name("_process_models.py")
 JOB = "models-job"
 
-MODELS = ["prefork", "pool-fork", "pool-forkserver", "pool-spawn", "gunicorn", "gunicorn-dropin"]
+MODELS = ["prefork", "pool-fork", "pool-forkserver", "pool-spawn", "pool-billiard", "gunicorn", "gunicorn-dropin"]
 
 
 def run_model(stack: Any, model: str) -> tuple[str, dict[str, Any]]:
