@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from . import _fork
@@ -252,18 +253,30 @@ def sigterm_handler_installed(handler: Any) -> None:
     _sigterm[:] = [handler]
 
 
-def hold_sigterm_while_exiting() -> None:
-    """Ignore further SIGTERMs while the providers shut down (that takes at most three export timeouts).
+def hold_sigterm_while_exiting() -> Callable[[], None]:
+    """Ignore SIGTERM while the providers shut down (at most three export timeouts); returns the undo.
 
     A SIGTERM during shutdown would otherwise raise SystemExit in the middle of the
-    flush and lose what it carried.
+    flush and lose what it carried. The handler is back once shutdown is over.
     """
+    handler = _sigterm[0] if _sigterm else None
     if (
-        _sigterm
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) is _sigterm[0]
+        handler is None
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not handler
     ):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return _nothing
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def release() -> None:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, handler)
+
+    return release
+
+
+def _nothing() -> None:
+    pass
 
 
 def _park_sigterm_in_child() -> None:

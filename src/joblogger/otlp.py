@@ -143,15 +143,18 @@ class Telemetry:
             return
         if self._deadline is not None:
             self._deadline.arm(SHUTDOWN_GRACE_EXPORTS * self.export_timeout_s)
-        hold_sigterm_while_exiting()
-        # Order matters: spans first, then a final metric collection, then logs.
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if provider is None:
-                continue
-            try:
-                provider.shutdown()
-            except Exception as exc:  # noqa: BLE001
-                _log.warning("joblogger: shutdown of %s failed: %r", type(provider).__name__, exc)
+        release_sigterm = hold_sigterm_while_exiting()
+        try:
+            # Order matters: spans first, then a final metric collection, then logs.
+            for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+                if provider is None:
+                    continue
+                try:
+                    provider.shutdown()
+                except Exception as exc:  # noqa: BLE001
+                    _log.warning("joblogger: shutdown of %s failed: %r", type(provider).__name__, exc)
+        finally:
+            release_sigterm()
         if self._handler is not None:
             logging.getLogger("joblogger").removeHandler(self._handler)
         dropped = self._deadline.dropped if self._deadline is not None else {}
