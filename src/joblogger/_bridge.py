@@ -1,8 +1,10 @@
-"""A stdlib ``logging.Handler`` that emits records as OpenTelemetry log records.
+"""Severity mapping, and a stdlib ``logging.Handler`` that emits records as OpenTelemetry log records.
 
-Used by :func:`joblogger.otlp.configure` on the ``joblogger`` logger only. The
-record's trace correlation comes from the current OpenTelemetry context, which
-joblogger sets to the stage (or run) span while it logs.
+joblogger's own job records are emitted by ``_logexport`` (which uses
+:func:`severity`); :class:`OTelLogHandler` bridges other stdlib records, and
+``_logexport`` recognises it, like the SDK's ``LoggingHandler``, so a record is
+never exported twice. The record's trace correlation comes from the current
+OpenTelemetry context, which joblogger sets to the stage (or run) span while it logs.
 """
 
 from __future__ import annotations
@@ -46,31 +48,34 @@ class OTelLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Translate and emit one record; never raises."""
         try:
-            attributes: dict[str, Any] = {
-                key: attribute_value(value) for key, value in record.__dict__.items() if key not in _RESERVED
-            }
-            attributes["code.function.name"] = record.funcName
-            attributes["code.file.path"] = record.pathname
-            attributes["code.line.number"] = record.lineno
-            if record.exc_info and record.exc_info[1] is not None:
-                exc = record.exc_info[1]
-                attributes["exception.type"] = type(exc).__qualname__
-                attributes["exception.message"] = attribute_value(_safe_str(exc))
-                attributes["exception.stacktrace"] = utf8("".join(traceback.format_exception(*record.exc_info)))
-            # Milestones keep their name whatever another library registered for the level number.
-            milestone = getattr(record, semconv.JOB_LOG_LEVEL, None) == semconv.LEVEL_MILESTONE
-            self._otel_logger.emit(
-                LogRecord(
-                    timestamp=int(record.created * 1e9),
-                    context=otel_context.get_current(),
-                    severity_text=MILESTONE_NAME if milestone else record.levelname,
-                    severity_number=SeverityNumber.INFO4 if milestone else severity(record.levelno),
-                    body=record.getMessage(),
-                    attributes=attributes,
-                )
-            )
+            self._otel_logger.emit(to_otel(record))
         except Exception:  # noqa: BLE001
             self.handleError(record)
+
+
+def to_otel(record: logging.LogRecord) -> LogRecord:
+    """The OpenTelemetry log record of a stdlib record: extras as attributes, call site, exception."""
+    attributes: dict[str, Any] = {
+        key: attribute_value(value) for key, value in record.__dict__.items() if key not in _RESERVED
+    }
+    attributes["code.function.name"] = record.funcName
+    attributes["code.file.path"] = record.pathname
+    attributes["code.line.number"] = record.lineno
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        attributes["exception.type"] = type(exc).__qualname__
+        attributes["exception.message"] = attribute_value(_safe_str(exc))
+        attributes["exception.stacktrace"] = utf8("".join(traceback.format_exception(*record.exc_info)))
+    # Milestones keep their name whatever another library registered for the level number.
+    milestone = getattr(record, semconv.JOB_LOG_LEVEL, None) == semconv.LEVEL_MILESTONE
+    return LogRecord(
+        timestamp=int(record.created * 1e9),
+        context=otel_context.get_current(),
+        severity_text=MILESTONE_NAME if milestone else record.levelname,
+        severity_number=SeverityNumber.INFO4 if milestone else severity(record.levelno),
+        body=record.getMessage(),
+        attributes=attributes,
+    )
 
 
 def _safe_str(exc: BaseException) -> str:

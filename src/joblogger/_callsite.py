@@ -39,3 +39,18 @@ def stacklevel(skip: int = 0) -> int:
         frame = frame.f_back
         level += 1
     return level + skip
+
+
+def caller(skip: int = 0) -> tuple[str, int, str]:
+    """``(pathname, lineno, funcName)`` of the first frame outside joblogger's private modules, plus ``skip``."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_back is not None and _internal(frame):
+        frame = frame.f_back
+    for _ in range(skip):
+        if frame is None or frame.f_back is None:
+            break
+        frame = frame.f_back
+    if frame is None:  # pragma: no cover - there is always a frame
+        return "(unknown file)", 0, "(unknown function)"
+    code = frame.f_code
+    return code.co_filename, frame.f_lineno, code.co_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from types import TracebackType
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Status, StatusCode
 
-from . import _format, _registry, _sanitize, semconv
+from . import _format, _registry, _sanitize, _signals, semconv
 from ._current import enter_job, exit_job
 from ._inflight import is_propagating
 from ._levels import MILESTONE
@@ -43,13 +44,17 @@ class EndingMixin(RunState):
 
         The one call that may wait for I/O, at most ``timeout_s`` seconds.
         """
+        if _signals.reentered():  # from a signal handler, inside one of our SDK calls: run it right after
+            _signals.defer(functools.partial(self.save_outcome, timeout_s))
+            return
         if self._ended_call():
             return
         outcomes = dict(self.outcomes)
-        self._run.span.set_attributes(
-            {semconv.JOB_OUTCOME_PREFIX + k: _sanitize.clamp_int(v) for k, v in outcomes.items()}
-        )
-        self._hub.flush_outcomes(self._tally)
+        with _signals.sdk():
+            self._run.span.set_attributes(
+                {semconv.JOB_OUTCOME_PREFIX + k: _sanitize.clamp_int(v) for k, v in outcomes.items()}
+            )
+            self._hub.flush_outcomes(self._tally)
         flush = getattr(self._meter_provider, "force_flush", None)
         if callable(flush):
             # The SDK's force_flush can outlive its own timeout against a hung collector (it waits for
@@ -134,11 +139,27 @@ class EndingMixin(RunState):
         summary = self._summary
         if summary is not None:
             return summary
+        if _signals.reentered():
+            # From a signal handler, inside one of our SDK calls (whose lock is not re-entrant): the run
+            # ends as soon as that call returns; the caller gets the summary as of now.
+            _signals.defer(functools.partial(self._finish, exc, result))
+            return self._provisional_summary(exc, result)
         try:
-            return self._end_run(exc, result)
+            # Held signals (see _signals) are raised once the run has fully ended.
+            with _signals.critical():
+                return self._end_run(exc, result)
         except Exception as error:  # noqa: BLE001
             self._internal_error("log_summary", error)
             return self._summary or Summary("", semconv.RESULT_FAILURE, 0, None, None, {}, 0.0)
+
+    def _provisional_summary(self, exc: BaseException | None, explicit: str | None) -> Summary:
+        """The summary the run would end with now, without ending it."""
+        result = explicit or classify(exc).result
+        duration_s = max(0.0, self._clock() - self._started)
+        outcomes = _format.ordered_outcomes(self._recorded_outcomes(), self._tally.logs())
+        current = self.current
+        line = _format.summary_line(result, duration_s, current, self._entity_type, outcomes.items())
+        return Summary(line, result, current, self._total, self._entity_type, outcomes, duration_s * 1000.0)
 
     def _end_run(self, exc: BaseException | None, explicit: str | None) -> Summary:
         outcome = classify(exc)
@@ -159,8 +180,6 @@ class EndingMixin(RunState):
             if self._summary is not None:  # another thread finished first
                 return self._summary
             stage, stage_label = self._stage, self._stage_label
-            self._stage = None
-            self._ended_at = now
             duration_s = max(0.0, now - self._started)
             outcomes = _format.ordered_outcomes(self._recorded_outcomes(), self._tally.logs())
             current = self.current
@@ -184,6 +203,11 @@ class EndingMixin(RunState):
                 duration_ms=duration_s * 1000.0,
                 events_dropped=dropped,
             )
+            if self._summary is not None:  # a signal handler on this thread ended the run meanwhile
+                return self._summary
+            # No call between the check above and these stores: a signal handler cannot run in between.
+            self._stage = None
+            self._ended_at = now
             self._summary = summary
         if stage is not None:
             self._close_stage(stage, stage_label, now)
@@ -205,22 +229,23 @@ class EndingMixin(RunState):
             run_attrs[semconv.JOB_OUTCOME_PREFIX + key] = _sanitize.clamp_int(value)
         if outcome.exit_code is not None and (recorded is not None or explicit is None):
             run_attrs[semconv.PROCESS_EXIT_CODE] = outcome.exit_code
-        status = None
-        if recorded is not None:
-            run_attrs[semconv.ERROR_TYPE] = error_type(recorded)
-            record_exception(self._run.span, recorded)
-        if result not in (semconv.RESULT_SUCCESS, semconv.RESULT_SKIP):
-            status = Status(StatusCode.ERROR, exc_text[:1024] or result)
-        self._run.close(run_attrs, status)
-        metric_attrs = {semconv.JOB_NAME: self._tally.job, semconv.JOB_RESULT: result}
-        # Recorded in the run span's context, so exemplars link the metric to the run's trace.
-        self._hub.runs.add(1, metric_attrs, context=self._run.ctx)
-        self._hub.run_duration.record(duration_s, metric_attrs, context=self._run.ctx)
-        self._tally.ended = True
-        _registry.discard(self)
-        self._hub.flush_outcomes(self._tally)
-        self._hub.end(self, self._tally)
-        self._finalizer.detach()
+        with _signals.sdk():
+            status = None
+            if recorded is not None:
+                run_attrs[semconv.ERROR_TYPE] = error_type(recorded)
+                record_exception(self._run.span, recorded)
+            if result not in (semconv.RESULT_SUCCESS, semconv.RESULT_SKIP):
+                status = Status(StatusCode.ERROR, exc_text[:1024] or result)
+            self._run.close(run_attrs, status)
+            metric_attrs = {semconv.JOB_NAME: self._tally.job, semconv.JOB_RESULT: result}
+            # Recorded in the run span's context, so exemplars link the metric to the run's trace.
+            self._hub.runs.add(1, metric_attrs, context=self._run.ctx)
+            self._hub.run_duration.record(duration_s, metric_attrs, context=self._run.ctx)
+            self._tally.ended = True
+            _registry.discard(self)
+            self._hub.flush_outcomes(self._tally)
+            self._hub.end(self, self._tally)
+            self._finalizer.detach()
         for observer in _registry.end_observers():
             try:
                 observer(self)
@@ -242,6 +267,11 @@ class EndingMixin(RunState):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        with _signals.critical():
+            self._exit(exc)
+        # Returning None lets the user's exception propagate untouched.
+
+    def _exit(self, exc: BaseException | None) -> None:
         self._finish(exc)
         tokens, self._context_token = self._context_token, None
         if isinstance(tokens, tuple):
@@ -253,7 +283,6 @@ class EndingMixin(RunState):
                     otel_context.detach(otel_token)
             except Exception as error:  # noqa: BLE001
                 self._internal_error("__exit__", error)
-        # Returning None lets the user's exception propagate untouched.
 
     async def __aenter__(self: _S) -> _S:
         """``async with create_job_logger(...) as job:`` works like ``with``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from typing import Any, TypeAlias
 
 from opentelemetry import context as otel_context
 
-from . import _callsite, _sanitize, semconv
+from . import _callsite, _logexport, _sanitize, _signals, semconv
 from ._levels import LEVELNO, RESERVED_RECORD_KEYS
 from ._redact import redact_text
 from ._spans import record_exception
@@ -141,6 +142,13 @@ class LogCallsMixin(RunState):
         stacklevel: object = 1,
     ) -> None:
         try:
+            if _signals.reentered():  # from a signal handler, inside one of our SDK calls: run it right after
+                _signals.defer(
+                    functools.partial(
+                        self._log, level, message, context, fields, exc_info=exc_info, stacklevel=stacklevel
+                    )
+                )
+                return
             if self._ended_call():
                 return
             next(self._tally.log_ticks[level])
@@ -149,7 +157,7 @@ class LogCallsMixin(RunState):
                 return
             levelno = LEVELNO[level]
             to_stdlib = pylog.isEnabledFor(levelno)
-            if level == semconv.LEVEL_DEBUG and not (self._debug_events or to_stdlib):
+            if level == semconv.LEVEL_DEBUG and not (self._debug_events or to_stdlib or _logexport.level() <= levelno):
                 return
             text = redact_text(_sanitize.as_text(message, "message", self._warn))
             if fields:
@@ -217,13 +225,16 @@ class LogCallsMixin(RunState):
             # The exception event takes a slot of its own, in the same budget.
             exc_admitted = exc_info is not None and admitted and slot.admit(level)
             stage = self._stage_name
-        if admitted:
-            event_attrs = dict(attrs)
-            event_attrs[semconv.JOB_LOG_LEVEL] = level
-            slot.span.add_event(text, event_attrs)
-        if exc_admitted and exc_info is not None:
-            record_exception(slot.span, exc_info[1], escaped=False, attributes={semconv.JOB_LOG_LEVEL: level})
-        if to_stdlib:
+        with _signals.sdk():
+            if admitted:
+                event_attrs = dict(attrs)
+                event_attrs[semconv.JOB_LOG_LEVEL] = level
+                slot.span.add_event(text, event_attrs)
+            if exc_admitted and exc_info is not None:
+                record_exception(slot.span, exc_info[1], escaped=False, attributes={semconv.JOB_LOG_LEVEL: level})
+            export = _logexport.wanted(levelno, to_stdlib)
+            if not (to_stdlib or export):
+                return
             extra: dict[str, Any] = {}
             for key, value in attrs.items():
                 extra[f"context.{key}" if key in RESERVED_RECORD_KEYS else key] = value
@@ -232,8 +243,14 @@ class LogCallsMixin(RunState):
             extra[semconv.JOB_LOG_LEVEL] = level
             if stage is not None:
                 extra[semconv.JOB_STAGE] = stage
+            # One record for both paths, naming the job's code as its call site.
+            path, line, func = _callsite.caller(skip)
+            record = pylog.makeRecord(pylog.name, levelno, path, line, text, (), exc_info, func, extra)
             token = otel_context.attach(slot.ctx)
             try:
-                pylog.log(levelno, text, exc_info=exc_info, extra=extra, stacklevel=_callsite.stacklevel(skip))
+                if to_stdlib:
+                    pylog.handle(record)
+                if export:
+                    _logexport.emit(record)
             finally:
                 otel_context.detach(token)

@@ -142,7 +142,9 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._job_name = name
         self._warn = _sanitize.Warner(f"joblogger [{_sanitize.as_label(name)} {_sanitize.as_label(self._run_id)}]: ")
         self._clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: an application's signal handler may call back into the logger while the
+        # main thread holds the lock (a plain Lock deadlocked there).
+        self._lock = threading.RLock()
         self._debug_events = bool(debug_events)
         budget = _sanitize.as_count(event_budget, "event_budget", self._warn)
         self._event_budget = DEFAULT_EVENT_BUDGET if budget is None else budget

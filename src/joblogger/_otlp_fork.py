@@ -30,7 +30,6 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from . import _fork
@@ -39,7 +38,6 @@ __all__ = [
     "after_fork",
     "child_instance_id",
     "flush_at_multiprocessing_exit",
-    "hold_sigterm_while_exiting",
     "in_multiprocessing_child",
     "own",
     "reset_metric_storage",
@@ -251,32 +249,6 @@ def sigterm_handler_installed(handler: Any) -> None:
     if not _sigterm:
         _fork.register_late(_restore_sigterm_unless_multiprocessing)
     _sigterm[:] = [handler]
-
-
-def hold_sigterm_while_exiting() -> Callable[[], None]:
-    """Ignore SIGTERM while the providers shut down (at most three export timeouts); returns the undo.
-
-    A SIGTERM during shutdown would otherwise raise SystemExit in the middle of the
-    flush and lose what it carried. The handler is back once shutdown is over.
-    """
-    handler = _sigterm[0] if _sigterm else None
-    if (
-        handler is None
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not handler
-    ):
-        return _nothing
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    def release() -> None:
-        if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-            signal.signal(signal.SIGTERM, handler)
-
-    return release
-
-
-def _nothing() -> None:
-    pass
 
 
 def _park_sigterm_in_child() -> None:

@@ -20,7 +20,8 @@ class _Run(Protocol):
 _R = TypeVar("_R", bound=_Run)
 
 _LIVE: weakref.WeakSet[_Run] = weakref.WeakSet()
-_LIVE_LOCK = threading.Lock()
+#: Re-entrant: a signal handler may list or end runs while the main thread holds it.
+_LIVE_LOCK = threading.RLock()
 #: Callables told about every new run (terminal views); called outside any lock.
 _RUN_OBSERVERS: list[Callable[[_Run], None]] = []
 #: Callables told about every run that ends (on the thread that ends it, outside any lock).
@@ -83,7 +84,7 @@ def _forget_parent_runs() -> None:
     never ends the parent's span, never counts and never exports.
     """
     global _LIVE_LOCK
-    _LIVE_LOCK = threading.Lock()  # another thread may have held it at the fork
+    _LIVE_LOCK = threading.RLock()  # another thread may have held it at the fork
     inherited = list(_LIVE)
     _LIVE.clear()
     for run in inherited:

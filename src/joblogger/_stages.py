@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from . import _format, _sanitize, semconv
+from . import _format, _sanitize, _signals, semconv
 from ._spans import SpanSlot
 from ._state import MAX_STAGES, RunState, guarded
 
@@ -25,6 +26,9 @@ class StagesMixin(RunState):
             >>> job.progress_text
             'Initializing (loading configuration)'
         """
+        if _signals.reentered():  # from a signal handler, inside one of our SDK calls: run it right after
+            _signals.defer(functools.partial(self.set_stage, stage, message))
+            return
         if self._ended_call():
             return
         name = _sanitize.as_text(stage, "stage", self._warn, limit=_sanitize.MAX_VALUE_CHARS)
@@ -39,15 +43,16 @@ class StagesMixin(RunState):
             self._stage = None
         if old is not None:
             self._close_stage(old, old_label, now)
-        span = self._tracer.start_span(
-            name,
-            context=self._run.ctx,
-            attributes={
-                semconv.JOB_NAME: self._job_name,
-                semconv.JOB_RUN_ID: self._run_id,
-                semconv.JOB_STAGE: name,
-            },
-        )
+        with _signals.sdk():
+            span = self._tracer.start_span(
+                name,
+                context=self._run.ctx,
+                attributes={
+                    semconv.JOB_NAME: self._job_name,
+                    semconv.JOB_RUN_ID: self._run_id,
+                    semconv.JOB_STAGE: name,
+                },
+            )
         with self._lock:
             self._stage = SpanSlot(span, self._event_budget, now, self._tally.processed())
             self._tally.ctx = self._stage.ctx
@@ -79,7 +84,8 @@ class StagesMixin(RunState):
         for level, value in self._tally.logs().items():
             attrs[semconv.JOB_LOGS_PREFIX + level] = value
         name = self._stage_name if kind != semconv.SNAPSHOT_RUN_START and self._stage_name else self._job_name
-        self._tracer.start_span(f"{name} (snapshot)", context=slot.ctx, attributes=attrs).end()
+        with _signals.sdk():
+            self._tracer.start_span(f"{name} (snapshot)", context=slot.ctx, attributes=attrs).end()
 
     def _checkpoint(self) -> None:
         """Called by the checkpoint thread: snapshot the current stage of a run still in progress."""
@@ -96,15 +102,16 @@ class StagesMixin(RunState):
 
     def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None:
         processed = self._tally.processed() - slot.processed_at_start
-        slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
-        with self._lock:
-            for level, n in slot.dropped.items():
-                self._dropped[level] = self._dropped.get(level, 0) + n
-        self._hub.stage_duration.record(
-            max(0.0, now - slot.started_at),
-            {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
-            context=slot.ctx,
-        )
+        with _signals.sdk():
+            slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+            with self._lock:
+                for level, n in slot.dropped.items():
+                    self._dropped[level] = self._dropped.get(level, 0) + n
+            self._hub.stage_duration.record(
+                max(0.0, now - slot.started_at),
+                {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
+                context=slot.ctx,
+            )
 
     def _refresh_gauge_attrs(self) -> None:
         attrs = {

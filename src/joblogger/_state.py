@@ -96,7 +96,7 @@ class RunState:
     _hub: Hub
     _job_name: str
     _limits: dict[str, TokenBucket]
-    _lock: threading.Lock
+    _lock: threading.RLock
     _message: str | None
     _meter_provider: metrics.MeterProvider
     _outcome_labels: dict[object, str]
@@ -183,7 +183,7 @@ class RunState:
         """
         from ._summary import Summary
 
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._tally.flush_lock = threading.Lock()
         self._tally.ended = True
         self._finalizer.detach()

@@ -1,8 +1,10 @@
 """The ``joblogger`` command: ``joblogger demo`` and ``joblogger run -- COMMAND``.
 
 Exit codes: 0 when the job succeeded; 1 when it failed; 130 when interrupted
-(Ctrl-C); 2 for a usage error; for ``run``, the command's own exit code (128+N
-when it was killed by signal N).
+(Ctrl-C); 2 for a usage error; for ``run``, the command's own exit status: ``run``
+*replaces* itself with the command (``exec``, as ``opentelemetry-instrument``
+does), so signals reach the command exactly once and its status is the one the
+shell sees.
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ import argparse
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
 
-__all__ = ["configure_from_env", "main"]
+__all__ = ["bootstrap", "configure_from_env", "main"]
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+#: Variables ``joblogger run`` sets for the command; the bootstrap removes them once applied.
+_BOOTSTRAP_VARS = ("JOBLOGGER_BOOTSTRAP", "JOBLOGGER_CONSOLE", "JOBLOGGER_PLAIN", "JOBLOGGER_DEBUG")
+_BOOTSTRAP_DIR = str(Path(__file__).with_name("_bootstrap"))
+_bootstrapped = False
 
 DESCRIPTION = """\
 Live feedback for background jobs: stages, progress, logs, outcomes and a
@@ -73,6 +77,37 @@ def configure_from_env() -> Any:
             verbose=os.environ.get("JOBLOGGER_VERBOSE") == "1",
         )
     return otlp.configure(otlp=_export_wanted(), console=console)
+
+
+def _strip_bootstrap_env() -> None:
+    """Keep descendants of the command unconfigured: only the command itself is ``joblogger run``'s."""
+    for name in _BOOTSTRAP_VARS:
+        os.environ.pop(name, None)
+    path = os.environ.get("PYTHONPATH")
+    if path is not None:
+        rest = [entry for entry in path.split(os.pathsep) if entry and entry != _BOOTSTRAP_DIR]
+        if rest:
+            os.environ["PYTHONPATH"] = os.pathsep.join(rest)
+        else:
+            del os.environ["PYTHONPATH"]
+
+
+def bootstrap() -> None:
+    """Configure this process for ``joblogger run`` (once), then remove the bootstrap from the environment.
+
+    Called at start-up by the bootstrap ``sitecustomize`` or, when
+    ``opentelemetry-instrument``'s ``sitecustomize`` runs instead, by joblogger's
+    auto-instrumentation entry point (after the SDK is set up, so its providers
+    are reused). Does nothing unless ``JOBLOGGER_BOOTSTRAP=1``.
+    """
+    global _bootstrapped
+    if _bootstrapped or os.environ.get("JOBLOGGER_BOOTSTRAP") != "1":
+        return
+    _bootstrapped = True
+    try:
+        configure_from_env()
+    finally:
+        _strip_bootstrap_env()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,29 +190,21 @@ def _run(args: argparse.Namespace) -> int:
         print("joblogger run: give a command after --, e.g. joblogger run -- python my_job.py", file=sys.stderr)
         return 2
     env = dict(os.environ)
-    bootstrap = str(Path(__file__).with_name("_bootstrap"))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (bootstrap, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_BOOTSTRAP_DIR, env.get("PYTHONPATH", "")) if p)
     env["JOBLOGGER_BOOTSTRAP"] = "1"
     env["JOBLOGGER_CONSOLE"] = "0" if args.no_console else "1"
     env["JOBLOGGER_PLAIN"] = "1" if args.plain else "0"
     env["JOBLOGGER_DEBUG"] = "1" if args.debug else "0"
     env["JOBLOGGER_VERBOSE"] = "1" if args.verbose else "0"
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        child = subprocess.Popen(argv, env=env)
+        # Become the command: no wrapper process left to forward (and double-deliver) signals.
+        os.execvpe(argv[0], argv, env)  # noqa: S606 - the user's command, as given
     except OSError as exc:
         print(f"joblogger run: cannot start {argv[0]!r}: {exc}", file=sys.stderr)
         return 127
-
-    def forward(signum: int, frame: object) -> None:
-        child.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = child.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 128 - code if code < 0 else code
+    return 0  # not reached: exec does not return
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,9 @@ Choices, and why (see docs/otlp.md):
   queues are.
 - **Drop-in**: if the application already registered SDK providers (for example
   through ``opentelemetry-instrument``), nothing is replaced; joblogger uses them.
+- **The application's logging is left alone**: job log records go to OpenTelemetry
+  through the Logs API (see ``joblogger._logexport``), not through a handler on the
+  ``joblogger`` logger, so ``configure()`` changes no logger's level or handlers.
 
 Example:
     >>> from joblogger import otlp
@@ -37,7 +40,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import threading
 import time
 import uuid
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from opentelemetry import metrics, trace
+from opentelemetry._logs import get_logger_provider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -59,14 +62,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from . import semconv
-from ._bridge import OTelLogHandler
+from . import _logexport, _signals
 from ._otlp_exporters import exporters as _exporters
 from ._otlp_fork import (
     after_fork,
     child_instance_id,
     flush_at_multiprocessing_exit,
-    hold_sigterm_while_exiting,
     in_multiprocessing_child,
     own,
     sigterm_handler_installed,
@@ -78,7 +79,6 @@ from ._otlp_settings import (
     SignalSettings,
     resolve,
 )
-from ._results import SignalExit
 from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
@@ -113,7 +113,6 @@ class Telemetry:
     export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S
     #: The resolved export settings (argument > OTEL_* variable > default), per signal.
     settings: Settings | None = None
-    _handler: logging.Handler | None = field(default=None, repr=False)
     _deadline: _ExitDeadline | None = field(default=None, repr=False)
     _shut: bool = field(default=False, repr=False)
 
@@ -137,26 +136,26 @@ class Telemetry:
         if self._shut:
             return
         self._shut = True
+        # A second Ctrl-C or SIGTERM while flushing is held and dropped, not raised into the flush.
+        with _signals.critical(deliver=False):
+            self._shutdown()
+        _signals.restore()
+
+    def _shutdown(self) -> None:
         if self.console is not None:
             self.console.stop()
         if self.reused_existing or not self.enabled:
             return
         if self._deadline is not None:
             self._deadline.arm(SHUTDOWN_GRACE_EXPORTS * self.export_timeout_s)
-        release_sigterm = hold_sigterm_while_exiting()
-        try:
-            # Order matters: spans first, then a final metric collection, then logs.
-            for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-                if provider is None:
-                    continue
-                try:
-                    provider.shutdown()
-                except Exception as exc:  # noqa: BLE001
-                    _log.warning("joblogger: shutdown of %s failed: %r", type(provider).__name__, exc)
-        finally:
-            release_sigterm()
-        if self._handler is not None:
-            logging.getLogger("joblogger").removeHandler(self._handler)
+        # Order matters: spans first, then a final metric collection, then logs.
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            if provider is None:
+                continue
+            try:
+                provider.shutdown()
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("joblogger: shutdown of %s failed: %r", type(provider).__name__, exc)
         dropped = self._deadline.dropped if self._deadline is not None else {}
         if dropped:
             _log.warning(
@@ -279,23 +278,6 @@ class _PerProcessIdentity(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    """Turn SIGTERM into SignalExit(143) (a SystemExit) so runs end as cancelled and telemetry is flushed at exit."""
-    raise SignalExit(128 + signum)
-
-
-def _install_sigterm_handler() -> bool:
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if in_multiprocessing_child():
-        return False  # Pool.terminate() means "end now"; see joblogger._otlp_fork
-    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
-        return False  # the application handles SIGTERM itself
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    sigterm_handler_installed(_on_sigterm)
-    return True
-
-
 def _already_configured() -> bool:
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
@@ -344,11 +326,14 @@ def configure(
         otlp: Set to False to skip OTLP exporters (e.g. terminal view or Prometheus pull only).
         prometheus_port: Also serve ``/metrics`` for Prometheus to scrape on this port.
         prometheus_addr: Address of that endpoint (loopback unless you say otherwise).
-        log_level: Level from which ``joblogger`` log records are exported (INFO by default; debug is opt-in).
+        log_level: Level from which job log records are exported (INFO by default; debug is opt-in),
+            whatever the stdlib ``joblogger`` logger's level is.
         console: True (or options for :class:`joblogger.console.ConsoleView`) to show the live terminal view.
         handle_sigterm: Turn SIGTERM into ``SystemExit(143)`` (only when called from the main thread
-            and nothing else handles SIGTERM), so runs end as cancelled and telemetry is flushed.
-            ``multiprocessing`` children keep the default (``Pool.terminate()`` ends them at once;
+            and nothing else handles SIGTERM), so runs end as cancelled and telemetry is flushed;
+            SIGTERM and Ctrl-C arriving while a run ends or at the final flush are held until
+            it is done (see docs/reliability.md). ``shutdown()`` restores the previous handlers.
+            ``multiprocessing`` children keep the defaults (``Pool.terminate()`` ends them at once;
             their runs are exported as they end).
         snapshots: Make runs emit snapshot spans (start markers, checkpoints every
             ``checkpoint_interval_s``) so they show in the trace backend before they end.
@@ -384,8 +369,11 @@ def configure(
             telemetry.console = ConsoleView(**options).start()
         if snapshots and telemetry.enabled:
             configure_snapshots(True, checkpoint_interval_s)
-        if handle_sigterm and telemetry.enabled:
-            telemetry.sigterm_handled = _install_sigterm_handler()
+        # multiprocessing children keep the defaults: Pool.terminate() means "end now" (see _otlp_fork).
+        if handle_sigterm and telemetry.enabled and not in_multiprocessing_child():
+            telemetry.sigterm_handled = _signals.install()
+            if telemetry.sigterm_handled:
+                sigterm_handler_installed(_signals.sigterm_handler())
         _current = telemetry
         atexit.register(telemetry.shutdown)
         if telemetry.enabled and not telemetry.reused_existing:
@@ -411,13 +399,14 @@ def _configure(
 ) -> Telemetry:
     if disabled if disabled is not None else _env_flag("OTEL_SDK_DISABLED"):
         return Telemetry(enabled=False)
-    joblog = logging.getLogger("joblogger")
+    _logexport.set_level(log_level)
     if _already_configured():
         _log.info("joblogger: OpenTelemetry SDK providers are already registered; using them unchanged")
         return Telemetry(
             enabled=True,
             tracer_provider=trace.get_tracer_provider(),
             meter_provider=metrics.get_meter_provider(),
+            logger_provider=get_logger_provider(),
             reused_existing=True,
         )
     settings = resolve(
@@ -452,7 +441,6 @@ def _configure(
         for exporter in _exporters(settings.metrics)
     ]
     logger_provider = None
-    handler: logging.Handler | None = None
     log_exporters = _exporters(settings.logs)
     if log_exporters:
         from opentelemetry.sdk._logs import LoggerProvider
@@ -460,10 +448,6 @@ def _configure(
         logger_provider = LoggerProvider(resource=resource)
         for exporter in log_exporters:
             logger_provider.add_log_record_processor(_batch_log_processor(exporter, settings.logs, deadline))
-        handler = OTelLogHandler(logger_provider.get_logger(semconv.SCOPE_NAME, __version__), level=log_level)
-        joblog.addHandler(handler)
-        if joblog.level == logging.NOTSET or joblog.level > log_level:
-            joblog.setLevel(log_level)
     if prometheus_port is not None or "prometheus" in settings.metrics.exporters:
         from ._prometheus import serve
 
@@ -489,7 +473,6 @@ def _configure(
         prometheus_port=prometheus_port,
         export_timeout_s=settings.export_timeout_s,
         settings=settings,
-        _handler=handler,
         _deadline=deadline if exporting else None,
     )
 

@@ -167,32 +167,3 @@ def test_leaving_a_fork_pool_at_once_never_hangs(tmp_path):
         pytest.fail(f"a pool worker hung after SIGTERM (stderr: {err[-2000:]})")
     assert proc.returncode == 0, err
     assert "all pools left" in out
-
-
-SIGTERM_DURING_SHUTDOWN = textwrap.dedent("""
-    import os, signal, time
-    from joblogger import otlp
-
-    telemetry = otlp.configure(otlp=False)
-    handler = signal.getsignal(signal.SIGTERM)
-    provider_shutdown = telemetry.tracer_provider.shutdown
-
-    def shutdown_while_signalled():
-        os.kill(os.getpid(), signal.SIGTERM)  # as Pool.terminate() or a supervisor does mid-flush
-        time.sleep(0.2)
-        provider_shutdown()
-
-    telemetry.tracer_provider.shutdown = shutdown_while_signalled
-    telemetry.shutdown()
-    print("flush finished; handler back:", signal.getsignal(signal.SIGTERM) is handler, flush=True)
-""")
-
-
-def test_a_sigterm_during_shutdown_does_not_cut_the_flush_short(tmp_path):
-    """A SIGTERM while the providers shut down is held off until they are done; the handler is back after."""
-    path = tmp_path / "shutdown.py"
-    path.write_text(SIGTERM_DURING_SHUTDOWN)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert "flush finished; handler back: True" in proc.stdout
