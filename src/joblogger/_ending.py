@@ -246,6 +246,11 @@ class EndingMixin(RunState):
             self._hub.flush_outcomes(self._tally)
             self._hub.end(self, self._tally)
             self._finalizer.detach()
+        for observer in _registry.end_observers():
+            try:
+                observer(self)
+            except Exception as error:  # noqa: BLE001 - an observer must not break the job
+                self._internal_error("observer", error)
         return summary
 
     # --- context manager ---------------------------------------------------------------

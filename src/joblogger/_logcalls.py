@@ -149,8 +149,7 @@ class LogCallsMixin(RunState):
                     )
                 )
                 return
-            if self._summary is not None:
-                self._warn("ended", "the run has ended (log_summary was called); call ignored")
+            if self._ended_call():
                 return
             tally = self._tally
             next(tally.log_ticks[level])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 import weakref
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from . import semconv
+from . import _fork, semconv
 from ._tally import ticks_value
 from ._version import __version__
 
@@ -486,8 +485,7 @@ def _forget_parent_runs() -> None:
         hub._job_logs.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_runs)
+_fork.register(_forget_parent_runs)
 
 
 def hub_for(meter_provider: metrics.MeterProvider) -> Hub:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from . import _fork
+
 
 class _Run(Protocol):
     @property
     def started_at(self) -> float: ...
+
+    def _detach_after_fork(self) -> None: ...
 
 
 _R = TypeVar("_R", bound=_Run)
@@ -21,15 +24,25 @@ _LIVE: weakref.WeakSet[_Run] = weakref.WeakSet()
 _LIVE_LOCK = threading.RLock()
 #: Callables told about every new run (terminal views); called outside any lock.
 _RUN_OBSERVERS: list[Callable[[_Run], None]] = []
+#: Callables told about every run that ends (on the thread that ends it, outside any lock).
+_END_OBSERVERS: list[Callable[[_Run], None]] = []
 
 
-def observe_runs(callback: Callable[[_R], None]) -> Callable[[], None]:
-    """Call ``callback(job)`` for every run started from now on; returns the function that stops it."""
+def observe_runs(callback: Callable[[_R], None], on_end: Callable[[_R], None] | None = None) -> Callable[[], None]:
+    """Call ``callback(job)`` for every run started from now on, and ``on_end(job)`` when one ends.
+
+    Returns the function that stops both. Observers must be quick and must not
+    raise; a failing observer is reported once by the run and otherwise ignored.
+    """
     _RUN_OBSERVERS.append(callback)  # type: ignore[arg-type]
+    if on_end is not None:
+        _END_OBSERVERS.append(on_end)  # type: ignore[arg-type]
 
     def remove() -> None:
         if callback in _RUN_OBSERVERS:
             _RUN_OBSERVERS.remove(callback)  # type: ignore[arg-type]
+        if on_end is not None and on_end in _END_OBSERVERS:
+            _END_OBSERVERS.remove(on_end)  # type: ignore[arg-type]
 
     return remove
 
@@ -37,6 +50,11 @@ def observe_runs(callback: Callable[[_R], None]) -> Callable[[], None]:
 def observers() -> list[Callable[[_Run], None]]:
     """The current observers (a copy, safe to iterate while others register)."""
     return list(_RUN_OBSERVERS)
+
+
+def end_observers() -> list[Callable[[_Run], None]]:
+    """The current end observers (a copy)."""
+    return list(_END_OBSERVERS)
 
 
 def add(run: _Run) -> None:
@@ -59,11 +77,18 @@ def active_runs() -> list[_Run]:
 
 
 def _forget_parent_runs() -> None:
-    """In a forked child, the parent's runs are not ours to show."""
+    """In a forked child, the parent's runs are the parent's: detach the copies and forget them.
+
+    A run belongs to the process that started it. The child's copy of a run that
+    was active at the fork is detached (see ``RunState._detach_after_fork``): it
+    never ends the parent's span, never counts and never exports.
+    """
     global _LIVE_LOCK
-    _LIVE_LOCK = threading.RLock()
+    _LIVE_LOCK = threading.RLock()  # another thread may have held it at the fork
+    inherited = list(_LIVE)
     _LIVE.clear()
+    for run in inherited:
+        run._detach_after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_runs)
+_fork.register(_forget_parent_runs)

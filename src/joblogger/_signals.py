@@ -33,7 +33,6 @@ handlers that are still Python's defaults: SIGTERM (``SIG_DFL``) by one raising
 from __future__ import annotations
 
 import atexit
-import os
 import signal
 import sys
 import threading
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
+from . import _fork
 from ._results import SignalExit
 
 __all__ = ["critical", "defer", "install", "installed", "reentered", "restore", "sdk"]
@@ -68,8 +68,7 @@ def _after_fork_in_child() -> None:
     _deferred.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_fork.register(_after_fork_in_child)
 
 
 def _raise_for(signum: int) -> None:
@@ -115,6 +114,11 @@ def install() -> bool:
         _previous[signum] = current
         signal.signal(signum, _handler)
     return signal.getsignal(signal.SIGTERM) is _handler
+
+
+def sigterm_handler() -> Any:
+    """The SIGTERM handler :func:`install` puts in place."""
+    return _handler
 
 
 def installed() -> bool:

@@ -25,9 +25,10 @@ libraries see exactly the run and stage spans) and on by default once
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
+
+from . import _fork
 
 __all__ = ["DEFAULT_INTERVAL_S", "configure_snapshots", "ensure_checkpointer", "snapshots_default"]
 
@@ -78,9 +79,9 @@ def _loop(active: Callable[[], list[object]]) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _thread
+    global _thread, _lock
     _thread = None  # threads do not survive fork; the next snapshot-enabled run starts a new one
+    _lock = threading.Lock()  # another thread may have held it when the process forked
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_fork.register(_after_fork_in_child)

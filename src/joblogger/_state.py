@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -34,6 +35,8 @@ MAX_OUTCOME_KEYS = 100
 #: Distinct stage names per job on the metrics of one process before new ones fold into "other".
 MAX_STAGES = 100
 DEFAULT_EVENT_BUDGET = 128
+#: ``Summary.result`` of a forked child's copy of a run that its parent started (never exported).
+RESULT_DETACHED = "detached"
 
 pylog = logging.getLogger("joblogger")
 pylog.addHandler(logging.NullHandler())
@@ -174,10 +177,40 @@ class RunState:
         return attrs
 
     def _ended_call(self) -> bool:
-        if self._summary is not None:
+        summary = self._summary
+        if summary is None:
+            return False
+        if summary.result == RESULT_DETACHED:
+            self._warn(
+                "detached",
+                "the run was started by another process before this one forked; it ends there, call ignored",
+            )
+        else:
             self._warn("ended", "the run has ended (log_summary was called); call ignored")
-            return True
-        return False
+        return True
+
+    def _detach_after_fork(self) -> None:
+        """Called in a forked child for each run that was active at the fork.
+
+        The run belongs to the process that started it: only that process ends its
+        span, counts it and exports it. This copy never does; every later call on it
+        is ignored with one warning, and ``log_summary()`` returns a summary whose
+        ``result`` is ``"detached"``. Nothing here may block: another thread of the
+        parent may have held the run's locks at the fork, so they are replaced.
+        """
+        from ._summary import Summary
+
+        self._lock = threading.RLock()
+        self._tally.flush_lock = threading.Lock()
+        self._tally.ended = True
+        self._finalizer.detach()
+        self._ticks = Closed(self)
+        self._outcome_ticks = {}
+        self._stage = None
+        self._ended_at = self._clock()
+        current = self._tally.processed() - self._phase_base + self._phase_adjust
+        line = f"Detached: run started by process {os.getppid()}, which ends and reports it"
+        self._summary = Summary(line, RESULT_DETACHED, current, self._total, self._entity_type, {}, 0.0)
 
     def _internal_error(self, where: str, exc: Exception) -> None:
         try:
@@ -195,7 +228,7 @@ class Closed:
         self._owner = owner
 
     def __next__(self) -> int:
-        self._owner._warn("ended", "the run has ended (log_summary was called); call ignored")
+        self._owner._ended_call()
         return 0
 
 

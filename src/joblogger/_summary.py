@@ -15,7 +15,8 @@ class Summary:
     Attributes:
         line: The summary line, e.g. ``"Completed in 2m 34s | Processed: 5,000 users | ..."``.
         result: One of OpenTelemetry's CI/CD results (:data:`joblogger.semconv.RESULTS`): ``"success"``,
-            ``"failure"``, ``"error"``, ``"timeout"``, ``"cancellation"`` or ``"skip"``.
+            ``"failure"``, ``"error"``, ``"timeout"``, ``"cancellation"`` or ``"skip"``; ``"detached"`` for
+            a forked child's copy of a run its parent started (never exported, see docs/otlp.md).
         entities_processed: Processed count of the final phase.
         entities_total: Total of the final phase, or None when it was never set.
         entity_type: What was processed ("users"), or None.

@@ -42,12 +42,13 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from . import _format, semconv
+from . import _fork, _format, semconv
 from ._levels import RESERVED_RECORD_KEYS
 from ._logger import MILESTONE, JobLogger, active_runs, observe_runs
 
@@ -78,7 +79,14 @@ class _Line:
 
 @dataclass
 class _RunView:
-    job: JobLogger
+    """What the view remembers of one run; only a weak reference to the run itself.
+
+    A run that is dropped without ending must be released (its metrics count it as
+    abandoned), so the view never keeps an active run alive. (A run's summary
+    reaches the view as a log record, so an ended run needs nothing more.)
+    """
+
+    ref: weakref.ref[JobLogger]
     lines: deque[_Line] = field(default_factory=lambda: deque(maxlen=8))
     last_plain: float = float("-inf")
     last_plain_text: str = ""
@@ -198,15 +206,16 @@ class ConsoleView:
         self._console: Any = None
         self._frame = 0
         self._previous_level: int | None = None
-        self._started: deque[JobLogger] = deque()
+        self._started: deque[weakref.ref[JobLogger]] = deque()
         self._unobserve: Callable[[], None] | None = None
+        _VIEWS.add(self)
 
     # --- lifecycle -----------------------------------------------------------------
     def start(self) -> ConsoleView:
         """Attach to the ``joblogger`` logger and start drawing in a background thread."""
         joblog = logging.getLogger("joblogger")
         joblog.addHandler(self._handler)
-        self._unobserve = observe_runs(self._started.append)
+        self._unobserve = observe_runs(self._on_start)
         wanted = logging.DEBUG if self._show_debug else logging.INFO
         if joblog.level == logging.NOTSET or joblog.level > wanted:
             self._previous_level = joblog.level
@@ -285,21 +294,52 @@ class ConsoleView:
             self._wake.set()
             self._drawn.wait_for(lambda: self._ticks_finished >= wanted or self._stop.is_set(), self._summary_wait_s)
 
-    def _track_runs(self) -> None:
+    def _on_start(self, job: JobLogger) -> None:
+        self._started.append(weakref.ref(job))
+
+    def _view_of(self, job: JobLogger) -> None:
+        view = self._runs.get(id(job))
+        if view is None or view.ref() is not job:
+            self._runs[id(job)] = _RunView(weakref.ref(job))
+
+    def _track_runs(self) -> list[tuple[_RunView, JobLogger]]:
+        """Bring the views up to date; return every run to draw now, with its view."""
         while self._started:
-            job = self._started.popleft()
-            self._runs.setdefault(id(job), _RunView(job))
+            started = self._started.popleft()()
+            if started is not None:
+                self._view_of(started)
         for job in active_runs():
-            if id(job) not in self._runs:
-                self._runs[id(job)] = _RunView(job)
+            self._view_of(job)
+        drawn = []
+        for key, view in list(self._runs.items()):
+            alive = view.ref()
+            if alive is None:
+                del self._runs[key]  # dropped without ending: nothing left to draw
+            else:
+                drawn.append((view, alive))
+        return drawn
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: the view belongs to the parent process; detach it and drop its state."""
+        self._thread = None  # did not survive the fork; nothing may wait for its ticks
+        self._drawn = threading.Condition()  # the parent's view thread may have held it
+        self._wake = threading.Event()
+        self._live = None
+        self._runs.clear()
+        self._started.clear()
+        self._records.clear()
+        if self._unobserve is not None:
+            self._unobserve()
+            self._unobserve = None
+        logging.getLogger("joblogger").removeHandler(self._handler)
 
     def _tick(self, *, final: bool) -> None:
         self._frame += 1
-        self._track_runs()
+        drawn = self._track_runs()
         records = []
         while self._records:
             records.append(self._records.popleft())
-        by_run = {view.job.job_run_id: view for view in self._runs.values()}
+        by_run = {job.job_run_id: view for view, job in drawn}
         plain_out: list[str] = []
         kept: list[tuple[_Line, logging.LogRecord]] = []
         for record in records:
@@ -316,24 +356,24 @@ class ConsoleView:
                 kept.append((line, record))
                 if not self._live_mode:
                     plain_out.append(self._plain_log(line, record))
-        finished = [view for view in self._runs.values() if view.job.ended]
+        finished = [(view, job) for view, job in drawn if job.ended]
         if self._live_mode:
-            self._draw_live(kept)
+            self._draw_live(drawn, kept)
         else:
             now = self._clock()
-            for view in self._runs.values():
-                if view.job.ended:
+            for view, job in drawn:
+                if job.ended:
                     continue
-                text = self._status_text(view.job)
+                text = self._status_text(job)
                 due = final or now - view.last_plain >= self._plain_interval
                 if due and text != view.last_plain_text:
-                    plain_out.append(f"[{view.job.job_name}] {text}")
+                    plain_out.append(f"[{job.job_name}] {text}")
                     view.last_plain, view.last_plain_text = now, text
             if plain_out:
                 self._file.write("\n".join(plain_out) + "\n")
                 self._file.flush()
-        for view in finished:
-            self._runs.pop(id(view.job), None)
+        for _, job in finished:
+            self._runs.pop(id(job), None)
 
     def _plain_log(self, line: _Line, record: logging.LogRecord) -> str:
         prefix = "" if line.run_id or getattr(record, semconv.JOB_NAME, None) else "joblogger: "
@@ -353,14 +393,13 @@ class ConsoleView:
             text += f" | ETA {_format.format_duration(eta)}"
         return text
 
-    def _panel(self, view: _RunView) -> Any:
+    def _panel(self, view: _RunView, job: JobLogger) -> Any:
         from rich.console import Group
         from rich.panel import Panel
         from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
 
-        job = view.job
         rows: list[Any] = [Text.assemble(("Stage: ", "bold"), f'"{job.stage or "-"}"')]
         progress = Text.assemble(("Progress: ", "bold"), f'"{job.progress_text}"')
         pct = job.percent
@@ -403,7 +442,7 @@ class ConsoleView:
         title = f"{job.job_name} · run {job.job_run_id}"
         return Panel(Group(*rows), title=title, title_align="left", expand=True)
 
-    def _draw_live(self, kept: list[tuple[_Line, logging.LogRecord]]) -> None:
+    def _draw_live(self, drawn: list[tuple[_RunView, JobLogger]], kept: list[tuple[_Line, logging.LogRecord]]) -> None:
         from rich.console import Group
         from rich.text import Text
 
@@ -411,5 +450,22 @@ class ConsoleView:
             text = Text(no_wrap=False)
             text.append(self._plain_log(line, record), style=_persist_style(line, record))
             self._live.console.print(text, soft_wrap=True)
-        active = [self._panel(view) for view in self._runs.values() if not view.job.ended]
+        active = [self._panel(view, job) for view, job in drawn if not job.ended]
         self._live.update(Group(*active), refresh=True)
+
+
+#: Every view of this process, so a forked child can detach them.
+_VIEWS: weakref.WeakSet[ConsoleView] = weakref.WeakSet()
+
+
+def _forget_views_in_child() -> None:
+    """A terminal view belongs to the process that started it: a forked child draws nothing of it.
+
+    Without this, a child would keep queueing its runs and records into a view whose
+    drawing thread did not survive the fork, holding every run it ever started.
+    """
+    for view in list(_VIEWS):
+        view._forget_in_child()
+
+
+_fork.register(_forget_views_in_child)

@@ -64,6 +64,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from . import _logexport, _signals
 from ._otlp_exporters import exporters as _exporters
+from ._otlp_fork import (
+    after_fork,
+    child_instance_id,
+    flush_at_multiprocessing_exit,
+    in_multiprocessing_child,
+    own,
+    sigterm_handler_installed,
+)
 from ._otlp_settings import (
     DEFAULT_EXPORT_TIMEOUT_S,
     DEFAULT_METRIC_EXPORT_INTERVAL_S,
@@ -76,7 +84,7 @@ from ._snapshots import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
 from ._snapshots import configure_snapshots
 from ._version import __version__
 
-__all__ = ["DEFAULT_METRIC_EXPORT_INTERVAL_S", "Telemetry", "configure"]
+__all__ = ["DEFAULT_METRIC_EXPORT_INTERVAL_S", "Telemetry", "after_fork", "configure"]
 
 _log = logging.getLogger("joblogger")
 
@@ -226,14 +234,18 @@ class _PerProcessIdentity(MetricExporter):
 
     Counters are cumulative per process, so each process must be its own series.
     A forked child (Celery prefork, multiprocessing) inherits the parent's
-    providers; this wrapper notices the new pid and gives the child a new id, so
-    the child's counts never overwrite or duplicate the parent's.
+    providers; this wrapper notices the new pid and gives the child its own id
+    (the SDK's per-process one where it has it), so the child's counts never
+    overwrite or duplicate the parent's. That holds even when the configuring
+    process's id was set by the user or filled in by the SDK (``parent_id``): that
+    id names the configuring process only. (The child's inherited counts are
+    emptied separately, see ``_otlp_fork``.)
     """
 
     def __init__(
         self,
         inner: MetricExporter,
-        fixed_id: str | None,
+        parent_id: str | None,
         deadline: _ExitDeadline | None = None,
         producer: ProgressProducer | None = None,
     ) -> None:
@@ -244,16 +256,13 @@ class _PerProcessIdentity(MetricExporter):
         self._inner = inner
         self._deadline = deadline
         self._producer = producer
-        self._fixed = fixed_id
         self._pid = os.getpid()
-        self._id = fixed_id or str(uuid.uuid4())
+        self._id = parent_id or str(uuid.uuid4())
 
     @property
     def instance_id(self) -> str:
         """The id of the calling process."""
-        if self._fixed is None and os.getpid() != self._pid:
-            self._pid, self._id = os.getpid(), str(uuid.uuid4())
-        return self._id
+        return self._id if os.getpid() == self._pid else child_instance_id()
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         """Export with the active runs' progress added and the resource stamped.
@@ -337,6 +346,8 @@ def configure(
             and nothing else handles SIGTERM), so runs end as cancelled and telemetry is flushed;
             SIGTERM and Ctrl-C arriving while a run ends or at the final flush are held until
             it is done (see docs/reliability.md). ``shutdown()`` restores the previous handlers.
+            ``multiprocessing`` children keep the defaults (``Pool.terminate()`` ends them at once;
+            their runs are exported as they end).
         snapshots: Make runs emit snapshot spans (start markers, checkpoints every
             ``checkpoint_interval_s``) so they show in the trace backend before they end.
         checkpoint_interval_s: Seconds between checkpoints of each active run.
@@ -371,10 +382,16 @@ def configure(
             telemetry.console = ConsoleView(**options).start()
         if snapshots and telemetry.enabled:
             configure_snapshots(True, checkpoint_interval_s)
-        if handle_sigterm and telemetry.enabled:
+        # multiprocessing children keep the defaults: Pool.terminate() means "end now" (see _otlp_fork).
+        if handle_sigterm and telemetry.enabled and not in_multiprocessing_child():
             telemetry.sigterm_handled = _signals.install()
+            if telemetry.sigterm_handled:
+                sigterm_handler_installed(_signals.sigterm_handler())
         _current = telemetry
         atexit.register(telemetry.shutdown)
+        if telemetry.enabled and not telemetry.reused_existing:
+            own(telemetry.meter_provider)  # forked children forget the parent's counts
+            flush_at_multiprocessing_exit(telemetry)  # multiprocessing children skip atexit
         return telemetry
 
 
@@ -420,7 +437,7 @@ def _configure(
         attrs["service.name"] = service_name
     resource = Resource.create(attrs)
     configured_id = resource.attributes.get("service.instance.id")
-    fixed_id = None if configured_id is None else str(configured_id)
+    parent_id = None if configured_id is None else str(configured_id)
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "joblogger"}))
 
@@ -432,7 +449,7 @@ def _configure(
         tracer_provider.add_span_processor(_batch_span_processor(exporter, settings.traces, deadline))
     readers: list[MetricReader] = [
         PeriodicExportingMetricReader(
-            _PerProcessIdentity(exporter, fixed_id, deadline, producer),
+            _PerProcessIdentity(exporter, parent_id, deadline, producer),
             export_interval_millis=settings.metric_export_interval_s * 1000,
             export_timeout_millis=settings.metrics.export_timeout_ms,
         )

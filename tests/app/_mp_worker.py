@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from joblogger import semconv
+from joblogger import otlp, semconv
 from joblogger.testing import Capture
 
 #: Set by the parent before forking; spawned children create their own.
 CAPTURE: Capture | None = None
+
+
+def forget_parent() -> None:
+    """Pool initializer of a forked worker: the drop-in post-fork step (the parent's providers are the app's)."""
+    if CAPTURE is not None:
+        assert otlp.after_fork(CAPTURE.meter_provider)
 
 
 def run_job(index: int) -> dict[str, Any]:

@@ -16,15 +16,16 @@ from . import _mp_worker
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_multiprocessing_workers_report_their_own_runs(method):
-    """Pool workers (as in Celery's prefork pool) report only their own runs; the parent's counts stay its own."""
+    """Pool workers report only their own runs once the app's post-fork hook calls otlp.after_fork()."""
     with capture() as cap:
         parent = cap.job_logger("parent-run", "prefork-job")
         parent.increment_progress(1000)
         parent.add_outcome("updates", 1000)
+        parent.save_outcome()  # the parent's outcomes are in its SDK storage when the workers fork
         _mp_worker.CAPTURE = cap if method == "fork" else None
         try:
             ctx = multiprocessing.get_context(method)
-            with ctx.Pool(processes=2, maxtasksperchild=1) as pool:
+            with ctx.Pool(processes=2, maxtasksperchild=1, initializer=_mp_worker.forget_parent) as pool:
                 results = pool.map_async(_mp_worker.run_job, range(4)).get(timeout=120)
         finally:
             _mp_worker.CAPTURE = None

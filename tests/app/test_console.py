@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import io
+import json
 import logging
+import os
 import re
 import threading
 
+import pytest
+
+from joblogger import semconv
 from joblogger.console import ConsoleView
 from joblogger.testing import capture
 
@@ -194,3 +200,53 @@ def test_stop_restores_logger_level():
     view.stop()
     assert joblog.level == before_level
     assert joblog.handlers == before_handlers
+
+
+def test_runs_dropped_without_ending_are_released():
+    """The view holds no active run alive: 50 runs dropped without ending count as abandoned, none stay active."""
+    out = io.StringIO()
+    view = ConsoleView(file=out, force_plain=True, refresh_per_second=0.5).start()
+    try:
+        with capture() as cap:
+            for i in range(50):
+                cap.job_logger(f"dropped-{i}", "dropped").increment_progress(3)
+            view._tick(final=False)
+            gc.collect()
+            view._tick(final=False)
+            assert cap.metric_value(semconv.METRIC_RUNS_ACTIVE) == 0
+            assert cap.metric_value(semconv.METRIC_ENTITIES_PROCESSED) == 150
+            assert view._runs == {}
+    finally:
+        view.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_forked_child_holds_none_of_the_parents_runs_and_pins_none_of_its_own():
+    """In a forked child the view is detached: it holds no inherited run and none of the child's 2,000 runs."""
+    view = ConsoleView(file=io.StringIO(), force_plain=True, refresh_per_second=0.5).start()
+    try:
+        with capture() as cap:
+            parent_runs = [cap.job_logger(f"parent-{i}", "pinned") for i in range(20)]
+            view._tick(final=False)
+            assert len(view._runs) == 20
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    inherited = len(view._runs)
+                    for i in range(2_000):
+                        cap.job_logger(f"child-{i}", "pinned").increment_progress()
+                    gc.collect()
+                    held = len(view._runs) + len(view._started)
+                    active = cap.metric_value(semconv.METRIC_RUNS_ACTIVE)
+                    os.write(write_fd, json.dumps([inherited, held, active]).encode())
+                finally:
+                    os._exit(0)
+            os.close(write_fd)
+            os.waitpid(pid, 0)
+            with os.fdopen(read_fd, "rb") as pipe:
+                assert json.loads(pipe.read()) == [0, 0, 0]
+            for job in parent_runs:
+                job.log_summary()
+    finally:
+        view.stop()

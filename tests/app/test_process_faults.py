@@ -127,3 +127,43 @@ def test_forked_child_reports_only_its_own_runs():
         assert cap.metric_value(semconv.METRIC_OUTCOMES) == 1000  # the parent's counts are intact
         parent_job.log_summary()
         assert parent_job.summary.entities_processed == 1000
+
+
+POOLS_LEFT_AT_ONCE = textwrap.dedent("""
+    import multiprocessing, os, sys
+    from joblogger import otlp
+
+    def task(i):
+        return os.getpid()
+
+    if __name__ == "__main__":
+        otlp.configure(otlp=False)  # SDK providers (their fork hooks) and the SIGTERM handler, no backend
+        for attempt in range(int(sys.argv[1])):
+            with multiprocessing.get_context("fork").Pool(4) as pool:  # leaving it SIGTERMs the workers
+                pool.map(task, range(4))
+        print("all pools left", flush=True)
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_leaving_a_fork_pool_at_once_never_hangs(tmp_path):
+    """Pool.terminate() right after the workers forked: a SIGTERM during the fork hooks ends the worker, no hang."""
+    path = tmp_path / "pools.py"
+    path.write_text(POOLS_LEFT_AT_ONCE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    proc = subprocess.Popen(
+        [sys.executable, str(path), "15"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: the test can end the whole tree it started
+    )
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"a pool worker hung after SIGTERM (stderr: {err[-2000:]})")
+    assert proc.returncode == 0, err
+    assert "all pools left" in out
