@@ -6,6 +6,7 @@ import functools
 import itertools
 import sys
 from collections.abc import Mapping
+from logging import DEBUG
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -42,6 +43,20 @@ class LogCallsMixin(RunState):
         **fields: Any,
     ) -> None:
         """Log a debug message (not a span event unless ``debug_events=True``)."""
+        try:
+            # Off (the usual case): only count it, as filtered-out logging.debug costs only a level check.
+            if (
+                not self._debug_events
+                and self._summary is None
+                and _logexport.LEVEL > DEBUG
+                and not pylog.isEnabledFor(DEBUG)
+            ):
+                tally = self._tally
+                next(tally.log_ticks[semconv.LEVEL_DEBUG])
+                next(tally.job_logs[semconv.LEVEL_DEBUG])
+                return
+        except Exception:  # noqa: BLE001, S110 - the full path below reports what went wrong
+            pass
         self._log(semconv.LEVEL_DEBUG, message, context, fields, exc_info=exc_info, stacklevel=stacklevel)
 
     def info(

@@ -36,7 +36,9 @@ from ._version import __version__
 
 __all__ = ["emit", "level", "set_level", "wanted"]
 
-_state: dict[str, Any] = {"level": logging.INFO, "logger": None, "registered": False}
+_state: dict[str, Any] = {"logger": None, "registered": False}
+#: Level from which job records are exported (read directly on the debug fast path).
+LEVEL = logging.INFO
 #: The API loads a provider named by this variable on first use.
 _PROVIDER_FROM_ENV = "OTEL_PYTHON_LOGGER_PROVIDER" in os.environ
 _pylog = logging.getLogger("joblogger")
@@ -46,12 +48,13 @@ _otel_handler_types: dict[type, bool] = {}
 
 def set_level(levelno: int) -> None:
     """Export job log records from ``levelno`` up (``joblogger.otlp.configure(log_level=)``)."""
-    _state["level"] = int(levelno)
+    global LEVEL
+    LEVEL = int(levelno)
 
 
 def level() -> int:
     """The level from which job log records are exported."""
-    return int(_state["level"])
+    return LEVEL
 
 
 def _is_otel_handler(handler: logging.Handler) -> bool:
@@ -94,7 +97,7 @@ def _provider_registered() -> bool:
 
 def wanted(levelno: int, to_stdlib: bool) -> bool:
     """Whether joblogger itself should emit a job record of ``levelno`` (``to_stdlib``: it is also logged)."""
-    if levelno < _state["level"] or not _provider_registered():
+    if levelno < LEVEL or not _provider_registered():
         return False
     return not (to_stdlib and _reaches_otel_handler(levelno))
 
