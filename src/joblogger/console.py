@@ -49,32 +49,18 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import _fork, _format, semconv
-from ._levels import RESERVED_RECORD_KEYS
+from ._console_lines import (
+    LEVEL_STYLE,
+    SPINNER,
+    Handoff,
+    Line,
+    context_text,
+    level_of,
+    persist_style,
+)
 from ._logger import MILESTONE, JobLogger, active_runs, observe_runs
 
 __all__ = ["ConsoleView"]
-
-_LEVEL_STYLE = {
-    semconv.LEVEL_DEBUG: "dim",
-    semconv.LEVEL_INFO: "cyan",
-    semconv.LEVEL_MILESTONE: "bold green",
-    semconv.LEVEL_WARNING: "yellow",
-    semconv.LEVEL_ERROR: "bold red",
-}
-_RESULT_STYLE = {
-    semconv.RESULT_SUCCESS: "bold green",
-    semconv.RESULT_SKIP: "bold yellow",
-    semconv.RESULT_CANCELLATION: "bold yellow",
-}
-_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-
-
-@dataclass
-class _Line:
-    run_id: str
-    level: str
-    text: str
-    context: str
 
 
 @dataclass
@@ -87,68 +73,9 @@ class _RunView:
     """
 
     ref: weakref.ref[JobLogger]
-    lines: deque[_Line] = field(default_factory=lambda: deque(maxlen=8))
+    lines: deque[Line] = field(default_factory=lambda: deque(maxlen=8))
     last_plain: float = float("-inf")
     last_plain_text: str = ""
-
-
-class _Handoff(logging.Handler):
-    """Receives joblogger records on the job's thread and only queues them (and waits for a run's summary)."""
-
-    def __init__(
-        self, sink: deque[logging.LogRecord], level: int, on_milestone: Callable[[logging.LogRecord], None]
-    ) -> None:
-        super().__init__(level)
-        self._sink = sink
-        self._on_milestone = on_milestone
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._sink.append(record)
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        handled = super().handle(record)
-        if handled and record.levelno == MILESTONE:  # outside the handler's lock: it may wait for the view
-            self._on_milestone(record)
-        return bool(handled)
-
-
-#: Record attributes that are not the job's context: stdlib ones and joblogger's own extras.
-_NOT_CONTEXT = RESERVED_RECORD_KEYS | {
-    semconv.JOB_NAME,
-    semconv.JOB_RUN_ID,
-    semconv.JOB_RUN_SLOT,
-    semconv.JOB_STAGE,
-    semconv.JOB_LOG_LEVEL,
-    "joblogger.warning",
-}
-
-
-def _context_text(record: logging.LogRecord) -> str:
-    pairs = [f"{k}: {v!r}" for k, v in record.__dict__.items() if k not in _NOT_CONTEXT]
-    return "{ " + ", ".join(pairs) + " }" if pairs else ""
-
-
-def _level_of(record: logging.LogRecord) -> str:
-    level = getattr(record, semconv.JOB_LOG_LEVEL, None)
-    if isinstance(level, str):
-        return level
-    if record.levelno >= logging.ERROR:
-        return semconv.LEVEL_ERROR
-    if record.levelno >= logging.WARNING:
-        return semconv.LEVEL_WARNING
-    if record.levelno >= MILESTONE:
-        return semconv.LEVEL_MILESTONE
-    return semconv.LEVEL_INFO if record.levelno >= logging.INFO else semconv.LEVEL_DEBUG
-
-
-def _persist_style(line: _Line, record: logging.LogRecord) -> str:
-    """Summary lines in bold green (success) or bold red; other lines in their level's colour."""
-    if line.level == semconv.LEVEL_MILESTONE:
-        text = record.getMessage()
-        for result, prefix in _format.RESULT_PREFIX.items():
-            if text.startswith(prefix):
-                return _RESULT_STYLE.get(result, "bold red")
-    return _LEVEL_STYLE.get(line.level, "")
 
 
 class ConsoleView:
@@ -193,7 +120,7 @@ class ConsoleView:
         self._live_mode = (is_tty or force_terminal) and not force_plain
         self._clock = clock
         self._records: deque[logging.LogRecord] = deque(maxlen=10_000)
-        self._handler = _Handoff(self._records, logging.DEBUG if show_debug else logging.INFO, self._on_milestone)
+        self._handler = Handoff(self._records, logging.DEBUG if show_debug else logging.INFO, self._on_milestone)
         self._runs: dict[int, _RunView] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -341,14 +268,12 @@ class ConsoleView:
             records.append(self._records.popleft())
         by_run = {job.job_run_id: view for view, job in drawn}
         plain_out: list[str] = []
-        kept: list[tuple[_Line, logging.LogRecord]] = []
+        kept: list[tuple[Line, logging.LogRecord]] = []
         for record in records:
-            level = _level_of(record)
+            level = level_of(record)
             if level == semconv.LEVEL_DEBUG and not self._show_debug:
                 continue
-            line = _Line(
-                str(getattr(record, semconv.JOB_RUN_ID, "")), level, record.getMessage(), _context_text(record)
-            )
+            line = Line(str(getattr(record, semconv.JOB_RUN_ID, "")), level, record.getMessage(), context_text(record))
             view = by_run.get(line.run_id)
             if view is not None:
                 view.lines.append(line)
@@ -375,7 +300,7 @@ class ConsoleView:
         for _, job in finished:
             self._runs.pop(id(job), None)
 
-    def _plain_log(self, line: _Line, record: logging.LogRecord) -> str:
+    def _plain_log(self, line: Line, record: logging.LogRecord) -> str:
         prefix = "" if line.run_id or getattr(record, semconv.JOB_NAME, None) else "joblogger: "
         context = f" {line.context}" if line.context else ""
         return f"  [{line.level.upper()}] {prefix}{line.text}{context}"
@@ -421,7 +346,7 @@ class ConsoleView:
             )
             rows.append(bar)
         elif not job.ended:
-            spin = _SPINNER[self._frame % len(_SPINNER)]
+            spin = SPINNER[self._frame % len(SPINNER)]
             rate = job.rate
             extra = f" · {_format.format_count(round(rate, 1))}/s" if rate is not None else ""
             elapsed = _format.format_duration(job.get_elapsed_ms() / 1000)
@@ -430,7 +355,7 @@ class ConsoleView:
             rows.append(Text("Live Logs:", style="bold"))
             for line in view.lines:
                 text = Text("  ")
-                text.append(f"[{line.level.upper()}] ", style=_LEVEL_STYLE.get(line.level, ""))
+                text.append(f"[{line.level.upper()}] ", style=LEVEL_STYLE.get(line.level, ""))
                 text.append(line.text)
                 if line.context:
                     text.append(f" {line.context}", style="dim")
@@ -442,13 +367,13 @@ class ConsoleView:
         title = f"{job.job_name} · run {job.job_run_id}"
         return Panel(Group(*rows), title=title, title_align="left", expand=True)
 
-    def _draw_live(self, drawn: list[tuple[_RunView, JobLogger]], kept: list[tuple[_Line, logging.LogRecord]]) -> None:
+    def _draw_live(self, drawn: list[tuple[_RunView, JobLogger]], kept: list[tuple[Line, logging.LogRecord]]) -> None:
         from rich.console import Group
         from rich.text import Text
 
         for line, record in kept:  # persistent lines go above the live area and stay in the scrollback
             text = Text(no_wrap=False)
-            text.append(self._plain_log(line, record), style=_persist_style(line, record))
+            text.append(self._plain_log(line, record), style=persist_style(line, record))
             self._live.console.print(text, soft_wrap=True)
         active = [self._panel(view, job) for view, job in drawn if not job.ended]
         self._live.update(Group(*active), refresh=True)
