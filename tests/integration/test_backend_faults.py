@@ -114,7 +114,8 @@ JOB_SCRIPT = textwrap.dedent(
 
     from joblogger import create_job_logger, otlp
 
-    telemetry = otlp.configure(endpoint=cfg["endpoint"], service_name=cfg["service"])
+    # The fault servers and the own collector listen for OTLP/gRPC (the default protocol is http/protobuf).
+    telemetry = otlp.configure(endpoint=cfg["endpoint"], service_name=cfg["service"], protocol="grpc")
 
     def queued():
         """Items waiting in the span and log batch queues (SDK internals, read for the report only)."""
