@@ -144,13 +144,17 @@ def test_progress_shows_live_at_the_sdks_default_60s_interval(stack: Any, tmp_pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    board = dashboard_queries(service=service, job=["dropin-slow"], run=[run_id])
+    # Drop-in gauges carry the bounded job.run.slot, not the run id (docs/telemetry.md): the run is
+    # the one job's slot 0 of this service's only process; "$run" stays "All".
+    board = dashboard_queries(service=service, job=["dropin-slow"])
     queries = [q for q in board if q.title == "Active runs"]
     assert {q.ref_id for q in queries} >= {"A", "B"}
 
     def rows(ref: str) -> list[dict[str, Any]]:
         q = next(q for q in queries if q.ref_id == ref)
-        return [r for r in promql(stack, q.query) if r["metric"].get("job_run_id") == run_id]
+        found = promql(stack, q.query)
+        assert all("job_run_id" not in r["metric"] for r in found), found
+        return [r for r in found if r["metric"].get("job_run_slot") == "0"]
 
     try:
         first = eventually(lambda: rows("B"), "the run in Active runs (first export at ~60 s)", timeout=100)
