@@ -528,6 +528,66 @@ def bench_fixed_cost(n: int, repeats: int) -> Row:
     return Row(name, o / 1000, b / 1000, "bare SDK spans", 2.0, unit="us")
 
 
+def bench_fixed_cost_floor(n: int, repeats: int) -> list[Row]:
+    """The SDK's own floor under a run's fixed cost: what joblogger asks of the SDK, with no joblogger code.
+
+    The same two spans with the attributes and the two span events a run carries
+    (``Starting: <stage>`` and the summary line), then the same plus the three run
+    metric records (``job.stage.duration``, ``job.run.duration``, ``job.runs``)
+    in the spans' contexts, against the bare two spans.
+    """
+    from opentelemetry import trace
+
+    tracer = TRACER.get_tracer("bench.floor")
+    meter = METER.get_meter("bench.floor")
+    runs = meter.create_counter("floor.runs")
+    run_duration = meter.create_histogram("floor.run.duration", unit="s")
+    stage_duration = meter.create_histogram("floor.stage.duration", unit="s")
+    milestone = {"job.log.level": "milestone"}
+
+    def spans(k: int, with_metrics: bool) -> None:
+        for _ in range(k):
+            run = tracer.start_span("fixed", attributes={"job.name": "fixed", "job.run.id": "r", "job.run.slot": 0})
+            run_ctx = trace.set_span_in_context(run)
+            stage = tracer.start_span(
+                "Working", context=run_ctx, attributes={"job.name": "fixed", "job.run.id": "r", "job.stage": "Working"}
+            )
+            stage.add_event("Starting: Working", milestone)
+            stage.set_attributes({"job.progress.current": 1})
+            stage.end()
+            if with_metrics:
+                stage_ctx = trace.set_span_in_context(stage)
+                stage_duration.record(0.001, {"job.name": "fixed", "job.stage": "Working"}, context=stage_ctx)
+            run.add_event("Completed in 0ms | Processed: 1 entities", milestone)
+            run.set_attributes(
+                {
+                    "job.result": "success",
+                    "job.entity.type": "entities",
+                    "job.progress.current": 1,
+                    "job.logs.milestone": 2,
+                }
+            )
+            run.end()
+            if with_metrics:
+                attrs = {"job.name": "fixed", "job.result": "success"}
+                runs.add(1, attrs, context=run_ctx)
+                run_duration.record(0.001, attrs, context=run_ctx)
+
+    def bare(k: int) -> None:
+        for _ in range(k):
+            run = tracer.start_span("fixed")
+            stage = tracer.start_span("Working", context=trace.set_span_in_context(run))
+            stage.end()
+            run.end()
+
+    s, b = side_by_side(lambda k: spans(k, False), bare, n, repeats)
+    m, b2 = side_by_side(lambda k: spans(k, True), bare, n, repeats)
+    return [
+        Row("  floor: same spans, attributes, events; SDK only", s / 1000, b / 1000, "bare SDK spans", None, unit="us"),
+        Row("  floor: the same + the 3 run metric records", m / 1000, b2 / 1000, "bare SDK spans", None, unit="us"),
+    ]
+
+
 def bench_threads(n: int, repeats: int) -> Row:
     threads_n = 8
 
@@ -694,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += bench_logs(200 if quick else 20_000, repeats)
     rows += bench_collection(50 if quick else 1_000, 3 if quick else 15)
     rows.append(bench_fixed_cost(200 if quick else 5_000, 3 if quick else 9))
+    rows += bench_fixed_cost_floor(200 if quick else 5_000, 3 if quick else 9)
     long_rows, long_table = bench_long_lived(1_000 if quick else 100_000)
     rows += long_rows
     rows.append(bench_threads(8_000 if quick else 800_000, 1 if quick else 5))

@@ -19,6 +19,7 @@ from ._results import classify
 from ._spans import error_type, exception_message, record_exception
 from ._state import Closed, RunState, guarded, pylog, quietly
 from ._summary import Summary
+from ._tally import ticks_value
 
 _S = TypeVar("_S", bound="EndingMixin")
 
@@ -178,7 +179,10 @@ class EndingMixin(RunState):
                 return self._summary
             stage, stage_label = self._stage, self._stage_label
             duration_s = max(0.0, now - self._started)
-            outcomes = _format.ordered_outcomes(self._recorded_outcomes(), self._tally.logs())
+            # Each tally is read once here: the summary, the span attributes and the line all use these.
+            recorded_outcomes = self._recorded_outcomes()
+            logs = self._tally.logs()
+            outcomes = _format.ordered_outcomes(recorded_outcomes, logs)
             current = self.current
             line = _format.summary_line(result, duration_s, current, self._entity_type, outcomes.items())
             dropped = dict(self._dropped)
@@ -206,30 +210,40 @@ class EndingMixin(RunState):
             self._stage = None
             self._ended_at = now
             self._summary = summary
-        if stage is not None:
-            self._close_stage(stage, stage_label, now)
-        # The summary line is the run's last log record: on the run span, counted as a milestone.
-        self._emit(semconv.LEVEL_MILESTONE, MILESTONE, line, {}, pylog.isEnabledFor(MILESTONE), reserved=True)
-        self._tally.count_log(semconv.LEVEL_MILESTONE)
-        with self._lock:
-            self._ticks = Closed(self)
-            self._outcome_ticks = {}
-        run_attrs: dict[str, Any] = {
-            semconv.JOB_RESULT: result,
-            semconv.JOB_ENTITY_TYPE: self._entity_type or _format.DEFAULT_ENTITY_TYPE,
-            semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(current),
-        }
-        if self._total is not None:
-            run_attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
-        # The span's outcomes are what add_outcome recorded (as on the job.outcomes metric); the log
-        # calls the summary's errors/warnings default to are there as job.logs.<level>.
-        run_attrs.update(self._outcome_attributes(self._outcome_room))
-        for level, value in self._tally.logs().items():
-            if value:
-                run_attrs[semconv.JOB_LOGS_PREFIX + level] = value
-        if outcome.exit_code is not None and (recorded is not None or explicit is None):
-            run_attrs[semconv.PROCESS_EXIT_CODE] = outcome.exit_code
+        # One signals section around all the end-of-run SDK work (see _signals).
         with _signals.sdk():
+            if stage is not None:
+                self._close_stage_in_section(stage, stage_label, now)
+            # The summary line is the run's last log record: on the run span, counted as a milestone.
+            self._emit(
+                semconv.LEVEL_MILESTONE,
+                MILESTONE,
+                line,
+                {},
+                pylog.isEnabledFor(MILESTONE),
+                reserved=True,
+                in_section=True,
+            )
+            self._tally.count_log(semconv.LEVEL_MILESTONE)
+            logs[semconv.LEVEL_MILESTONE] = ticks_value(self._tally.log_ticks[semconv.LEVEL_MILESTONE])
+            with self._lock:
+                self._ticks = Closed(self)
+                self._outcome_ticks = {}
+            run_attrs: dict[str, Any] = {
+                semconv.JOB_RESULT: result,
+                semconv.JOB_ENTITY_TYPE: self._entity_type or _format.DEFAULT_ENTITY_TYPE,
+                semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(current),
+            }
+            if self._total is not None:
+                run_attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
+            # The span's outcomes are what add_outcome recorded (as on the job.outcomes metric); the log
+            # calls the summary's errors/warnings default to are there as job.logs.<level>.
+            run_attrs.update(self._outcome_attributes(self._outcome_room, recorded_outcomes))
+            for level, value in logs.items():
+                if value:
+                    run_attrs[semconv.JOB_LOGS_PREFIX + level] = value
+            if outcome.exit_code is not None and (recorded is not None or explicit is None):
+                run_attrs[semconv.PROCESS_EXIT_CODE] = outcome.exit_code
             status = None
             if recorded is not None:
                 run_attrs[semconv.ERROR_TYPE] = error_type(recorded)

@@ -14,8 +14,9 @@ from opentelemetry import context as otel_context
 
 from . import _callsite, _logexport, _sanitize, _signals, semconv
 from ._levels import LEVELNO, RESERVED_RECORD_KEYS
+from ._ratelimit import TokenBucket
 from ._redact import redact_text
-from ._spans import record_exception
+from ._spans import SpanSlot, record_exception
 from ._state import RunState, pylog
 
 #: What ``exc_info=`` accepts, as in :mod:`logging`: True (the exception being handled), an exception, or a tuple.
@@ -170,6 +171,10 @@ class LogCallsMixin(RunState):
             next(tally.log_ticks[level])
             next(tally.job_logs[level])
             limiter = self._limits.get(level)
+            if limiter is None:
+                spec = self._limit_specs.get(level)
+                if spec is not None:  # the level's first call: make its bucket (a race makes two; one stays)
+                    limiter = self._limits.setdefault(level, TokenBucket(spec[0], spec[1], self._clock))
             if limiter is not None and not limiter.allow():
                 return
             levelno = LEVELNO[level]
@@ -226,11 +231,13 @@ class LogCallsMixin(RunState):
         reserved: bool = False,
         exc_info: _ExcTuple | None = None,
         skip: int = 0,
+        in_section: bool = False,
     ) -> None:
         """Add the span event (within the budget, or in a ``reserved`` slot) and the stdlib record.
 
         The record's call site (file, line, function) is the job's code that called
-        joblogger, plus ``skip`` frames up, never joblogger's own.
+        joblogger, plus ``skip`` frames up, never joblogger's own. ``in_section``: the
+        caller already holds a ``_signals.sdk()`` section (the end of a run).
         """
         with self._lock:
             slot = self._stage or self._run
@@ -242,33 +249,60 @@ class LogCallsMixin(RunState):
             # The exception event takes a slot of its own, in the same budget.
             exc_admitted = exc_info is not None and admitted and slot.admit(level)
             stage = self._stage_name
+        if in_section:
+            self._emit_in_section(
+                slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,
+                exc_admitted=exc_admitted, exc_info=exc_info, stage=stage, skip=skip,
+            )  # fmt: skip
+            return
         with _signals.sdk():
-            if admitted:
-                event_attrs = dict(attrs)
-                event_attrs[semconv.JOB_LOG_LEVEL] = level
-                slot.span.add_event(text, event_attrs)
-            if exc_admitted and exc_info is not None:
-                record_exception(slot.span, exc_info[1], escaped=False, attributes={semconv.JOB_LOG_LEVEL: level})
-            export = _logexport.wanted(levelno, to_stdlib)
-            if not (to_stdlib or export):
-                return
-            extra: dict[str, Any] = {}
-            for key, value in attrs.items():
-                extra[f"context.{key}" if key in RESERVED_RECORD_KEYS else key] = value
-            extra[semconv.JOB_NAME] = self._job_name
-            extra[semconv.JOB_RUN_ID] = self._run_id
-            extra[semconv.JOB_RUN_SLOT] = self._tally.slot
-            extra[semconv.JOB_LOG_LEVEL] = level
-            if stage is not None:
-                extra[semconv.JOB_STAGE] = stage
-            # One record for both paths, naming the job's code as its call site.
-            path, line, func = _callsite.caller(skip)
-            record = pylog.makeRecord(pylog.name, levelno, path, line, text, (), exc_info, func, extra)
-            token = otel_context.attach(slot.ctx)
-            try:
-                if to_stdlib:
-                    pylog.handle(record)
-                if export:
-                    _logexport.emit(record)
-            finally:
-                otel_context.detach(token)
+            self._emit_in_section(
+                slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,
+                exc_admitted=exc_admitted, exc_info=exc_info, stage=stage, skip=skip,
+            )  # fmt: skip
+
+    def _emit_in_section(
+        self,
+        slot: SpanSlot,
+        level: str,
+        levelno: int,
+        text: str,
+        attrs: dict[str, Any],
+        *,
+        to_stdlib: bool,
+        admitted: bool,
+        exc_admitted: bool,
+        exc_info: _ExcTuple | None,
+        stage: str | None,
+        skip: int,
+    ) -> None:
+        """The SDK and stdlib part of :meth:`_emit`, inside a ``_signals.sdk()`` section."""
+        if admitted:
+            event_attrs = dict(attrs)
+            event_attrs[semconv.JOB_LOG_LEVEL] = level
+            slot.span.add_event(text, event_attrs)
+        if exc_admitted and exc_info is not None:
+            record_exception(slot.span, exc_info[1], escaped=False, attributes={semconv.JOB_LOG_LEVEL: level})
+        export = _logexport.wanted(levelno, to_stdlib)
+        if not (to_stdlib or export):
+            return
+        extra: dict[str, Any] = {}
+        for key, value in attrs.items():
+            extra[f"context.{key}" if key in RESERVED_RECORD_KEYS else key] = value
+        extra[semconv.JOB_NAME] = self._job_name
+        extra[semconv.JOB_RUN_ID] = self._run_id
+        extra[semconv.JOB_RUN_SLOT] = self._tally.slot
+        extra[semconv.JOB_LOG_LEVEL] = level
+        if stage is not None:
+            extra[semconv.JOB_STAGE] = stage
+        # One record for both paths, naming the job's code as its call site.
+        path, line, func = _callsite.caller(skip)
+        record = pylog.makeRecord(pylog.name, levelno, path, line, text, (), exc_info, func, extra)
+        token = otel_context.attach(slot.ctx)
+        try:
+            if to_stdlib:
+                pylog.handle(record)
+            if export:
+                _logexport.emit(record)
+        finally:
+            otel_context.detach(token)

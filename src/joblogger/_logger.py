@@ -155,7 +155,9 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
                 self._run_id,
             )
         self._job_name = name
-        self._warn = _sanitize.Warner(f"joblogger [{_sanitize.as_label(name)} {_sanitize.as_label(self._run_id)}]: ")
+        run_id = self._run_id
+        # The prefix is made at the first warning (most runs have none).
+        self._warn.rename(lambda: f"joblogger [{_sanitize.as_label(name)} {_sanitize.as_label(run_id)}]: ")
         self._clock = clock
         # Re-entrant: an application's signal handler may call back into the logger while the
         # main thread holds the lock (a plain Lock deadlocked there).
@@ -168,9 +170,10 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         extra_keys = (_redact.secret_fragment(str(k)) for k in secret_keys if k)
         self._secret_keys = _redact.DEFAULT_SECRET_KEYS + tuple(k for k in extra_keys if k)
         self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
-        self._limits = rate_limits(
-            DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, clock, self._warn
+        self._limit_specs = rate_limits(
+            DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, self._warn
         )
+        self._limits = {}  # token buckets, made at the first debug/info call of their level
         self._tracer = _tracer_of(tracer_provider or trace.get_tracer_provider())
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub = hub_for(self._meter_provider)
@@ -181,7 +184,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         if label is None:
             self._warn("job-cap", "too many distinct job names; metrics report this one as 'other'")
             label = semconv.OUTCOME_OTHER
-        self._tally = Tally(label, self._warn)
+        self._tally = Tally(label, self._warn, self._hub.job_log_counters(label))
         self._ticks = self._tally.ticks
         self._outcome_ticks = self._tally.outcome_ticks
         self._outcome_labels = {}

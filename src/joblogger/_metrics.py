@@ -219,12 +219,21 @@ class Hub:
             counters = self._job_logs.get(tally.job)
             if counters is None:
                 counters = self._job_logs[tally.job] = {level: itertools.count() for level in semconv.LEVELS}
-            for level, value in tally.logs().items():  # calls made before the run registered
-                for _ in range(value):
-                    next(counters[level])
-            tally.job_logs = counters
+            if tally.job_logs is not counters:  # a tally made without them (see job_log_counters)
+                for level, value in tally.logs().items():  # calls made before the run registered
+                    for _ in range(value):
+                        next(counters[level])
+                tally.job_logs = counters
         _ensure_flusher()
         return weakref.finalize(run, self._abandoned, id(run), tally)
+
+    def job_log_counters(self, job: str) -> dict[str, itertools.count[int]]:
+        """The log counters of ``job``, shared by its runs (a new run's Tally starts with them)."""
+        with self._lock:
+            counters = self._job_logs.get(job)
+            if counters is None:
+                counters = self._job_logs[job] = {level: itertools.count() for level in semconv.LEVELS}
+            return counters
 
     def end(self, run: ActiveRun, tally: Tally) -> None:
         """Fold an ended run's counts into the retired totals and free its slot."""

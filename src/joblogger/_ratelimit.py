@@ -37,10 +37,11 @@ class TokenBucket:
         return False
 
 
-def rate_limits(
-    limits: Mapping[str, tuple[float, float]], clock: Callable[[], float], warn: _sanitize.Warner
-) -> dict[str, TokenBucket]:
-    buckets: dict[str, TokenBucket] = {}
+def rate_limits(limits: Mapping[str, tuple[float, float]], warn: _sanitize.Warner) -> Mapping[str, tuple[float, float]]:
+    """The valid ``(per_second, burst)`` of each limited level; a run makes its buckets on first use."""
+    if limits is DEFAULT_LOG_RATE_LIMITS:
+        return DEFAULT_LOG_RATE_LIMITS  # valid by construction: nothing to check for most runs
+    specs: dict[str, tuple[float, float]] = {}
     for level, spec in dict(limits).items():
         if level not in LOW_LEVELS:
             warn("rate-limit-level", "log rate limits apply to debug and info only; %r ignored", level)
@@ -53,5 +54,5 @@ def rate_limits(
             warn("rate-limit-spec", "log rate limit for %s should be (per_second, burst); ignored", level)
             continue
         if rate > 0 and burst >= 1:
-            buckets[level] = TokenBucket(rate, burst, clock)
-    return buckets
+            specs[level] = (rate, burst)
+    return specs

@@ -67,7 +67,8 @@ class Warner:
 
     __slots__ = ("_local", "_prefix", "_seen")
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str | Callable[[], str]) -> None:
+        #: the text before each warning, or what makes it (called at the first warning: most runs have none).
         self._prefix = prefix
         self._seen: set[str] = set()
         self._local = threading.local()
@@ -85,9 +86,12 @@ class Warner:
 
     def _emit(self, kind: str, message: str, args: tuple[object, ...]) -> None:
         # The prefix (job name, run id) is an argument, never part of the format string.
+        prefix = self._prefix
+        if not isinstance(prefix, str):
+            prefix = self._prefix = prefix()
         path, line, func = _callsite.caller()
         record = _log.makeRecord(
-            _log.name, logging.WARNING, path, line, "%s" + message, (self._prefix, *args), None, func,
+            _log.name, logging.WARNING, path, line, "%s" + message, (prefix, *args), None, func,
             {"joblogger.warning": kind},
         )  # fmt: skip
         to_stdlib = _log.isEnabledFor(logging.WARNING)
@@ -110,6 +114,10 @@ class Warner:
             self._local.queue = None
             for kind, message, args in queue:
                 self._emit(kind, message, args)
+
+    def rename(self, prefix: str | Callable[[], str]) -> None:
+        """Change the prefix of later warnings (the kinds already reported stay reported)."""
+        self._prefix = prefix
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -156,6 +164,8 @@ def as_text(value: object, what: str, warn: Warner, *, limit: int = MAX_MESSAGE_
 
 def as_label(value: str) -> str:
     """Make a metric label value: one line, trimmed, bounded."""
+    if value.isprintable() and value.isascii() and value.strip() == value and "  " not in value:
+        return value[:MAX_LABEL_CHARS]  # the common case, without the two regex passes
     value = _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
     return value[:MAX_LABEL_CHARS]
 

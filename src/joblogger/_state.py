@@ -57,6 +57,7 @@ class RunState:
         "_gauge_attrs",
         "_hub",
         "_job_name",
+        "_limit_specs",
         "_limits",
         "_lock",
         "_message",
@@ -97,6 +98,7 @@ class RunState:
     _gauge_attrs: dict[str, Any]
     _hub: Hub
     _job_name: str
+    _limit_specs: Mapping[str, tuple[float, float]]
     _limits: dict[str, TokenBucket]
     _lock: threading.RLock
     _message: str | None
@@ -137,6 +139,7 @@ class RunState:
         def started_at(self) -> float: ...
         def _recorded_outcomes(self) -> dict[str, int]: ...
         def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None: ...
+        def _close_stage_in_section(self, slot: SpanSlot, label: str, now: float) -> None: ...
         def _refresh_gauge_attrs(self) -> None: ...
         def set_stage(self, stage: str, message: str | None = None) -> None: ...
         def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]: ...
@@ -161,11 +164,14 @@ class RunState:
             reserved: bool = False,
             exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None,
             skip: int = 0,
+            in_section: bool = False,
         ) -> None: ...
 
-    def _outcome_attributes(self, space: int | None) -> dict[str, int]:
-        """``job.outcomes.<key>`` span attributes of what ``add_outcome`` recorded, within ``space``."""
-        attrs, folded = _outcome_attrs.outcome_attributes(self._recorded_outcomes(), space)
+    def _outcome_attributes(self, space: int | None, recorded: dict[str, int] | None = None) -> dict[str, int]:
+        """``job.outcomes.<key>`` span attributes of ``recorded`` (default: the recorded outcomes) within ``space``."""
+        if recorded is None:
+            recorded = self._recorded_outcomes()
+        attrs, folded = _outcome_attrs.outcome_attributes(recorded, space)
         if folded:
             self._warn(
                 "outcome-span-cap",

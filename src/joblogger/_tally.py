@@ -47,7 +47,12 @@ class Tally:
         "warn",
     )
 
-    def __init__(self, job: str, warn: Callable[..., None] | None = None) -> None:
+    def __init__(
+        self,
+        job: str,
+        warn: Callable[..., None] | None = None,
+        job_logs: dict[str, itertools.count[int]] | None = None,
+    ) -> None:
         self.job = job
         #: the run's warner (one warning per kind), for what the metrics hub finds at flush time.
         self.warn: Callable[..., None] = warn or _ignore
@@ -69,7 +74,7 @@ class Tally:
         self.log_ticks = {level: itertools.count() for level in semconv.LEVELS}
         #: the job's log counters, shared by all its runs in this process (set by the metrics hub);
         #: job.logs reads these, so a collection costs the same whatever the number of active runs.
-        self.job_logs = _UNREGISTERED
+        self.job_logs = _UNREGISTERED if job_logs is None else job_logs
         #: outcome values already added to the SDK counter, and the context they are added in.
         self.flushed: dict[str, int] = {}
         self.flush_lock = threading.Lock()

@@ -1031,3 +1031,45 @@ def test_rate_limits_never_apply_to_warnings_errors_or_milestones(cap: Capture, 
     assert summary.logs_suppressed == {}
     assert summary.outcomes["warnings"] == 10 and summary.outcomes["errors"] == 10
     assert sum("apply to debug and info only" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_default_rate_limit_buckets_made_at_first_call_allow_a_full_burst(cap: Capture) -> None:
+    """The default buckets are made at a level's first call (not at run start): still a burst of 200, then 20/s."""
+    now = [0.0]
+    job = cap.job_logger("r", "lazy-limits", clock=lambda: now[0])
+    now[0] = 500.0  # long after the start: the first info() call makes the bucket, full
+    for i in range(250):
+        job.info(f"info {i}")
+    now[0] = 501.0  # one second later: 20 more tokens
+    for i in range(30):
+        job.info(f"later {i}")
+    for i in range(3):
+        job.debug(f"debug {i}")  # a bucket of its own, made now
+    summary = job.log_summary()
+    assert summary.logs_suppressed == {"info": 50 + 10}
+    assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_LOG_LEVEL: "info"}) == 280
+
+
+def test_warning_prefix_names_the_run_with_single_line_labels(cap: Capture, caplog) -> None:
+    """joblogger's own warnings start with ``joblogger [<job> <run>]: `` (made at the first warning, one line)."""
+    job = cap.job_logger("run\n7", "multi\tline  job")
+    job.add_outcome("", 1)  # an empty outcome key: one warning
+    job.log_summary()
+    messages = [r.getMessage() for r in caplog.records if hasattr(r, "joblogger.warning")]
+    assert messages, "no joblogger warning"
+    assert all(m.startswith("joblogger [multi line job run 7]: ") for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", "two words", " lead", "trail ", "a  b", "tab\there", "new\nline", "\x7fdel", "nbsp\u00a0x",
+     "é accent", "x" * 300, "", "   ", "a\x85b", "mixed \t\n end"],
+)  # fmt: skip
+def test_as_label_fast_path_matches_the_regex_rules(value: str) -> None:
+    """as_label skips its regex passes for plain ASCII labels; every input gets the same label as with them."""
+    import re
+
+    from joblogger import _sanitize
+
+    expected = re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]+", " ", value)).strip()[: _sanitize.MAX_LABEL_CHARS]
+    assert _sanitize.as_label(value) == expected
