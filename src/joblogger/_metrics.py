@@ -27,14 +27,12 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import _fork, semconv
-from ._tally import ticks_value
+from ._observe import GAUGES, MAX_INT, ActiveRun, ObserveMixin
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -47,34 +45,10 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 
 
-#: The progress gauges, in the order their callbacks run (the first one reads the runs' state).
-_GAUGES = (
-    (semconv.METRIC_PROGRESS_CURRENT, "Entities processed so far in the current phase of an active run."),
-    (semconv.METRIC_PROGRESS_EXPECTED, "Entities expected in the current phase of an active run."),
-    (semconv.METRIC_PROGRESS_RATIO, "Fraction of the current phase done (0-1)."),
-    (semconv.METRIC_PROGRESS_ETA, "Estimated seconds until the current phase is done."),
-)
-#: The observable counters: metric and the attribute that splits it (outcomes are a synchronous counter).
-_OBSERVED_COUNTERS = (
-    (semconv.METRIC_ENTITIES_PROCESSED, semconv.JOB_ENTITY_TYPE),
-    (semconv.METRIC_LOGS, semconv.JOB_LOG_LEVEL),
-)
-#: How long one collection's progress snapshot is reused by the later gauges of that collection.
-_SNAPSHOT_TTL_S = 1.0
-#: Largest value an OTLP integer data point can carry (int64); larger counts are clamped.
-_MAX_INT = 2**63 - 1
-
 #: Distinct job names reported per meter provider before new ones fold into "other".
 MAX_JOBS = 500
 
 
-class ActiveRun(Protocol):
-    """What the hub reads from a running job at collection time."""
-
-    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]: ...
-
-
-#: Meter providers whose progress points joblogger's own readers produce (no SDK gauges).
 _produced: weakref.WeakSet[metrics.MeterProvider] = weakref.WeakSet()
 
 
@@ -90,14 +64,13 @@ def produce_progress(meter_provider: metrics.MeterProvider) -> None:
         _produced.add(meter_provider)
 
 
-class Hub:
+class Hub(ObserveMixin):
     """Instruments of one meter provider plus the live and retired counts behind them."""
 
     __slots__ = (
         "__weakref__",
         "_active",
         "_caps",
-        "_gauge_cache",
         "_instruments",
         "_job_logs",
         "_jobs",
@@ -139,7 +112,7 @@ class Hub:
         # (job, outcome label) -> everything added to the outcomes counter: the SDK's cumulative sum
         # of that series, kept <= int64 so exports never fail (bounded like the labels).
         self._outcome_totals: dict[tuple[str, str], int] = {}
-        self._gauge_cache: tuple[float, list[Any]] | None = None
+        self._gauge_cache = None
         # tallies of abandoned runs whose last outcomes still need flushing (by the flusher thread).
         self._unflushed: list[Tally] = []
         unit = {name: u for name, (_, u) in semconv.METRICS.items()}
@@ -175,7 +148,7 @@ class Hub:
                 if self.produced
                 else (
                     meter.create_observable_gauge(name, [self._observe_gauge(index)], unit=unit[name], description=text)
-                    for index, (name, text) in enumerate(_GAUGES)
+                    for index, (name, text) in enumerate(GAUGES)
                 )
             ),
             meter.create_observable_counter(
@@ -272,11 +245,11 @@ class Hub:
         with tally.flush_lock:
             adds: list[tuple[str, int, bool]] = []
             for key, raw in tally.outcomes(clamp=False).items():
-                if raw > _MAX_INT:
+                if raw > MAX_INT:
                     tally.warn(
                         "outcome-int64", "outcome %r passed 2**63-1, the largest count OTLP carries; capped", key
                     )
-                value = min(raw, _MAX_INT)
+                value = min(raw, MAX_INT)
                 done = tally.flushed.get(key)
                 if done is None or value > done:  # a new key starts its series, even at 0
                     tally.flushed[key] = value
@@ -294,7 +267,7 @@ class Hub:
             for label, delta, new in adds:
                 series = (tally.job, label)
                 added = self._outcome_totals.get(series, 0)
-                room = _MAX_INT - added
+                room = MAX_INT - added
                 if delta > room:
                     full.append(label)
                 granted.append((label, min(delta, room), new))
@@ -345,103 +318,6 @@ class Hub:
                 seen.add(value)
                 return True
             return False
-
-    # --- observable callbacks ------------------------------------------------
-    def _runs(self) -> list[ActiveRun]:
-        with self._lock:
-            self._drain()
-            refs = list(self._active.values())
-        return [run for run in (ref() for ref in refs) if run is not None]
-
-    def _observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
-        # The first of our callbacks in every collection: bring the outcomes counter up to date
-        # first, so a collection always sees every outcome recorded before it started.
-        self.flush_all()
-        with self._lock:
-            self._drain()
-            jobs: dict[str, int] = {}
-            for tally in self._tallies.values():
-                if not tally.ended:
-                    jobs[tally.job] = jobs.get(tally.job, 0) + 1
-            for _metric, job, _key in self._retired:
-                jobs.setdefault(job, 0)
-        for job, count in jobs.items():
-            yield Observation(count, {semconv.JOB_NAME: job})
-
-    def progress_points(self) -> list[tuple[dict[str, Any], int, int | None, float | None]]:
-        """``(attributes, current, total, eta)`` of every active run, read now.
-
-        Attribute sets are distinct per run (``job.run.slot`` differs between the
-        active runs of one job), so no two runs share a point.
-        """
-        points = []
-        for run in self._runs():
-            try:
-                points.append(run._gauge_points())
-            except Exception:  # noqa: BLE001 - one broken run must not hide the others
-                continue
-        return points
-
-    def _gauge_snapshot(self, fresh: bool) -> list[tuple[dict[str, Any], int, int | None, float | None]]:
-        """Progress of every active run, read once per SDK collection.
-
-        The four progress gauges are observed one after the other in each
-        collection; the first computes the snapshot and the others reuse it.
-        """
-        cached = self._gauge_cache
-        if not fresh and cached is not None and time.monotonic() - cached[0] < _SNAPSHOT_TTL_S:
-            return cached[1]
-        points = self.progress_points()
-        self._gauge_cache = (time.monotonic(), points)
-        return points
-
-    def _observe_gauge(self, index: int):  # type: ignore[no-untyped-def]
-        def callback(options: CallbackOptions) -> list[Observation]:
-            points = self._gauge_snapshot(fresh=index == 0)
-            if index == 0:
-                return [Observation(min(current, _MAX_INT), attrs) for attrs, current, _, _ in points]
-            if index == 1:
-                return [Observation(min(total, _MAX_INT), attrs) for attrs, _, total, _ in points if total is not None]
-            if index == 2:
-                return [
-                    Observation(min(1.0, current / total) if total > 0 else 1.0, attrs)
-                    for attrs, current, total, _ in points
-                    if total is not None
-                ]
-            return [Observation(eta, attrs) for attrs, _, _, eta in points if eta is not None]
-
-        return callback
-
-    def _observe_counts(self, which: int):  # type: ignore[no-untyped-def]
-        metric, attr = _OBSERVED_COUNTERS[which]
-
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            with self._lock:
-                self._drain()
-                totals = {(job, key): v for (m, job, key), v in self._retired.items() if m == metric}
-                tallies = list(self._tallies.values())
-                job_logs = list(self._job_logs.items())
-            get = totals.get
-            if metric == semconv.METRIC_LOGS:
-                for job, counters in job_logs:
-                    for level, ticks in counters.items():
-                        slot = (job, level)
-                        totals[slot] = get(slot, 0) + ticks_value(ticks)
-                tallies = []  # every registered run counts into its job's counters
-            for tally in tallies:
-                job = tally.job
-                if metric == semconv.METRIC_ENTITIES_PROCESSED and not any(tally.type_base.values()):
-                    slot = (job, tally.entity_type)
-                    totals[slot] = get(slot, 0) + tally.processed()
-                    continue
-                for key, value in tally.points(metric).items():
-                    slot = (job, key)
-                    totals[slot] = get(slot, 0) + value
-            return [
-                Observation(min(v, _MAX_INT), {semconv.JOB_NAME: job, attr: key}) for (job, key), v in totals.items()
-            ]
-
-        return callback
 
 
 _hubs: weakref.WeakKeyDictionary[metrics.MeterProvider, Hub] = weakref.WeakKeyDictionary()

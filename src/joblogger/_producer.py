@@ -30,7 +30,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from . import semconv
-from ._metrics import _GAUGES, _MAX_INT, existing_hub, produce_progress
+from ._metrics import existing_hub, produce_progress
+from ._observe import GAUGES, MAX_INT
 from ._version import __version__
 
 _UNITS = {name: unit for name, (_, unit) in semconv.METRICS.items()}
@@ -72,13 +73,13 @@ class ProgressProducer:
         for attrs, done, total, seconds in points:
             p = new(point)
             setattr_(p, "__dict__", {"attributes": attrs, "start_time_unix_nano": now, "time_unix_nano": now,
-                                     "value": done if done <= _MAX_INT else _MAX_INT, "exemplars": none})  # fmt: skip
+                                     "value": done if done <= MAX_INT else MAX_INT, "exemplars": none})  # fmt: skip
             current.append(p)
             if total is None:
                 continue
             p = new(point)
             setattr_(p, "__dict__", {"attributes": attrs, "start_time_unix_nano": now, "time_unix_nano": now,
-                                     "value": total if total <= _MAX_INT else _MAX_INT, "exemplars": none})  # fmt: skip
+                                     "value": total if total <= MAX_INT else MAX_INT, "exemplars": none})  # fmt: skip
             expected.append(p)
             p = new(point)
             value = (done / total if done < total else 1.0) if total > 0 else 1.0
@@ -92,7 +93,7 @@ class ProgressProducer:
                 eta.append(p)
         return [
             Metric(name, text, _UNITS[name], Gauge(data))
-            for (name, text), data in zip(_GAUGES, (current, expected, ratio, eta), strict=True)
+            for (name, text), data in zip(GAUGES, (current, expected, ratio, eta), strict=True)
             if data
         ]
 

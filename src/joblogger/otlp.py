@@ -41,11 +41,10 @@ import atexit
 import logging
 import os
 import threading
-import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
@@ -60,9 +59,13 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from . import _logexport, _signals
+from ._otlp_deadline import (
+    ExitDeadline,
+    batch_log_processor,
+    batch_span_processor,
+)
 from ._otlp_exporters import exporters as _exporters
 from ._otlp_fork import (
     after_fork,
@@ -76,7 +79,6 @@ from ._otlp_settings import (
     DEFAULT_EXPORT_TIMEOUT_S,
     DEFAULT_METRIC_EXPORT_INTERVAL_S,
     Settings,
-    SignalSettings,
     resolve,
 )
 from ._producer import ProgressProducer
@@ -114,7 +116,7 @@ class Telemetry:
     export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S
     #: The resolved export settings (argument > OTEL_* variable > default), per signal.
     settings: Settings | None = None
-    _deadline: _ExitDeadline | None = field(default=None, repr=False)
+    _deadline: ExitDeadline | None = field(default=None, repr=False)
     _shut: bool = field(default=False, repr=False)
 
     def force_flush(self, timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S) -> None:
@@ -132,7 +134,7 @@ class Telemetry:
         """Stop the terminal view, flush and shut down the providers joblogger created; idempotent.
 
         Takes at most ``(SHUTDOWN_GRACE_EXPORTS + 1) * export_timeout_s`` (15 s by
-        default) even if the collector never answers: see :class:`_ExitDeadline`.
+        default) even if the collector never answers: see :class:`ExitDeadline`.
         """
         if self._shut:
             return
@@ -167,64 +169,6 @@ class Telemetry:
             )
 
 
-class _ExitDeadline:
-    """Bounds shutdown: once its deadline has passed, the exporters of one set-up drop batches at once.
-
-    The SDK's batch processors export *everything* queued at shutdown, one batch
-    after another, each bounded only by the export timeout, and wait up to 30 s
-    per signal for that. Against a collector that never answers, full queues
-    (2,048 spans, 2,048 log records) held the process 21-29 s at exit. With
-    this gate an export that starts after the deadline fails immediately (the
-    batch is counted, not sent), and one already in flight ends within the
-    export timeout, so shutdown lasts at most the deadline plus one timeout.
-    """
-
-    __slots__ = ("_at", "_lock", "dropped")
-
-    def __init__(self) -> None:
-        self._at: float | None = None
-        self._lock = threading.Lock()
-        self.dropped: dict[str, int] = {}
-
-    def arm(self, seconds: float) -> None:
-        """Let exports start for ``seconds`` more, then drop them."""
-        self._at = time.monotonic() + seconds
-
-    def refuse(self, what: str, count: int) -> bool:
-        """Whether to drop an export of ``count`` items of ``what`` now (counting them if so)."""
-        if self._at is None or time.monotonic() < self._at:
-            return False
-        with self._lock:
-            self.dropped[what] = self.dropped.get(what, 0) + count
-        return True
-
-
-class _UntilDeadline:
-    """A span or log exporter that stops exporting once the set-up's exit deadline has passed."""
-
-    __slots__ = ("_deadline", "_failure", "_inner", "_what")
-
-    def __init__(self, inner: Any, deadline: _ExitDeadline, what: str, failure: object) -> None:
-        self._inner = inner
-        self._deadline = deadline
-        self._what = what
-        self._failure = failure
-
-    def export(self, batch: Sequence[Any]) -> Any:
-        """Export, or drop the batch if shutdown's deadline has passed."""
-        if self._deadline.refuse(self._what, len(batch)):
-            return self._failure
-        return self._inner.export(batch)
-
-    def shutdown(self) -> None:
-        """Delegate."""
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Delegate."""
-        return bool(self._inner.force_flush(timeout_millis))
-
-
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -246,7 +190,7 @@ class _PerProcessIdentity(MetricExporter):
         self,
         inner: MetricExporter,
         parent_id: str | None,
-        deadline: _ExitDeadline | None = None,
+        deadline: ExitDeadline | None = None,
         producer: ProgressProducer | None = None,
     ) -> None:
         super().__init__(
@@ -441,12 +385,12 @@ def _configure(
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "joblogger"}))
 
-    deadline = _ExitDeadline()
+    deadline = ExitDeadline()
     tracer_provider = TracerProvider(resource=resource)
     # Progress gauges come from the live runs at each export, not from SDK instruments (see _producer).
     producer = ProgressProducer()
     for exporter in _exporters(settings.traces):
-        tracer_provider.add_span_processor(_batch_span_processor(exporter, settings.traces, deadline))
+        tracer_provider.add_span_processor(batch_span_processor(exporter, settings.traces, deadline))
     readers: list[MetricReader] = [
         PeriodicExportingMetricReader(
             _PerProcessIdentity(exporter, parent_id, deadline, producer),
@@ -462,7 +406,7 @@ def _configure(
 
         logger_provider = LoggerProvider(resource=resource)
         for exporter in log_exporters:
-            logger_provider.add_log_record_processor(_batch_log_processor(exporter, settings.logs, deadline))
+            logger_provider.add_log_record_processor(batch_log_processor(exporter, settings.logs, deadline))
     if prometheus_port is not None or "prometheus" in settings.metrics.exporters:
         from ._prometheus import serve
 
@@ -491,36 +435,6 @@ def _configure(
         settings=settings,
         _deadline=deadline if exporting else None,
     )
-
-
-def _batch_span_processor(exporter: Any, signal: SignalSettings, deadline: _ExitDeadline) -> Any:
-    """A BatchSpanProcessor; ``None`` delays and timeouts let the SDK read ``OTEL_BSP_*``."""
-    from opentelemetry.sdk.trace.export import SpanExportResult
-
-    return BatchSpanProcessor(
-        cast(Any, _UntilDeadline(exporter, deadline, "spans", SpanExportResult.FAILURE)),
-        schedule_delay_millis=signal.schedule_delay_ms,
-        export_timeout_millis=signal.export_timeout_ms,
-    )
-
-
-def _batch_log_processor(exporter: Any, signal: SignalSettings, deadline: _ExitDeadline) -> Any:
-    """A BatchLogRecordProcessor; ``None`` delays and timeouts let the SDK read ``OTEL_BLRP_*``."""
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-
-    return BatchLogRecordProcessor(
-        cast(Any, _UntilDeadline(exporter, deadline, "log records", _log_export_failure())),
-        schedule_delay_millis=signal.schedule_delay_ms,
-        export_timeout_millis=signal.export_timeout_ms,
-    )
-
-
-def _log_export_failure() -> object:
-    """The SDK's "export failed" value for log exporters (newer SDKs renamed the enum)."""
-    from opentelemetry.sdk._logs import export
-
-    result = getattr(export, "LogRecordExportResult", None) or export.LogExportResult
-    return result.FAILURE
 
 
 def _reset_for_tests() -> None:

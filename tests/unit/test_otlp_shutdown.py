@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from joblogger import otlp
+from joblogger import _otlp_deadline, otlp
 
 TIMEOUT_S = 0.2  # the export timeout of these tests
 
@@ -33,9 +33,9 @@ class HungCollectorExporter(SpanExporter):
 
 def test_exports_stop_starting_once_the_deadline_has_passed():
     """Before the deadline exports go through; after it they fail at once and what they carried is counted."""
-    deadline = otlp._ExitDeadline()
+    deadline = _otlp_deadline.ExitDeadline()
     inner = HungCollectorExporter()
-    exporter = otlp._UntilDeadline(inner, deadline, "spans", SpanExportResult.FAILURE)
+    exporter = _otlp_deadline.UntilDeadline(inner, deadline, "spans", SpanExportResult.FAILURE)
     exporter.export([])
     assert inner.batches == 1
     deadline.arm(0.0)
@@ -48,12 +48,12 @@ def test_exports_stop_starting_once_the_deadline_has_passed():
 
 def test_shutdown_with_full_queue_and_hung_collector_is_bounded(caplog: pytest.LogCaptureFixture):
     """Ten queued batches against a hung collector: shutdown takes three timeouts, not ten, and warns once."""
-    deadline = otlp._ExitDeadline()
+    deadline = _otlp_deadline.ExitDeadline()
     inner = HungCollectorExporter()
     provider = TracerProvider()
     provider.add_span_processor(
         BatchSpanProcessor(
-            otlp._UntilDeadline(inner, deadline, "spans", SpanExportResult.FAILURE),  # type: ignore[arg-type]
+            _otlp_deadline.UntilDeadline(inner, deadline, "spans", SpanExportResult.FAILURE),  # type: ignore[arg-type]
             max_queue_size=5120,
             max_export_batch_size=512,
             schedule_delay_millis=60_000,
