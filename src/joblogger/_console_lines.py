@@ -1,4 +1,4 @@
-"""How the terminal view turns joblogger's log records into lines: levels, styles, context text."""
+"""How the terminal view handles joblogger's log records: hand-off, propagation, levels, styles, text."""
 
 from __future__ import annotations
 
@@ -90,3 +90,30 @@ def persist_style(line: Line, record: logging.LogRecord) -> str:
             if text.startswith(prefix):
                 return RESULT_STYLE.get(result, "bold red")
     return LEVEL_STYLE.get(line.level, "")
+
+
+class PropagateAbove(logging.Handler):
+    """Passes on to the parent loggers' handlers only the records the application's levels enabled.
+
+    Installed (with ``propagate = False`` on the ``joblogger`` logger) while the view has lowered that
+    logger's level for itself, so the application's root handlers never see the extra records.
+    """
+
+    def __init__(self, threshold: int, propagate: bool) -> None:
+        super().__init__(logging.NOTSET)
+        self.threshold = threshold
+        self.propagate = propagate
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.propagate or record.levelno < self.threshold:
+            return False
+        logger = logging.getLogger("joblogger").parent
+        while logger is not None:
+            for handler in logger.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+            logger = logger.parent if logger.propagate else None
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does the work
+        pass

@@ -54,6 +54,7 @@ from ._console_lines import (
     SPINNER,
     Handoff,
     Line,
+    PropagateAbove,
     context_text,
     level_of,
     persist_style,
@@ -133,6 +134,7 @@ class ConsoleView:
         self._console: Any = None
         self._frame = 0
         self._previous_level: int | None = None
+        self._propagate: PropagateAbove | None = None
         self._started: deque[weakref.ref[JobLogger]] = deque()
         self._unobserve: Callable[[], None] | None = None
         _VIEWS.add(self)
@@ -145,7 +147,12 @@ class ConsoleView:
         self._unobserve = observe_runs(self._on_start)
         wanted = logging.DEBUG if self._show_debug else logging.INFO
         if joblog.level == logging.NOTSET or joblog.level > wanted:
+            # The view needs the records below the application's level; the application's own handlers
+            # must not get them: only what its configuration enabled goes on up the logger tree.
             self._previous_level = joblog.level
+            self._propagate = PropagateAbove(joblog.getEffectiveLevel(), joblog.propagate)
+            joblog.addHandler(self._propagate)
+            joblog.propagate = False
             joblog.setLevel(wanted)
         if self._live_mode:
             from rich.console import Console
@@ -183,6 +190,11 @@ class ConsoleView:
                 self._unobserve()
             if self._previous_level is not None:
                 joblog.setLevel(self._previous_level)
+                self._previous_level = None
+            if self._propagate is not None:
+                joblog.removeHandler(self._propagate)
+                joblog.propagate = self._propagate.propagate
+                self._propagate = None
 
     def __enter__(self) -> ConsoleView:
         return self.start()

@@ -250,3 +250,35 @@ def test_a_forked_child_holds_none_of_the_parents_runs_and_pins_none_of_its_own(
                 job.log_summary()
     finally:
         view.stop()
+
+
+def test_the_view_does_not_send_job_info_records_to_the_applications_root_handlers():
+    """With the view on, the app's root handlers still get only what its own levels enabled (no INFO flood)."""
+    root = logging.getLogger()
+    joblog = logging.getLogger("joblogger")
+    app_out = io.StringIO()
+    app_handler = logging.StreamHandler(app_out)  # level NOTSET, as basicConfig makes it
+    old_root_level, old_job_level, old_propagate = root.level, joblog.level, joblog.propagate
+    root.addHandler(app_handler)
+    root.setLevel(logging.WARNING)
+    joblog.setLevel(logging.NOTSET)
+    view_out = io.StringIO()
+    try:
+        view = ConsoleView(file=view_out, force_plain=True, persist_level=logging.INFO).start()
+        with capture() as cap, cap.job_logger("r-root", "quiet-app") as job:
+            job.info("an info line for the view only")
+            job.warning("a warning the app wants")
+        view.stop()
+        assert joblog.level == logging.NOTSET and joblog.propagate is old_propagate  # restored
+        with capture() as cap2, cap2.job_logger("r-after", "quiet-app") as job2:
+            job2.warning("after the view")
+    finally:
+        root.removeHandler(app_handler)
+        root.setLevel(old_root_level)
+        joblog.setLevel(old_job_level)
+        joblog.propagate = old_propagate
+    seen_by_app = app_out.getvalue()
+    assert "a warning the app wants" in seen_by_app
+    assert "after the view" in seen_by_app
+    assert "an info line for the view only" not in seen_by_app, seen_by_app
+    assert "an info line for the view only" in view_out.getvalue()
