@@ -19,6 +19,7 @@ from opentelemetry._logs import Logger, LogRecord, SeverityNumber
 from . import semconv
 from ._levels import MILESTONE, MILESTONE_NAME, RESERVED_RECORD_KEYS
 from ._sanitize import attribute_value, utf8
+from ._spans import error_type, exception_message
 
 _RESERVED = RESERVED_RECORD_KEYS
 
@@ -63,8 +64,8 @@ def to_otel(record: logging.LogRecord) -> LogRecord:
     attributes["code.line.number"] = record.lineno
     if record.exc_info and record.exc_info[1] is not None:
         exc = record.exc_info[1]
-        attributes["exception.type"] = type(exc).__qualname__
-        attributes["exception.message"] = attribute_value(_safe_str(exc))
+        attributes["exception.type"] = error_type(exc)
+        attributes["exception.message"] = exception_message(exc)
         attributes["exception.stacktrace"] = utf8("".join(traceback.format_exception(*record.exc_info)))
     # Milestones keep their name whatever another library registered for the level number.
     milestone = getattr(record, semconv.JOB_LOG_LEVEL, None) == semconv.LEVEL_MILESTONE
@@ -76,10 +77,3 @@ def to_otel(record: logging.LogRecord) -> LogRecord:
         body=record.getMessage(),
         attributes=attributes,
     )
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__
-        return f"<unprintable {type(exc).__name__}>"

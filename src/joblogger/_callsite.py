@@ -27,20 +27,6 @@ def _internal(frame: FrameType) -> bool:
     return filename == _CONTEXTLIB and caller is not None and caller.f_code.co_filename.startswith(_PRIVATE)
 
 
-def stacklevel(skip: int = 0) -> int:
-    """``stacklevel`` for a ``logging`` call made by this function's caller.
-
-    It names the first frame outside joblogger's private modules, plus ``skip``
-    frames further up (a user's ``stacklevel=`` minus one, for wrappers).
-    """
-    frame = sys._getframe(1)
-    level = 1
-    while frame.f_back is not None and _internal(frame):
-        frame = frame.f_back
-        level += 1
-    return level + skip
-
-
 def caller(skip: int = 0) -> tuple[str, int, str]:
     """``(pathname, lineno, funcName)`` of the first frame outside joblogger's private modules, plus ``skip``."""
     frame: FrameType | None = sys._getframe(1)

@@ -231,13 +231,11 @@ class LogCallsMixin(RunState):
         reserved: bool = False,
         exc_info: _ExcTuple | None = None,
         skip: int = 0,
-        in_section: bool = False,
     ) -> None:
         """Add the span event (within the budget, or in a ``reserved`` slot) and the stdlib record.
 
         The record's call site (file, line, function) is the job's code that called
-        joblogger, plus ``skip`` frames up, never joblogger's own. ``in_section``: the
-        caller already holds a ``_signals.sdk()`` section (the end of a run).
+        joblogger, plus ``skip`` frames up, never joblogger's own.
         """
         with self._lock:
             slot = self._stage or self._run
@@ -249,12 +247,6 @@ class LogCallsMixin(RunState):
             # The exception event takes a slot of its own, in the same budget.
             exc_admitted = exc_info is not None and admitted and slot.admit(level)
             stage = self._stage_name
-        if in_section:
-            self._emit_in_section(
-                slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,
-                exc_admitted=exc_admitted, exc_info=exc_info, stage=stage, skip=skip,
-            )  # fmt: skip
-            return
         with _signals.sdk():
             self._emit_in_section(
                 slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,

@@ -100,21 +100,17 @@ class StagesMixin(RunState):
         return semconv.STAGE_OTHER
 
     def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None:
-        with _signals.sdk():
-            self._close_stage_in_section(slot, label, now)
-
-    def _close_stage_in_section(self, slot: SpanSlot, label: str, now: float) -> None:
-        """:meth:`_close_stage` for a caller already inside a ``_signals.sdk()`` section."""
         processed = self._tally.processed() - slot.processed_at_start
-        slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
-        with self._lock:
-            for level, n in slot.dropped.items():
-                self._dropped[level] = self._dropped.get(level, 0) + n
-        self._hub.stage_duration.record(
-            max(0.0, now - slot.started_at),
-            {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
-            context=slot.ctx,
-        )
+        with _signals.sdk():
+            slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+            with self._lock:
+                for level, n in slot.dropped.items():
+                    self._dropped[level] = self._dropped.get(level, 0) + n
+            self._hub.stage_duration.record(
+                max(0.0, now - slot.started_at),
+                {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
+                context=slot.ctx,
+            )
 
     def _refresh_gauge_attrs(self) -> None:
         attrs: dict[str, Any] = {
