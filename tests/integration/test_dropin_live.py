@@ -176,6 +176,13 @@ def test_progress_shows_live_at_the_sdks_default_60s_interval(stack: Any, tmp_pa
     eventually(lambda: not rows("B") or None, "the finished run leaving Active runs", timeout=30)
 
 
+def start_in_own_group(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start ``argv`` in a process group of its own, as a terminal's foreground job is (killpg reaches all)."""
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
 CTRL_C_JOB = textwrap.dedent("""
     import sys, time
     from joblogger import create_job_logger
@@ -204,14 +211,7 @@ def test_ctrl_c_twice_under_joblogger_run_keeps_every_run(stack: Any, tmp_path: 
     results = []
     for i in range(8):
         run_id = f"run-{i}-{uuid.uuid4().hex[:6]}"
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "joblogger", "run", "--plain", "--", PYTHON, str(job), run_id],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        proc = start_in_own_group([PYTHON, "-m", "joblogger", "run", "--plain", "--", PYTHON, str(job), run_id], env)
         assert proc.stdout is not None
         while "ready" not in (line := proc.stdout.readline()):
             assert line, proc.stderr.read() if proc.stderr else ""
@@ -269,13 +269,8 @@ def test_second_ctrl_c_during_the_final_flush_loses_nothing(stack: Any, tmp_path
     job.write_text(FLUSH_JOB)
     env = job_env(stack, service)
     env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "joblogger", "run", "--no-console", "--", PYTHON, str(job), run_id, str(stages)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    proc = start_in_own_group(
+        [PYTHON, "-m", "joblogger", "run", "--no-console", "--", PYTHON, str(job), run_id, str(stages)], env
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
