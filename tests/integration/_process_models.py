@@ -18,6 +18,10 @@ totals Prometheus must show. Models:
   forks 3 workers that each do 2 runs and leave with ``sys.exit(0)``.
 - ``gunicorn-dropin``: the same with the application's own SDK providers; the
   ``post_fork`` hook calls ``joblogger.otlp.after_fork()``.
+- ``threads``: one process, 8 threads doing 3 runs each while all of them also
+  count into one shared run (1,000 items each, lock-free counting).
+- ``asyncio``: one process, 40 concurrent tasks, one ``async with`` run each,
+  awaiting between items.
 """
 
 from __future__ import annotations
@@ -163,6 +167,60 @@ def gunicorn(tag: str, dropin: bool) -> dict[str, object]:
     return {"runs": runs, "failed": failed, "updates": total, "processed": total, "processes": 1 + WORKERS}
 
 
+THREADS = 8
+SHARED_PER_THREAD = 1000
+
+
+def threads(tag: str) -> dict[str, object]:
+    """Threads: runs of their own plus one run all threads count into at once."""
+    import threading
+
+    otlp.configure()
+    shared = create_job_logger(f"{tag}-shared", JOB)
+    shared.set_stage("Shared")
+
+    def worker(index: int) -> None:
+        for run in range(3):
+            one_run(f"{tag}-t{index}-r{run}")
+        for _ in range(SHARED_PER_THREAD):
+            shared.increment_progress()
+            shared.add_outcome("updates")
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    shared.log_summary()
+    runs = [f"{tag}-shared"] + [f"{tag}-t{i}-r{r}" for i in range(THREADS) for r in range(3)]
+    total = THREADS * SHARED_PER_THREAD + THREADS * 3 * UPDATES
+    return {"runs": runs, "failed": [], "updates": total, "processed": total, "processes": 1}
+
+
+def asyncio_model(tag: str) -> dict[str, object]:
+    """asyncio: concurrent tasks, one ``async with`` run each, awaiting between items."""
+    import asyncio
+
+    otlp.configure()
+
+    async def task(index: int) -> str:
+        async with create_job_logger(f"{tag}-a{index}", JOB) as job:
+            job.set_total(UPDATES, "items")
+            job.set_stage("Working")
+            for _ in range(UPDATES):
+                await asyncio.sleep(0.001)
+                job.increment_progress()
+                job.add_outcome("updates")
+        return job.job_run_id
+
+    async def all_tasks() -> list[str]:
+        return list(await asyncio.gather(*(task(i) for i in range(40))))
+
+    runs = asyncio.run(all_tasks())
+    total = 40 * UPDATES
+    return {"runs": runs, "failed": [], "updates": total, "processed": total, "processes": 1}
+
+
 def main(model: str, tag: str) -> dict[str, object]:
     """Run ``model``; return what Prometheus and Jaeger must show."""
     if model == "prefork":
@@ -171,6 +229,10 @@ def main(model: str, tag: str) -> dict[str, object]:
         return pool(tag, model.removeprefix("pool-"))
     if model in ("gunicorn", "gunicorn-dropin"):
         return gunicorn(tag, dropin=model == "gunicorn-dropin")
+    if model == "threads":
+        return threads(tag)
+    if model == "asyncio":
+        return asyncio_model(tag)
     raise SystemExit(f"unknown model {model!r}")
 
 
