@@ -240,9 +240,11 @@ class Hub(ObserveMixin):
         """
         if not tally.outcome_ticks and not tally.outcome_extra:
             return  # nothing recorded yet (the common case for many runs)
-        if tally.outcomes() == tally.flushed:
-            return  # nothing new since the last flush (read without the lock: a race only delays a flush)
         with tally.flush_lock:
+            # Compared under the lock: another thread's flush may have marked values flushed and not yet
+            # added them; a run's final flush that returned then could end before they are exported.
+            if tally.outcomes() == tally.flushed:
+                return  # nothing new since the last flush
             adds: list[tuple[str, int, bool]] = []
             for key, raw in tally.outcomes(clamp=False).items():
                 if raw > MAX_INT:

@@ -1073,3 +1073,38 @@ def test_as_label_fast_path_matches_the_regex_rules(value: str) -> None:
 
     expected = re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]+", " ", value)).strip()[: _sanitize.MAX_LABEL_CHARS]
     assert _sanitize.as_label(value) == expected
+
+
+def test_a_runs_final_outcome_flush_waits_for_a_flush_in_flight():
+    """The end-of-run flush never returns while another thread has marked outcomes flushed but not added them."""
+
+    from joblogger._metrics import hub_for
+
+    with capture() as cap:
+        job = cap.job_logger("r-race", "flush-race")
+        job.add_outcome("updates", 2500)
+        hub = hub_for(cap.meter_provider)
+        tally = job._tally
+        in_flight = threading.Event()
+        release = threading.Event()
+
+        def background_flush_midway() -> None:
+            with tally.flush_lock:  # as the flusher thread: values marked flushed, the counter add still to come
+                tally.flushed.update(tally.outcomes())
+                in_flight.set()
+                release.wait(5)
+                hub.outcomes.add(2500, {"job.name": tally.job, "job.outcome": "updates"}, context=tally.ctx)
+
+        flusher = threading.Thread(target=background_flush_midway)
+        flusher.start()
+        assert in_flight.wait(5)
+        final = threading.Thread(target=hub.flush_outcomes, args=(tally,))
+        final.start()
+        final.join(0.3)
+        waited = final.is_alive()
+        release.set()
+        final.join(5)
+        flusher.join(5)
+        assert waited, "the final flush returned while another flush was still adding its values"
+        job.log_summary()
+        assert cap.metric_value(semconv.METRIC_OUTCOMES, **{semconv.JOB_OUTCOME: "updates"}) == 2500
