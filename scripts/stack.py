@@ -441,35 +441,53 @@ def _install(built: Path, target: Path) -> None:
 
 def _ensure_prometheus(environ: Mapping[str, str]) -> Path:
     """Return the Prometheus binary, installing Debian's package if it is missing."""
-    override = environ.get("JOBLOGGER_STACK_PROMETHEUS_BIN")
+    return _ensure_debian_binary("prometheus", "prometheus", ">= 2.42", "JOBLOGGER_STACK_PROMETHEUS_BIN", environ)
+
+
+def ensure_redis(environ: Mapping[str, str] | None = None) -> Path:
+    """Return the ``redis-server`` binary (the job-framework tests' broker), installing Debian's package if missing.
+
+    Example:
+        >>> ensure_redis().name  # doctest: +SKIP
+        'redis-server'
+    """
+    env = dict(os.environ if environ is None else environ)
+    return _ensure_debian_binary("redis-server", "redis-server", ">= 6", "JOBLOGGER_REDIS_SERVER_BIN", env)
+
+
+def _ensure_debian_binary(
+    binary: str, package: str, wanted: str, override_var: str, environ: Mapping[str, str]
+) -> Path:
+    """Return ``binary`` from PATH (or ``override_var``), installing Debian's ``package`` if it is missing."""
+    override = environ.get(override_var)
     if override:
         return Path(override)
-    found = shutil.which("prometheus")
+    found = shutil.which(binary)
     if found:
         return Path(found)
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
         raise StackError(
-            "Prometheus (>= 2.42) is not installed. Install it (Debian/Ubuntu: "
-            "`sudo apt-get install --no-install-recommends prometheus`) or set "
-            "JOBLOGGER_STACK_PROMETHEUS_BIN to its path."
+            f"{binary} ({wanted}) is not installed. Install it (Debian/Ubuntu: "
+            f"`sudo apt-get install --no-install-recommends {package}`) or set "
+            f"{override_var} to its path."
         )
-    _log("installing Debian's prometheus package ...")
+    _log(f"installing Debian's {package} package ...")
     env = dict(environ, DEBIAN_FRONTEND="noninteractive")
     with _no_service_start():
-        for argv in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", "prometheus"]):
+        for argv in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", package]):
             proc = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
             if proc.returncode != 0:
                 raise StackError(f"`{' '.join(argv)}` failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    found = shutil.which("prometheus")
+    found = shutil.which(binary)
     if found is None:
-        raise StackError("apt-get installed prometheus but it is not on PATH")
+        raise StackError(f"apt-get installed {package} but {binary} is not on PATH")
     return Path(found)
 
 
 @contextlib.contextmanager
 def _no_service_start() -> Iterator[None]:
-    """Keep dpkg from starting the packaged Prometheus service (we run our own)."""
+    """Keep dpkg from starting a packaged service (Prometheus, Redis): we run our own."""
     policy = Path("/usr/sbin/policy-rc.d")
     if policy.exists():
         yield
@@ -972,6 +990,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bins = ensure_built()
             for field in dataclasses.fields(bins):
                 print(f"{field.name}: {getattr(bins, field.name)}")
+            print(f"redis (job-framework tests' broker): {ensure_redis()}")
             _log(f"build step took {time.monotonic() - t0:.1f} s")
         elif args.command == "up":
             t0 = time.monotonic()

@@ -48,6 +48,13 @@ PROCESS_EXIT_CODE: Final = "process.exit.code"
 JOB_SNAPSHOT_KIND: Final = "job.snapshot.kind"
 #: Prefix of per-level log call counts on run and snapshot spans: ``job.logs.<level>``.
 JOB_LOGS_PREFIX: Final = "job.logs."
+#: Run-span attributes set by the framework integrations (joblogger.integrations): the framework
+#: (``celery``, ``rq``, ``dramatiq``, ``arq``, ``apscheduler``), the queue, the worker (its
+#: framework name, e.g. ``celery@host``) and the attempt (1 for the first execution, 2 for the first retry).
+JOB_FRAMEWORK: Final = "job.framework"
+JOB_QUEUE: Final = "job.queue"
+JOB_WORKER: Final = "job.worker"
+JOB_ATTEMPT: Final = "job.attempt"
 
 SNAPSHOT_RUN_START: Final = "run.start"
 SNAPSHOT_STAGE_START: Final = "stage.start"

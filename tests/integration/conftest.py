@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from redis_server import redis_server
 
 _STACK_PY = Path(__file__).resolve().parents[2] / "scripts" / "stack.py"
 
@@ -42,3 +43,11 @@ def stack() -> Iterator[stack_module.StackEndpoints]:  # type: ignore[name-defin
         yield urls
     finally:
         stack_module.stop(services=started)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server on 127.0.0.1 for the job-framework tests; ``redis://127.0.0.1:PORT``."""
+    binary = stack_module.ensure_redis()
+    with redis_server(binary, tmp_path_factory.mktemp("redis")) as url:
+        yield url
