@@ -577,6 +577,7 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
                 "JAEGER_QUERY_HTTP_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_QUERY_PORT']}",
                 "JAEGER_QUERY_GRPC_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_QUERY_GRPC_PORT']}",
                 "JAEGER_HEALTH_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_HEALTH_PORT']}",
+                "JAEGER_BADGER_DIR": str(home / "data" / "jaeger"),
             },
             ready_url=f"{urls.jaeger}/api/services",
             configs=(JAEGER_CONFIG,),
