@@ -282,12 +282,33 @@ def _victorialogs_version() -> str:
     return _required_version(VICTORIALOGS_BUILD_DIR, "github.com/VictoriaMetrics/VictoriaLogs")
 
 
-def _run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> None:
-    """Run a build command with output to ``log``; raise with its tail on failure."""
+#: Seconds between "still building" lines while a build runs.
+HEARTBEAT_S = 30.0
+_PACKAGE_LINE = re.compile(r"^[\w.~-]+(/[\w.~+-]+)*$")
+
+
+def _run(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log: Path,
+    what: str | None = None,
+    packages: int | None = None,
+) -> None:
+    """Run a build command with output to ``log``; raise with its tail on failure.
+
+    With ``what``, print a progress line every :data:`HEARTBEAT_S` seconds: the time
+    spent and, for ``go build -v`` given the number of ``packages`` it may compile,
+    how many it has compiled so far (packages already in Go's build cache are not
+    compiled again, so a warm build finishes below the total).
+    """
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(argv)}  (in {cwd})\n".encode())
         out.flush()
-        rc = subprocess.call(
+        offset = out.tell()
+        started = time.monotonic()
+        proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
             env=dict(env),
@@ -295,8 +316,44 @@ def _run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+        next_beat = started + HEARTBEAT_S
+        while True:
+            try:
+                rc = proc.wait(timeout=min(1.0, HEARTBEAT_S))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if what is not None and time.monotonic() >= next_beat:
+                next_beat += HEARTBEAT_S
+                _log(_progress_line(what, time.monotonic() - started, log, offset, packages))
     if rc != 0:
         raise StackError(f"`{' '.join(argv)}` failed with exit code {rc}\n{_tail(log)}")
+
+
+def _progress_line(what: str, elapsed: float, log: Path, offset: int, packages: int | None) -> str:
+    """``building jaeger: 4m30s, 812 of at most 1,630 packages compiled``."""
+    minutes, seconds = divmod(int(elapsed), 60)
+    line = f"{what}: {minutes}m{seconds:02d}s"
+    if packages:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            done = sum(1 for raw in fh if _PACKAGE_LINE.match(raw.decode(errors="replace").strip()))
+        line += f", {done:,} of at most {packages:,} packages compiled ({min(100, 100 * done // packages)}%)"
+    return line + " ..."
+
+
+def _count_packages(go: str, package: str, *, cwd: Path, env: Mapping[str, str], log: Path, what: str) -> int | None:
+    """How many packages ``go build package`` may compile (downloads the modules first); None if unknown."""
+    try:
+        _run([go, "list", "-deps", package], cwd=cwd, env=env, log=log, what=f"{what}: downloading modules")
+        with log.open("rb") as fh:
+            lines = fh.read().decode(errors="replace").splitlines()
+        # the listing is the tail of the log after the last command header
+        start = max(i for i, text in enumerate(lines) if text.startswith("$ "))
+        found = [text for text in lines[start + 1 :] if _PACKAGE_LINE.match(text.strip())]
+        return len(found) or None
+    except (StackError, ValueError, OSError):
+        return None
 
 
 def _go_env(environ: Mapping[str, str], **extra: str) -> dict[str, str]:
@@ -329,6 +386,7 @@ def _build_collector(home: Path, environ: Mapping[str, str]) -> Path:
             cwd=home,
             env=_go_env(environ, GOBIN=str(gobin)),
             log=log,
+            what=f"installing the collector builder {core}",
         )
 
     out_dir = home / "build" / target.name
@@ -344,7 +402,13 @@ def _build_collector(home: Path, environ: Mapping[str, str]) -> Path:
     manifest_path = out_dir / "builder-config.yaml"
     manifest_path.write_text(manifest)
     _log(f"building otelcol-joblogger {dist} (first run only; several minutes) ...")
-    _run([str(builder), "--config", str(manifest_path)], cwd=out_dir, env=_go_env(environ), log=log)
+    _run(
+        [str(builder), "--config", str(manifest_path)],
+        cwd=out_dir,
+        env=_go_env(environ),
+        log=log,
+        what=f"building otelcol-joblogger {dist}",
+    )
     built = out_dir / "otelcol-joblogger"
     if not built.exists():
         raise StackError(f"the builder did not produce {built}\n{_tail(log)}")
@@ -387,11 +451,16 @@ def _build_go_tool(
         shutil.copy2(f, src / f.name)
     _log(f"building {name} {version} (first run only; several minutes) ...")
     out = src / name
+    env = _go_env(environ, **go_env)
+    what = f"building {name}"
+    packages = _count_packages(go, package, cwd=src, env=env, log=log, what=what)
     _run(
-        [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), package],
+        [go, "build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), package],
         cwd=src,
-        env=_go_env(environ, **go_env),
+        env=env,
         log=log,
+        what=what,
+        packages=packages,
     )
     _install(out, target)
     shutil.rmtree(src, ignore_errors=True)
