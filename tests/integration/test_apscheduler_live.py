@@ -131,3 +131,34 @@ def test_quiet_untracked_job_ran_without_a_run(fired: dict[str, Any]):
     """An @untracked job runs as usual, with no current run."""
     quiet = [s for s in fired["seen"] if s["job"] == "quiet"]
     assert quiet and all(s["current"] is False for s in quiet)
+
+
+def test_the_apscheduler_example_runs_and_prometheus_counts_its_fires(stack: Any):
+    """examples/apscheduler_app.py runs; its ran and skipped fires are success and skip runs in Prometheus."""
+    service = f"aps-example-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.run(
+        [sys.executable, str(APP.parents[2] / "examples" / "apscheduler_app.py"), "2"],
+        env=job_env(stack, service),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counts["report ran"] >= 2 and counts["sync ran"] >= 1 and counts["sync skipped"] >= 1
+    expected = {
+        ("report", "success"): counts["report ran"],
+        ("sync", "success"): counts["sync ran"],
+        ("sync", "skip"): counts["sync skipped"],
+    }
+    sel = f'job="{service}"'
+
+    def runs() -> dict[tuple[str, str], float] | None:
+        found = {
+            key: scalar(stack, f'sum(job_runs_total{{{sel}, job_name="{key[0]}", job_result="{key[1]}"}})')
+            for key in expected
+        }
+        return found if found == expected else None
+
+    eventually(runs, f"job_runs_total equal to {expected}")

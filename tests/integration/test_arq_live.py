@@ -7,6 +7,7 @@ results, then reads the runs back from Jaeger and Prometheus.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live import eventually, jaeger_traces, job_env, scalar, tags_of
+from live import eventually, get_json, jaeger_traces, job_env, scalar, tags_of
 from opentelemetry.sdk.trace import TracerProvider
 
 pytest.importorskip("arq", reason="the arq extra is part of .[dev]")
@@ -225,3 +226,32 @@ def test_untracked_functions_get_no_run_and_no_trace_carrier(jobs: dict[str, Any
     """An @untracked function runs without a current run, and the producer's carrier never reaches it."""
     assert jobs["probe"] == {"current": False, "kwargs": ["extra"]}
     assert CARRIER_KEY not in jobs["probe"]["kwargs"]
+
+
+def test_the_arq_example_runs_and_its_jobs_hang_under_the_producer_run(stack: Any, redis_url: str):
+    """examples/arq_app.py works off its jobs; Jaeger shows each job's run as a child of the producer's run."""
+    service = f"arq-example-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "arq_app.py")],
+        env=job_env(stack, service, REDIS_URL=redis_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sorted(report["results"].values()) == [50, 80, 120]
+
+    def trace() -> list[dict[str, Any]] | None:
+        found = get_json(f"{stack.jaeger}/api/traces/{report['trace_id']}").get("data") or []
+        spans = [s for t in found for s in t["spans"] if "job.result" in tags_of(s)]
+        return spans if len(spans) == 4 else None
+
+    spans = eventually(trace, "the producer run and its three job runs in one trace")
+    (producer,) = [s for s in spans if s["operationName"] == "nightly-import"]
+    runs = [s for s in spans if s["operationName"] == "import_rows"]
+    assert {tags_of(s)["job.run.id"] for s in runs} == set(report["results"])
+    for run in runs:
+        assert [r["spanID"] for r in run["references"]] == [producer["spanID"]]
+        assert tags_of(run)["job.progress.current"] == report["results"][tags_of(run)["job.run.id"]]
