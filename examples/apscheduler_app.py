@@ -18,9 +18,8 @@ import sys
 import time
 from datetime import datetime
 
-from apscheduler.schedulers.background import BackgroundScheduler
-
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from joblogger import current_job, otlp
 from joblogger.integrations import apscheduler as joblogger_aps

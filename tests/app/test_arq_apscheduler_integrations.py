@@ -10,10 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-
-pytest.importorskip("arq", reason="the arq extra is part of .[dev]")
-pytest.importorskip("apscheduler", reason="the apscheduler extra is part of .[dev]")
-
 from apscheduler.executors.pool import ProcessPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from arq.worker import Retry

@@ -21,8 +21,6 @@ from typing import Any
 import pytest
 from live import eventually, jaeger_traces, job_env, scalar, tags_of
 
-pytest.importorskip("apscheduler", reason="the apscheduler extra is part of .[dev]")
-
 APP = Path(__file__).with_name("_apscheduler_app.py")
 RESULTS = {"executed": "success", "error": "failure", "missed": "skip", "max_instances": "skip"}
 

@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live import eventually, get_json, jaeger_traces, job_env, scalar, tags_of
-from opentelemetry.sdk.trace import TracerProvider
-
-pytest.importorskip("arq", reason="the arq extra is part of .[dev]")
-
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job, JobStatus
+from live import eventually, get_json, jaeger_traces, job_env, scalar, tags_of
+from opentelemetry.sdk.trace import TracerProvider
 
 from joblogger.integrations.arq import CARRIER_KEY, enqueue_job
 

@@ -33,6 +33,7 @@ import logging
 import os
 import socket
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -160,7 +161,7 @@ def _start_run(ctx: Any, name: str, queue: str, carrier: object, run_options: Ma
     attempt = job_ctx.get("job_try")
     return start_task_run(
         name,
-        str(job_ctx.get("job_id") or ""),
+        str(job_ctx.get("job_id") or uuid.uuid4().hex),
         framework="arq",
         queue=queue,
         worker=_worker_name(),
