@@ -8,8 +8,8 @@ docker-compose runs, with the repository's own configuration files:
   builder from ``collector/builder-config.yaml``, run with ``collector/config.yaml``;
 * Jaeger v2 (traces), built from the Go tool module ``backends/jaeger/build``,
   run with ``backends/jaeger/config.yaml``;
-* Prometheus (metrics, from Debian's ``prometheus`` package), run with
-  ``backends/prometheus/prometheus.yml``;
+* Prometheus 3 (metrics and alert rules) and promtool, built from the Go tool
+  module ``backends/prometheus/build``, run with ``backends/prometheus/prometheus.yml``;
 * VictoriaLogs (log records), built from the Go tool module
   ``backends/victorialogs/build``, configured by ``VL_*`` environment
   variables (``-envflag.enable -envflag.prefix=VL_``) exactly as in docker-compose.
@@ -25,7 +25,7 @@ Command line::
 Everything lives under ``${JOBLOGGER_STACK_HOME:-~/.cache/joblogger/stack}``:
 ``bin/`` holds binaries whose names carry a version and a hash of their build
 inputs (a change rebuilds, only the first run on a machine pays), ``run/`` the
-pid files and logs, ``data/`` Prometheus' TSDB and VictoriaLogs' storage. Go
+pid files and logs, ``data/`` Prometheus' TSDB, Jaeger's Badger store and VictoriaLogs' storage. Go
 builds use the Go module proxy (the default ``GOPROXY``) with ``GOFLAGS=-mod=mod``.
 
 ``up`` keeps services that already run, unless what they run no longer matches
@@ -87,6 +87,8 @@ JAEGER_BUILD_DIR = REPO_ROOT / "backends" / "jaeger" / "build"
 JAEGER_CONFIG = REPO_ROOT / "backends" / "jaeger" / "config.yaml"
 PROMETHEUS_CONFIG = REPO_ROOT / "backends" / "prometheus" / "prometheus.yml"
 VICTORIALOGS_BUILD_DIR = REPO_ROOT / "backends" / "victorialogs" / "build"
+PROMETHEUS_BUILD_DIR = REPO_ROOT / "backends" / "prometheus" / "build"
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 VICTORIALOGS_PACKAGE = "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs"
 #: VictoriaLogs' retention, the same in docker-compose.yml.
 VICTORIALOGS_RETENTION = "7d"
@@ -166,6 +168,7 @@ class Binaries:
     jaeger: Path
     prometheus: Path
     victorialogs: Path
+    promtool: Path
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -277,6 +280,20 @@ def _jaeger_version() -> str:
     return _required_version(JAEGER_BUILD_DIR, "github.com/jaegertracing/jaeger")
 
 
+def prometheus_version() -> str:
+    """The Prometheus release the tool module pins: module version v0.3NN.M is Prometheus 3.NN.M.
+
+    Example:
+        >>> prometheus_version()  # doctest: +SKIP
+        '3.16.0'
+    """
+    module = _required_version(PROMETHEUS_BUILD_DIR, PROMETHEUS_MODULE)
+    match = re.fullmatch(r"v0\.3(\d\d)\.(\d+)", module)
+    if match is None:
+        raise StackError(f"{PROMETHEUS_MODULE} {module} is not a Prometheus 3.x module version (v0.3NN.M)")
+    return f"3.{int(match.group(1))}.{match.group(2)}"
+
+
 def _victorialogs_version() -> str:
     """Return the VictoriaLogs module version required by the tool module."""
     return _required_version(VICTORIALOGS_BUILD_DIR, "github.com/VictoriaMetrics/VictoriaLogs")
@@ -342,10 +359,12 @@ def _progress_line(what: str, elapsed: float, log: Path, offset: int, packages: 
     return line + " ..."
 
 
-def _count_packages(go: str, package: str, *, cwd: Path, env: Mapping[str, str], log: Path, what: str) -> int | None:
-    """How many packages ``go build package`` may compile (downloads the modules first); None if unknown."""
+def _count_packages(
+    go: str, args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path, what: str
+) -> int | None:
+    """How many packages ``go build *args`` may compile (downloads the modules first); None if unknown."""
     try:
-        _run([go, "list", "-deps", package], cwd=cwd, env=env, log=log, what=f"{what}: downloading modules")
+        _run([go, "list", "-deps", *args], cwd=cwd, env=env, log=log, what=f"{what}: downloading modules")
         with log.open("rb") as fh:
             lines = fh.read().decode(errors="replace").splitlines()
         # the listing is the tail of the log after the last command header
@@ -427,6 +446,7 @@ def _build_go_tool(
     version: str,
     package: str,
     ldflags: str = "-s -w",
+    tags: str = "",
     **go_env: str,
 ) -> Path:
     """Build ``package`` from the tool module in ``build_dir`` unless the cached binary matches it.
@@ -435,7 +455,7 @@ def _build_go_tool(
     change of the tool module rebuilds and nothing else does.
     """
     files = [build_dir / n for n in ("go.mod", "go.sum", "tools.go")]
-    target = home / "bin" / f"{name}-{version}-{_digest(*files)}"
+    target = home / "bin" / f"{name}-{version}-{_digest(*files, extra=tags)}"
     if target.exists():
         return target
     go = _go(environ)
@@ -453,9 +473,10 @@ def _build_go_tool(
     out = src / name
     env = _go_env(environ, **go_env)
     what = f"building {name}"
-    packages = _count_packages(go, package, cwd=src, env=env, log=log, what=what)
+    tag_args = [f"-tags={tags}"] if tags else []
+    packages = _count_packages(go, [*tag_args, package], cwd=src, env=env, log=log, what=what)
     _run(
-        [go, "build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), package],
+        [go, "build", "-v", *tag_args, "-trimpath", f"-ldflags={ldflags}", "-o", str(out), package],
         cwd=src,
         env=env,
         log=log,
@@ -508,9 +529,38 @@ def _install(built: Path, target: Path) -> None:
     tmp.replace(target)
 
 
-def _ensure_prometheus(environ: Mapping[str, str]) -> Path:
-    """Return the Prometheus binary, installing Debian's package if it is missing."""
-    return _ensure_debian_binary("prometheus", "prometheus", ">= 2.42", "JOBLOGGER_STACK_PROMETHEUS_BIN", environ)
+def _build_prometheus(home: Path, environ: Mapping[str, str]) -> tuple[Path, Path]:
+    """Build Prometheus and promtool from their tool module (backends/prometheus/build).
+
+    ``JOBLOGGER_STACK_PROMETHEUS_BIN`` / ``JOBLOGGER_STACK_PROMTOOL_BIN`` use other binaries instead.
+    """
+    version = prometheus_version()
+    built: list[Path] = []
+    for name in ("prometheus", "promtool"):
+        override = environ.get(f"JOBLOGGER_STACK_{name.upper()}_BIN")
+        if override:
+            built.append(Path(override))
+            continue
+        built.append(
+            _build_go_tool(
+                home,
+                environ,
+                build_dir=PROMETHEUS_BUILD_DIR,
+                name=name,
+                version=version,
+                package=f"{PROMETHEUS_MODULE}/cmd/{name}",
+                ldflags=(
+                    "-s -w"
+                    f" -X github.com/prometheus/common/version.Version={version}"
+                    " -X github.com/prometheus/common/version.Branch=HEAD"
+                ),
+                # Only the static/file/HTTP service discovery the stack's config uses: the
+                # cloud SDKs of the other discovery plugins are most of a full build's time.
+                tags="remove_all_sd",
+                CGO_ENABLED="0",
+            )
+        )
+    return built[0], built[1]
 
 
 def ensure_redis(environ: Mapping[str, str] | None = None) -> Path:
@@ -556,7 +606,7 @@ def _ensure_debian_binary(
 
 @contextlib.contextmanager
 def _no_service_start() -> Iterator[None]:
-    """Keep dpkg from starting a packaged service (Prometheus, Redis): we run our own."""
+    """Keep dpkg from starting a packaged service (Redis): we run our own."""
     policy = Path("/usr/sbin/policy-rc.d")
     if policy.exists():
         yield
@@ -584,11 +634,13 @@ def ensure_built(environ: Mapping[str, str] | None = None) -> Binaries:
     home = _home(env)
     home.mkdir(parents=True, exist_ok=True)
     with _locked(home):
-        prometheus = _ensure_prometheus(env)
+        prometheus, promtool = _build_prometheus(home, env)
         collector = _build_collector(home, env)
         jaeger = _build_jaeger(home, env)
         victorialogs = _build_victorialogs(home, env)
-    return Binaries(collector=collector, jaeger=jaeger, prometheus=prometheus, victorialogs=victorialogs)
+    return Binaries(
+        collector=collector, jaeger=jaeger, prometheus=prometheus, victorialogs=victorialogs, promtool=promtool
+    )
 
 
 @contextlib.contextmanager
@@ -620,14 +672,6 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
         "--web.enable-lifecycle",
         "--enable-feature=exemplar-storage",
     ]
-    # Debian's binary defaults to its own console paths; pass them explicitly
-    # where they exist so the flags are the same for any Prometheus binary.
-    for flag, path in (
-        ("--web.console.templates", "/etc/prometheus/consoles"),
-        ("--web.console.libraries", "/etc/prometheus/console_libraries"),
-    ):
-        if Path(path).is_dir():
-            prom_argv.append(f"{flag}={path}")
     return [
         _Service(
             name="prometheus",

@@ -45,5 +45,5 @@ def test_packages_are_counted_with_go_list(tmp_path: Path) -> None:
     (tmp_path / "go.mod").write_text("module example.com/m\n\ngo 1.21\n")
     (tmp_path / "main.go").write_text('package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("x") }\n')
     env = stack._go_env(dict(os.environ))
-    n = stack._count_packages(stack._go(env), ".", cwd=tmp_path, env=env, log=tmp_path / "g.log", what="building m")
+    n = stack._count_packages(stack._go(env), ["."], cwd=tmp_path, env=env, log=tmp_path / "g.log", what="building m")
     assert n is not None and n > 5  # fmt, its standard-library dependencies, and the main package

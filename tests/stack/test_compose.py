@@ -169,11 +169,12 @@ def test_prometheus_flags() -> None:
 
 
 def test_prometheus_version_matches_promtool(promtool: str) -> None:
-    """The Prometheus image is the release whose promtool tests the rules here (Debian's 2.42)."""
+    """The Prometheus image is the release the local stack builds, whose promtool tests the rules here."""
     version = subprocess.run([promtool, "--version"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"version (\d+\.\d+)", version)
+    match = re.search(r"version (\d+\.\d+\.\d+)", version)
     assert match is not None, version
-    assert _services()["prometheus"]["image"].startswith(f"prom/prometheus:v{match.group(1)}.")
+    assert match.group(1) == _stack_script().prometheus_version()
+    assert _services()["prometheus"]["image"] == f"prom/prometheus:v{match.group(1)}"
 
 
 def test_alertmanager_config_valid(amtool: str) -> None:
@@ -263,7 +264,7 @@ def test_victorialogs_env_flags_same_as_local_stack(tmp_path: Path) -> None:
     assert ("victorialogs-data", "/victoria-logs-data", "rw") in _mounts(svc)
     assert svc["ports"] == ["127.0.0.1:9428:9428"]
     stack = _stack_script()
-    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs")))
+    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs", "promtool")))
     local = {s.name: s for s in stack._services(bins, tmp_path, {})}["victorialogs"]
     assert list(local.argv[1:]) == svc["command"]
     assert set(local.env) == set(env)
@@ -284,7 +285,7 @@ def test_collector_sends_logs_to_victorialogs(tmp_path: Path) -> None:
     assert exporter["headers"] == {"VL-Stream-Fields": "service.name,job.name"}
     assert config["service"]["pipelines"]["logs"]["exporters"] == ["otlphttp/victorialogs"]
     stack = _stack_script()
-    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs")))
+    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs", "promtool")))
     collector = {s.name: s for s in stack._services(bins, tmp_path, {})}["collector"]
     assert collector.env["VICTORIALOGS_OTLP_LOGS_ENDPOINT"] == "http://127.0.0.1:9428/insert/opentelemetry/v1/logs"
     moved = {s.name: s for s in stack._services(bins, tmp_path, {"JOBLOGGER_STACK_VICTORIALOGS_PORT": "19428"})}
