@@ -10,7 +10,9 @@ The mechanics of ``joblogger run`` for commands that are not Python (see
   waits only for the supervisor's own output (as it would without
   ``joblogger run``), never for telemetry.
 - Handed-over output is bounded (:data:`MAX_QUEUED_BYTES`): when the main thread
-  falls behind, chunks are not queued but counted (bytes and lines not logged).
+  falls behind, chunks are not queued but counted (bytes and lines not logged);
+  after the command exited, the supervisor logs what is queued for at most
+  :data:`LOG_DRAIN_S` and counts the rest.
 - The main thread turns the chunks into lines (:class:`joblogger._streamlines.LineSplitter`)
   and calls ``on_line(stream, raw, cut)`` for each.
 - Signals the supervisor gets (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2)
@@ -51,6 +53,9 @@ MAX_QUEUED_BYTES: Final = 8 * 1024 * 1024
 #: How long the supervisor keeps reading after the command exited, for output still in the pipes
 #: (a background process the command left behind may hold them open for ever).
 DRAIN_S: Final = 2.0
+#: How long the supervisor keeps logging queued output after the command exited, at most, so a
+#: burst of output at the end delays the exit status (what cron and systemd wait for) by that much only.
+LOG_DRAIN_S: Final = 10.0
 _PIPE_BYTES: Final = 1024 * 1024
 _F_SETPIPE_SZ: Final = 1031  # Linux fcntl
 
@@ -248,8 +253,9 @@ def supervise(
         if result.signalled is not None:  # arrived while starting
             forward(result.signalled, None)
         on_start(child.pid)
-        _pump(child, streams, queue, on_line, clock)
+        late = _pump(child, streams, queue, on_line, clock)
         result.returncode = child.wait()
+        result.dropped_lines += late
         for stream in streams:
             result.dropped_bytes += stream.dropped_bytes
             result.dropped_lines += stream.dropped_lines
@@ -262,43 +268,62 @@ def supervise(
             signal.signal(number, handler)
 
 
+_BATCH: Final = 512
+
+
 def _pump(
     child: subprocess.Popen[bytes],
     streams: list[_Stream],
     queue: _Queue,
     on_line: Callable[[str, bytes, int], None],
     clock: Callable[[], float],
-) -> None:
-    """Turn queued output into lines until both pipes ended (or :data:`DRAIN_S` after the command exited)."""
-    open_streams = len(streams)
+) -> int:
+    """Turn queued output into lines until both pipes ended; return the lines left unlogged.
 
-    def handle(item: tuple[_Stream, bytes | None, bool]) -> int:
+    After the command exited: at most :data:`DRAIN_S` waiting for the pipes to close,
+    at most :data:`LOG_DRAIN_S` logging what is queued (the rest is counted, not logged).
+    """
+    open_streams = len(streams)
+    exited_at: float | None = None
+    next_poll = clock()
+
+    def overdue() -> bool:
+        """Whether the command exited more than LOG_DRAIN_S ago (polled at most every 50 ms)."""
+        nonlocal exited_at, next_poll
+        now = clock()
+        if exited_at is None and now >= next_poll:
+            next_poll = now + 0.05
+            if child.poll() is not None:
+                exited_at = now
+        return exited_at is not None and now - exited_at > LOG_DRAIN_S
+
+    late = 0
+    while open_streams:
+        if overdue():
+            while (item := queue.take(0)) is not None:
+                late += 0 if item[1] is None else item[1].count(b"\n")
+            return late
+        item = queue.take(0.05)
+        if item is None:
+            if exited_at is not None and clock() - exited_at > DRAIN_S:
+                return late  # all that was read is logged; the pipes are held open by some other process
+            continue
         stream, chunk, gap = item
         splitter = stream.splitter
         if gap:
             splitter.gap()
         if chunk is None:
+            open_streams -= 1
             last = splitter.flush()
             if last is not None:
                 on_line(stream.name, *last)
-            return 1
+            continue
         name = stream.name
-        for raw, cut in splitter.feed(chunk):
-            on_line(name, raw, cut)
-        return 0
-
-    exited_at: float | None = None
-    next_poll = clock()
-    while open_streams:
-        now = clock()
-        if now >= next_poll:
-            next_poll = now + 0.05
-            if exited_at is None and child.poll() is not None:
-                exited_at = now
-            if exited_at is not None and now - exited_at > DRAIN_S:
-                while (item := queue.take(0)) is not None:  # what was read before giving up on the pipes
-                    handle(item)
-                return
-        item = queue.take(0.05)
-        if item is not None:
-            open_streams -= handle(item)
+        lines = splitter.feed(chunk)
+        for start in range(0, len(lines), _BATCH):
+            if start and overdue():
+                late += len(lines) - start
+                break
+            for raw, cut in lines[start : start + _BATCH]:
+                on_line(name, raw, cut)
+    return late

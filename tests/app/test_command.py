@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from joblogger import semconv
+from joblogger import _supervise, semconv
 from joblogger._command import is_python_command, run_command, start_command_run
 from joblogger._streamlines import MAX_LINE_BYTES
 from joblogger.testing import Capture, capture
@@ -298,6 +298,31 @@ def test_a_slow_supervisor_never_blocks_the_command(cap: Capture, tmp_path: Path
     assert note.attributes["fellBehind"] > 300_000
     # 400,000 records at 1 ms each would take 400 s: the command did not wait for them.
     assert child_ms < 10_000, (child_ms, total)
+
+
+def test_the_run_ends_soon_after_the_command_even_with_a_backlog(
+    cap: Capture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A backlog of queued lines (records at 1 ms each) delays the end by LOG_DRAIN_S at most; the rest is counted."""
+    monkeypatch.setattr(_supervise, "LOG_DRAIN_S", 1.0)
+    slow = logging.Handler()
+    slow.emit = lambda record: time.sleep(0.001)  # type: ignore[method-assign]
+    pylog = logging.getLogger("joblogger")
+    level = pylog.level
+    pylog.addHandler(slow)
+    pylog.setLevel(logging.INFO)
+    try:
+        started = time.monotonic()
+        status, out, _ = supervise(cap, ["seq", "1", "100000"], tmp_path, job={"log_rate_limits": {}})
+        elapsed = time.monotonic() - started
+    finally:
+        pylog.removeHandler(slow)
+        pylog.setLevel(level)
+    assert status == 0 and out.count(b"\n") == 100_000
+    assert elapsed < 8, elapsed  # logging all 100,000 would take 100 s
+    note = next(e for e in cap.events("warning") if e.name.startswith("Output lines not logged"))
+    assert note.attributes["fellBehind"] > 50_000
+    assert run_attrs(cap)["job.logs.info"] + note.attributes["fellBehind"] >= 99_000
 
 
 # --- the command line: exact output, exit codes, signals ----------------------------------------

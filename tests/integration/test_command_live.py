@@ -46,7 +46,8 @@ def logsql(stack: Any, query: str) -> list[dict[str, Any]]:
 
 
 def run_command(stack: Any, service: str, run_id: str, status: int) -> subprocess.CompletedProcess[bytes]:
-    argv = [*JOBLOGGER, "run", "--job", "nightly-backup", "--run-id", run_id, "--", "sh", "-c", BACKUP, "sh", str(status)]
+    argv = [*JOBLOGGER, "run", "--job", "nightly-backup", "--run-id", run_id]
+    argv += ["--", "sh", "-c", BACKUP, "sh", str(status)]
     env = job_env(stack, service)
     env.pop("PYTHONPATH", None)
     return subprocess.run(argv, env=env, capture_output=True, timeout=120, check=False)
@@ -96,9 +97,8 @@ def test_a_shell_command_is_a_run_in_prometheus_jaeger_and_victorialogs(stack: A
         return rows if any(row["_msg"].startswith("Failed after") for row in rows) else None
 
     rows = eventually(records, "the failed run's records in VictoriaLogs")
-    lines = Counter(
-        (row["_msg"], row["job.log.level"], row.get(semconv.LOG_IOSTREAM)) for row in rows if semconv.LOG_IOSTREAM in row
-    )
+    stream = semconv.LOG_IOSTREAM
+    lines = Counter((row["_msg"], row["job.log.level"], row[stream]) for row in rows if stream in row)
     assert lines == Counter(
         {
             ("dumping 3 tables", "info", "stdout"): 1,
