@@ -28,7 +28,7 @@ __all__ = ["MAX_LINE_BYTES", "LineSplitter", "clean", "line_level"]
 MAX_LINE_BYTES: Final = _sanitize.MAX_MESSAGE_CHARS - 64
 
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 _NAMES: Final = {
     "trace": semconv.LEVEL_DEBUG,
