@@ -12,9 +12,11 @@ and ``run`` exits with its status (128+N when signal N killed it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -238,6 +240,11 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
         job = start_command_run(argv, job_name=args.job, run_id=args.run_id, **_job_options(args))
         return run_command(argv, job)
     finally:
+        # The command has ended: a late SIGTERM or Ctrl-C must not cut the (bounded) final flush short
+        # nor replace the command's exit status; as for Python programs, it is dropped.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(ValueError):  # not the main thread: nothing to hold
+                signal.signal(signum, signal.SIG_IGN)
         telemetry.shutdown()
 
 

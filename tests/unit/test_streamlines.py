@@ -19,7 +19,7 @@ def _split_all(chunks: list[bytes], limit: int) -> list[tuple[bytes, int]]:
 
 @given(st.lists(st.binary(max_size=64), max_size=20), st.integers(1, 16))
 def test_splitting_in_any_chunks_gives_the_lines_cut_to_the_limit(chunks: list[bytes], limit: int):
-    """However the output is chunked, the lines are the stream's lines, each cut to `limit` bytes with the cut counted."""
+    """However the output is chunked, the lines are the stream's lines, cut to `limit` bytes with the cut counted."""
     data = b"".join(chunks)
     expected = data.split(b"\n")
     if expected[-1] == b"":
