@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -416,3 +418,59 @@ def test_supervisor_memory_stays_bounded_with_huge_output(tmp_path: Path):
     baseline = peak_kib("true")
     heavy = peak_kib("seq 1 200000; head -c 100000000 /dev/zero")
     assert heavy - baseline < 64 * 1024, (baseline, heavy)
+
+
+INTERACTIVE = textwrap.dedent("""
+    n=0
+    trap 'n=$((n+1))' INT
+    echo ready
+    read line
+    echo "got:$line"
+    i=0
+    while [ $i -lt 30 ]; do sleep 0.05; i=$((i+1)); done
+    echo "signals:$n"
+""")
+
+
+def _read_until(fd: int, needle: bytes, seen: bytearray, timeout: float = 30.0) -> None:
+    """Read ``fd`` into ``seen`` until ``needle`` shows, the output ends or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            seen += data
+
+
+def test_in_a_terminal_the_command_reads_it_and_ctrl_c_reaches_it_once():
+    """In a terminal's foreground the command can read the terminal, and Ctrl-C reaches it once (not forwarded again).
+
+    With a process group of its own, `read` would stop the command (SIGTTIN) and the run would hang.
+    """
+    env = _env()
+    pid, leader = pty.fork()
+    if pid == 0:  # the child: a session with the pty as controlling terminal, in its foreground
+        os.execvpe(sys.executable, [*JOBLOGGER, "run", "--", "sh", "-c", INTERACTIVE], env)
+    seen = bytearray()
+    status = None
+    try:
+        _read_until(leader, b"ready", seen)
+        os.write(leader, b"hello\n")
+        _read_until(leader, b"got:hello", seen, timeout=10)
+        assert b"got:hello" in seen, bytes(seen)
+        time.sleep(0.2)
+        os.write(leader, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground process group
+        _read_until(leader, b"\x00never", seen)  # to the end of the output (EIO once the session is gone)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(leader)
+        if status is None:  # failed half-way: do not leave the supervisor behind
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert b"signals:1" in seen, bytes(seen)
+    assert os.waitstatus_to_exitcode(status) == 0
