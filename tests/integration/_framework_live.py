@@ -83,3 +83,12 @@ def check_totals(stack: Any, service: str, spans: list[dict[str, Any]]) -> None:
     for result, n in by_result.items():
         query = f'sum(job_runs_total{{{sel}, job_result="{result}"}})'
         eventually(lambda query=query, n=n: scalar(stack, query) == n, f"{n} {result} runs in Prometheus")
+
+
+def started(stack: Any, service: str, run_id: str) -> bool:
+    """Whether any span of ``run_id`` is in Jaeger (its start marker is exported when the run starts)."""
+    return any(
+        tags_of(s).get("job.run.id") == run_id
+        for t in jaeger_traces(stack, service, {"job.run.id": run_id})
+        for s in t["spans"]
+    )
