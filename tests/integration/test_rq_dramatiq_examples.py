@@ -67,3 +67,18 @@ def test_dramatiq_example(stack: Any, redis_url: str) -> None:
     runs = run_spans_of_trace(stack, trace_id, 3)
     assert {r["operationName"] for r in runs} == {"import_rows"}
     assert sorted(int(tags_of(r)["job.progress.current"]) for r in runs) == [10, 25, 40]
+
+
+def test_integration_benchmark_quick_run(redis_url: str) -> None:
+    """`benchmarks/integration_rq_dramatiq.py --quick` runs every row against the real Redis and prints the table."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "integration_rq_dramatiq.py"), "--quick", "--redis-url", redis_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "measure" not in line]
+    assert len(rows) == 5, proc.stdout
+    assert "quick smoke run" in proc.stdout

@@ -39,7 +39,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, Shutdown, TimeLimitExceeded
 from dramatiq.middleware.threading import Interrupt
 from dramatiq.rate_limits import RateLimitExceeded
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 
 from .. import semconv
 from .._logger import JobLogger
@@ -77,6 +77,7 @@ class JobLoggerMiddleware(Middleware):
         all_actors: A run for every actor (default); False: only actors declared with ``joblogger=True``.
         configure_otlp: Call :func:`joblogger.otlp.configure` in each worker process when it boots
             (an application's own SDK providers are reused).
+        tracer_provider, meter_provider: Providers for the runs (default: the global ones).
 
     Example:
         >>> import dramatiq
@@ -87,9 +88,17 @@ class JobLoggerMiddleware(Middleware):
         True
     """
 
-    def __init__(self, *, all_actors: bool = True, configure_otlp: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        all_actors: bool = True,
+        configure_otlp: bool = True,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
         self.all_actors = bool(all_actors)
         self.configure_otlp = bool(configure_otlp)
+        self._providers: dict[str, Any] = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
         self._lock = threading.Lock()
         self._runs: dict[str, tuple[JobLogger, Any]] = {}
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -152,6 +161,7 @@ class JobLoggerMiddleware(Middleware):
                 worker=self._worker,
                 attempt=(retries if isinstance(retries, int) else 0) + 1,
                 parent=parent,
+                **self._providers,
             )
         except Exception as exc:  # noqa: BLE001 - telemetry must never stop a message
             _log.warning("joblogger: could not start the run of message %s: %r", message.message_id, exc)

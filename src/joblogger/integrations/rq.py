@@ -156,8 +156,18 @@ def _attempt(job: Job) -> int:
     return max(counted, job.number_of_retries or 0) + 1
 
 
+def _no_progress(meta: dict[str, Any]) -> bool:
+    return not (meta["current"] or meta["total"] is not None or meta["stage"] or meta["message"] or meta["outcomes"])
+
+
 def _meta_sink(job: Job) -> Callable[[dict[str, Any]], None]:
+    """Write the progress to ``job.meta``; a job that never reports any progress costs no Redis write."""
+    wrote = [False]
+
     def sink(meta: dict[str, Any]) -> None:
+        if not wrote[0] and _no_progress(meta):
+            return
+        wrote[0] = True
         job.meta[META_KEY] = meta
         job.save_meta()  # type: ignore[no-untyped-call]
 
@@ -211,7 +221,8 @@ class JobLoggerWorkerMixin:
 
     def _joblogger_perform(self, job: Job, perform: Callable[[], Any], options: _TaskOptions | None) -> Any:
         attempt = _attempt(job)
-        job.meta[ATTEMPT_KEY] = attempt  # saved with the progress (or at the end below)
+        # Saved with the progress, and by RQ itself when it re-enqueues the job for a retry (job.save()).
+        job.meta[ATTEMPT_KEY] = attempt
         try:
             run: JobLogger | None = start_task_run(
                 _job_name(job, options),
@@ -249,8 +260,6 @@ class JobLoggerWorkerMixin:
             _ACTIVE[:] = []
             if stop is not None:
                 stop()
-            else:
-                _save_meta(job)
             if getattr(self, "is_horse", False):  # the horse leaves with os._exit(): export the run now
                 flush_global_providers()
 
@@ -282,13 +291,6 @@ class JobLoggerWorkerMixin:
         timer = threading.Timer(grace, finish)
         timer.daemon = True
         timer.start()
-
-
-def _save_meta(job: Job) -> None:
-    try:
-        job.save_meta()  # type: ignore[no-untyped-call]
-    except Exception as exc:  # noqa: BLE001 - a broken Redis is RQ's to report
-        _log.warning("joblogger: could not save the meta of RQ job %s: %r", job.id, exc)
 
 
 def _horse_terminated(signum: int, frame: FrameType | None) -> None:
