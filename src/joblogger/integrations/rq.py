@@ -153,7 +153,7 @@ def _attempt(job: Job) -> int:
     """This execution's number: executions this integration counted before, or RQ's own retry count, + 1."""
     before = job.meta.get(ATTEMPT_KEY) if isinstance(job.meta, dict) else None
     counted = before if isinstance(before, int) and not isinstance(before, bool) else 0
-    return max(counted, job.number_of_retries or 0) + 1
+    return max(counted, getattr(job, "number_of_retries", None) or 0) + 1
 
 
 def _no_progress(meta: dict[str, Any]) -> bool:
