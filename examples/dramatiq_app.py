@@ -49,7 +49,6 @@ def main() -> None:
     # The dramatiq CLI's worker processes configure themselves (after_process_boot); this demo's
     # in-process worker and producer share this process, so it configures once here.
     otlp.configure(service_name=os.environ.get("OTEL_SERVICE_NAME", "dramatiq-example"))
-    broker.flush_all()
     with trace.get_tracer("dramatiq-example").start_as_current_span("nightly-import") as span:
         messages = [import_rows.send(source, rows) for source, rows in (("crm", 40), ("erp", 25), ("web", 10))]
         heartbeat.send()

@@ -53,7 +53,8 @@ def check_runs(
             f"{len(results)} run span(s) of {run_id}",
         )
         found.sort(key=lambda s: int(tags_of(s)["job.attempt"]))
-        assert [tags_of(s)["job.result"] for s in found] == results, run_id
+        seen = [(tags_of(s)["job.result"], tags_of(s)["job.attempt"], s["operationName"]) for s in found]
+        assert [tags_of(s)["job.result"] for s in found] == results, f"{run_id}: {seen}"
         assert [int(tags_of(s)["job.attempt"]) for s in found] == list(range(1, len(results) + 1)), run_id
         for s in found:
             tags = tags_of(s)
