@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from _framework_live import check_runs, check_totals, producer_span, run_spans, wait_for
-from live import job_env
+from live import jaeger_traces, job_env, tags_of
 from opentelemetry import trace
 from redis import Redis
 from rq import Retry
@@ -33,11 +33,13 @@ RQ = Path(sys.executable).with_name("rq")
 pytestmark = pytest.mark.integration
 
 
-def start_worker(stack: Any, redis_url: str, service: str, queue: str, worker_class: str) -> subprocess.Popen[str]:
+def start_worker(
+    stack: Any, redis_url: str, service: str, queue: str, worker_class: str, *, prefix: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
     """``rq worker --burst`` with the integration's worker class, exporting to the stack as ``service``."""
     env = job_env(stack, service, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "src")]))
     return subprocess.Popen(
-        [str(RQ), "worker", "--burst", "--url", redis_url, "--worker-class", worker_class, queue],
+        [*prefix, str(RQ), "worker", "--burst", "--url", redis_url, "--worker-class", worker_class, queue],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -147,3 +149,24 @@ def test_jobs_timeouts_and_a_cold_shutdown(stack: Any, redis_url: str, worker_cl
     spans = check_runs(stack, service, "rq", expected, parent)
     check_totals(stack, service, spans)
     assert out is not None
+
+
+def test_forking_worker_with_the_applications_own_providers(stack: Any, redis_url: str) -> None:
+    """Under ``opentelemetry-instrument`` (the SDK's providers, reused): every horse's run and counts arrive."""
+    service = f"rq-dropin-{uuid.uuid4().hex[:6]}"
+    queue_name = f"q-{uuid.uuid4().hex[:6]}"
+    queue = Queue(queue_name, connection=Redis.from_url(redis_url))
+    span = producer_span()
+    with trace.use_span(span, end_on_exit=True):
+        jobs = [queue.enqueue("_rq_tasks.count", 4) for _ in range(3)]
+        boom = queue.enqueue("_rq_tasks.boom")
+    instrument = (str(Path(sys.executable).with_name("opentelemetry-instrument")),)
+    worker = start_worker(stack, redis_url, service, queue_name, "joblogger.integrations.rq.Worker", prefix=instrument)
+    out, _ = worker.communicate(timeout=120)
+    assert worker.returncode == 0, out
+    expected = {**{job.id: ["success"] for job in jobs}, boom.id: ["failure"]}
+    spans = check_runs(stack, service, "rq", expected, span.get_span_context())
+    check_totals(stack, service, spans)
+    # The spans came from the SDK's providers that opentelemetry-instrument set up, not from configure()'s.
+    processes = jaeger_traces(stack, service, {"job.run.id": boom.id})[0]["processes"]
+    assert all("telemetry.auto.version" in tags_of(p) for p in processes.values()), processes
