@@ -7,7 +7,7 @@ import time
 from rq import get_current_job
 
 from joblogger import current_job
-from joblogger.integrations.rq import task
+from joblogger.integrations.rq import SimpleWorker, task
 
 
 def _run_of_this_job() -> object:
@@ -67,3 +67,14 @@ def renamed() -> str:
     """Opted in under another job name."""
     run = _run_of_this_job()
     return str(run.job_name)  # type: ignore[attr-defined]
+
+
+def no_run_expected() -> bool:
+    """Not marked with @task: under an opt-in worker it has no run."""
+    return current_job() is None
+
+
+class OptInWorker(SimpleWorker):
+    """Runs only for @task functions."""
+
+    joblogger_all_tasks = False

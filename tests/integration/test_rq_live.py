@@ -170,3 +170,20 @@ def test_forking_worker_with_the_applications_own_providers(stack: Any, redis_ur
     # The spans came from the SDK's providers that opentelemetry-instrument set up, not from configure()'s.
     processes = jaeger_traces(stack, service, {"job.run.id": boom.id})[0]["processes"]
     assert all("telemetry.auto.version" in tags_of(p) for p in processes.values()), processes
+
+
+def test_opt_in_worker_runs_only_marked_tasks(stack: Any, redis_url: str) -> None:
+    """A worker class with joblogger_all_tasks = False gives runs to @task functions only."""
+    service = f"rq-optin-{uuid.uuid4().hex[:6]}"
+    queue_name = f"q-{uuid.uuid4().hex[:6]}"
+    queue = Queue(queue_name, connection=Redis.from_url(redis_url))
+    span = producer_span()
+    with trace.use_span(span, end_on_exit=True):
+        marked = queue.enqueue("_rq_tasks.renamed")
+        unmarked = queue.enqueue("_rq_tasks.no_run_expected")
+    worker = start_worker(stack, redis_url, service, queue_name, "_rq_tasks.OptInWorker")
+    out, _ = worker.communicate(timeout=120)
+    assert worker.returncode == 0, out
+    assert unmarked.latest_result().return_value is True  # type: ignore[union-attr]
+    check_runs(stack, service, "rq", {marked.id: ["success"]}, span.get_span_context())
+    assert run_spans(stack, service, unmarked.id) == []
