@@ -406,3 +406,23 @@ def test_public_surface():
 
     assert sorted(joblogger.tqdm.__all__) == ["Patch", "logging_redirect_tqdm", "patch", "tqdm", "trange"]
     assert issubclass(joblogger.tqdm.tqdm, std.tqdm)
+
+
+def test_patched_asyncio_bars_report(cap: Capture, unpatched: None):
+    """`async for` over tqdm.asyncio bars (as tqdm.auto gives them) reports under patch()."""
+    import asyncio
+
+    from tqdm.asyncio import tqdm as async_tqdm
+
+    async def rows() -> Any:
+        for i in range(25):
+            yield i
+
+    async def job_body() -> int:
+        with cap.job_logger("r", "j") as job, patch():
+            async for _ in async_tqdm(rows(), desc="Async rows", **QUIET):
+                pass
+            assert (job.stage, job.total) == ("Async rows", None)
+            return job.processed_total
+
+    assert asyncio.run(job_body()) == 25
