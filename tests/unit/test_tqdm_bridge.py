@@ -426,3 +426,43 @@ def test_patched_asyncio_bars_report(cap: Capture, unpatched: None):
             return job.processed_total
 
     assert asyncio.run(job_body()) == 25
+
+
+def test_the_bridge_keeps_no_run_alive(cap: Capture):
+    """After its bars closed, a run is freed when the job drops it (the bridge holds no strong reference)."""
+    import gc
+    import weakref
+
+    def one_run() -> weakref.ref[Any]:
+        job = cap.job_logger("r", "j")
+        with job:
+            for _ in trange(3, desc="Outer", **QUIET):
+                for _ in trange(2, leave=False, **QUIET):
+                    pass
+            with tqdm(total=4, job=job, **QUIET) as bar:
+                bar.update(4)
+        return weakref.ref(job)
+
+    ref = one_run()
+    gc.collect()
+    assert ref() is None
+
+
+def test_logging_redirect_under_the_terminal_view_shows_each_line_once(
+    cap: Capture, capsys: pytest.CaptureFixture[str]
+):
+    """While joblogger's view draws, a routed record is shown by the view only, once; nothing else prints it."""
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    root.handlers = [logging.StreamHandler()]
+    view_out = io.StringIO()
+    view = ConsoleView(file=view_out, force_plain=True).start()
+    log = logging.getLogger("thumbnailer")
+    try:
+        with cap.job_logger("r", "j"), logging_redirect_tqdm():
+            log.warning("disk almost full")
+    finally:
+        view.stop()
+        root.handlers = saved
+    assert view_out.getvalue().count("disk almost full") == 1, view_out.getvalue()
+    assert "disk almost full" not in capsys.readouterr().err
