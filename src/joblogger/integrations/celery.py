@@ -1,0 +1,471 @@
+"""Celery: every task execution is a joblogger run, with one line per app (extra ``joblogger[celery]``).
+
+Example (what a user writes; see docs/integrations.md and examples/celery_app.py)::
+
+    from celery import Celery
+    from joblogger import current_job
+    from joblogger.integrations import celery as joblogger_celery
+
+    app = Celery("shop", broker="redis://localhost", backend="redis://localhost")
+    joblogger_celery.instrument(app)
+
+    @app.task
+    def import_orders(n):
+        job = current_job()
+        job.set_total(n, "orders")
+        ...
+
+How it works, and why this way:
+
+- :func:`instrument` wraps each of the app's task bodies (``task.run``, the
+  callable Celery's tracer calls) when the app is finalized and again when a
+  worker starts, and connects Celery signals: the way Celery's own tooling and
+  the OpenTelemetry, Sentry and Datadog integrations hook in, with no change to
+  the user's task classes. Wrapping the body (not only ``task_prerun`` and
+  ``task_postrun``) matters twice: the run starts inside the
+  ``opentelemetry-instrumentation-celery`` ``run/<task>`` span whatever order the
+  signal receivers were connected in, and the run (with its progress publisher)
+  ends before Celery stores the final state, so a late ``PROGRESS`` write can
+  never overwrite ``SUCCESS``.
+- A task opts out with ``@app.task(joblogger=False)``; with
+  ``instrument(app, default=False)`` only tasks with ``joblogger=True`` run as runs.
+- Results: success; an exception -> ``failure``; ``Retry`` -> ``failure`` for that
+  attempt, with the retry reason recorded on the span (the attempt did fail;
+  the next attempt is a new run span with the same run id and ``job.attempt`` + 1);
+  ``SoftTimeLimitExceeded`` -> ``timeout``; ``Ignore``/``Reject`` -> ``skip``. The
+  exception always propagates untouched, so Celery's own states never change.
+- What kills the process running the task (``revoke(terminate=True)``, the hard
+  time limit, a lost worker) is recorded by the worker's main process, which
+  sees it: a run span of the same run id ending at once with ``cancellation``
+  (revoke, ``WorkerLostError``) or ``timeout`` (``TimeLimitExceeded``); the killed
+  attempt's progress is lost with its process. A task revoked before it ran is a
+  ``cancellation`` and an expired one a ``skip``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from celery import Celery, Task, signals
+from celery.exceptions import (
+    Ignore,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+
+from .. import semconv
+from .._logger import JobLogger
+from ._common import DEFAULT_PROGRESS_INTERVAL_S, publish_progress, start_task_run
+
+__all__ = ["PROGRESS_STATE", "instrument"]
+
+_log = logging.getLogger("joblogger")
+
+#: The Celery state the run's progress is stored under (``AsyncResult(id).info`` is the progress dict).
+PROGRESS_STATE = "PROGRESS"
+FRAMEWORK = "celery"
+#: Span attribute: the task was sent by celery beat (``True``), and the entry name where the scheduler carries it.
+ATTR_BEAT = "celery.beat"
+ATTR_BEAT_ENTRY = "celery.beat.entry"
+ATTR_RETRY_REASON = "celery.retry.reason"
+_WRAPPED = "__joblogger_wrapped__"
+
+
+class _RequestGetter(Getter[Any]):
+    """Reads trace headers (``traceparent``...) from a Celery request, where Celery puts message headers."""
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        value = getattr(carrier, key, None)
+        return [value] if isinstance(value, str) else None
+
+    def keys(self, carrier: Any) -> list[str]:
+        return []
+
+
+_GETTER = _RequestGetter()
+_state = threading.local()
+
+
+class _Settings:
+    __slots__ = ("configure", "default", "progress_interval_s")
+
+    def __init__(self, configure: bool | Mapping[str, Any], default: bool, progress_interval_s: float) -> None:
+        self.configure = configure
+        self.default = default
+        self.progress_interval_s = progress_interval_s
+
+
+def instrument(
+    app: Celery,
+    *,
+    default: bool = True,
+    configure: bool | Mapping[str, Any] = True,
+    progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
+) -> None:
+    """Make every task execution of ``app`` a joblogger run; call once, where the app is created.
+
+    Args:
+        app: The Celery application.
+        default: Whether tasks are runs unless they say ``joblogger=False`` (True), or only
+            those that say ``joblogger=True`` (False).
+        configure: Set up OpenTelemetry in the worker with :func:`joblogger.otlp.configure`
+            (a mapping: its keyword arguments): in each prefork child after the fork
+            (``worker_process_init``), in the worker process for the solo and threads pools
+            (``worker_init``). An application's own SDK providers are kept (drop-in) and made
+            fork-safe with :func:`joblogger.otlp.after_fork`. False: the application does it.
+        progress_interval_s: How often at most a running task's progress is stored as its
+            ``PROGRESS`` state (``AsyncResult(id).info``, Flower).
+
+    Example:
+        >>> from celery import Celery
+        >>> app = Celery("doc", set_as_current=False)
+        >>> instrument(app)
+        >>> @app.task(name="shop.add")
+        ... def add(x, y):
+        ...     from joblogger import current_job
+        ...     return x + y, current_job().job_name
+        >>> add.apply((1, 2), task_id="t-1").get()
+        (3, 'shop.add')
+    """
+    if getattr(app, "_joblogger", None) is not None:
+        return
+    settings = _Settings(configure, bool(default), float(progress_interval_s))
+    app._joblogger = settings  # type: ignore[attr-defined]
+
+    def wrap_all(**_: Any) -> None:
+        for task in list(app.tasks.values()):
+            _wrap_instance(task, settings)
+
+    _hook_task_classes(app, settings)
+
+    def on_worker_init(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", app) is not app:
+            return
+        wrap_all()
+        if settings.configure and not _is_prefork(sender):
+            _configure(settings, after_fork=False)
+
+    def on_worker_process_init(**_: Any) -> None:
+        if settings.configure:
+            _configure(settings, after_fork=True)
+
+    app.on_after_finalize.connect(wrap_all, weak=False)
+    if app.finalized:
+        wrap_all()
+    signals.worker_init.connect(on_worker_init, weak=False)
+    signals.worker_process_init.connect(on_worker_process_init, weak=False)
+    signals.before_task_publish.connect(_inject_trace_context, weak=False)
+    signals.task_revoked.connect(functools.partial(_on_revoked, app, settings), weak=False)
+    signals.task_failure.connect(functools.partial(_on_main_process_failure, app, settings), weak=False)
+
+
+def _is_prefork(worker: Any) -> bool:
+    pool = getattr(worker, "pool_cls", None)
+    name = pool if isinstance(pool, str) else f"{getattr(pool, '__module__', '')}.{getattr(pool, '__name__', '')}"
+    return "prefork" in name or name.rsplit(":", 1)[-1] in ("processes", "prefork")
+
+
+def _configure(settings: _Settings, *, after_fork: bool) -> None:
+    """Set up OpenTelemetry in this worker process; never raises into Celery."""
+    try:
+        from .. import otlp
+
+        options = dict(settings.configure) if isinstance(settings.configure, Mapping) else {}
+        options.setdefault("handle_sigterm", False)  # Celery owns the worker's signals
+        telemetry = otlp.configure(**options)
+        if after_fork and telemetry.reused_existing:
+            otlp.after_fork()  # the application's own providers, inherited from the parent
+    except Exception as exc:  # noqa: BLE001 - a telemetry set-up problem must not stop the worker
+        _log.warning("joblogger: setting up OpenTelemetry in the Celery worker failed: %r", exc)
+
+
+def _enabled(task: Task | type[Task], settings: _Settings) -> bool:
+    flag = getattr(task, "joblogger", None)
+    return settings.default if flag is None else bool(flag)
+
+
+def _hook_task_classes(app: Celery, settings: _Settings) -> None:
+    """Wrap ``run`` of every task class made from ``app.Task`` from now on (``@app.task`` tasks)."""
+    base = app.Task
+    previous = base.__dict__.get("__init_subclass__")
+
+    def init_subclass(cls: type[Task], /, **kwargs: Any) -> None:
+        if previous is not None:
+            previous.__func__(cls, **kwargs)
+        else:
+            super(base, cls).__init_subclass__(**kwargs)
+        _wrap_class(cls, settings)
+
+    base.__init_subclass__ = classmethod(init_subclass)  # type: ignore[assignment]
+    for task in list(app._tasks.values()):  # tasks made before instrument() (not lazily)
+        _wrap_instance(task, settings)
+
+
+def _wrap_class(cls: type[Task], settings: _Settings) -> None:
+    """Make each execution of ``cls.run`` by Celery a run (``run`` stays the same callable for every other use)."""
+    raw = cls.__dict__.get("run")
+    if raw is None or getattr(raw, _WRAPPED, False) or not _enabled(cls, settings):
+        return
+    if isinstance(raw, staticmethod):
+        fn = raw.__func__
+
+        def run(self: Task, *args: Any, **kwargs: Any) -> Any:
+            if _plain_call(self):
+                return fn(*args, **kwargs)
+            return _execute(self, settings, fn, *args, **kwargs)
+
+    elif callable(raw):
+        fn = raw
+
+        def run(self: Task, *args: Any, **kwargs: Any) -> Any:
+            if _plain_call(self):
+                return fn(self, *args, **kwargs)
+            return _execute(self, settings, fn, self, *args, **kwargs)
+
+    else:
+        return
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(run, attr, getattr(fn, attr, None))
+    setattr(run, _WRAPPED, True)
+    cls.run = run  # type: ignore[method-assign]
+
+
+def _wrap_instance(task: Task, settings: _Settings) -> None:
+    """Wrap ``task.run`` of a task whose class was not made from ``app.Task``; idempotent."""
+    if getattr(task.run, _WRAPPED, False) or getattr(type(task).run, _WRAPPED, False):
+        return
+    if not _enabled(task, settings):
+        return
+    body = task.run
+
+    @functools.wraps(body)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if _plain_call(task):
+            return body(*args, **kwargs)
+        return _execute(task, settings, body, *args, **kwargs)
+
+    setattr(run, _WRAPPED, True)
+    task.run = run  # type: ignore[method-assign]
+
+
+def _plain_call(task: Task) -> bool:
+    """Not an execution by Celery's tracer: a direct call, or the body of a run already started."""
+    request = task.request
+    return request.called_directly or not request.id or getattr(_state, "active", None) == request.id
+
+
+def _attributes(request: Any) -> tuple[str | None, str | None, int, dict[str, object]]:
+    delivery = getattr(request, "delivery_info", None) or {}
+    queue = delivery.get("routing_key") or delivery.get("exchange") or None
+    retries = getattr(request, "retries", 0)
+    attempt = (retries if isinstance(retries, int) else 0) + 1
+    extra: dict[str, object] = {}
+    if getattr(request, "celery_beat_task", False):
+        extra[ATTR_BEAT] = True
+        entry = getattr(request, "periodic_task_name", None)  # django-celery-beat sets it
+        if isinstance(entry, str) and entry:
+            extra[ATTR_BEAT_ENTRY] = entry
+    return queue, getattr(request, "hostname", None), attempt, extra
+
+
+def _parent(request: Any) -> otel_context.Context | None:
+    """The current context when it has a span (the Celery instrumentation's), else the producer's, else None."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    extracted = propagate.extract(request, getter=_GETTER)
+    return extracted if trace.get_current_span(extracted).get_span_context().is_valid else None
+
+
+def _start(task: Task, request: Any, settings: _Settings) -> JobLogger:
+    queue, worker, attempt, extra = _attributes(request)
+    return start_task_run(
+        task.name,
+        str(request.id),
+        framework=FRAMEWORK,
+        queue=queue,
+        worker=worker,
+        attempt=attempt,
+        parent=_parent(request),
+        attributes=extra,
+    )
+
+
+def _execute(task: Task, settings: _Settings, body: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    request = task.request
+    _state.ended = None
+    try:
+        job = _start(task, request, settings)
+        job.__enter__()
+        stop = _native_progress(task, request, job, settings)
+    except Exception as exc:  # noqa: BLE001 - joblogger failing must not fail the task
+        _log.warning("joblogger: could not start the run of Celery task %s: %r", task.name, exc)
+        return body(*args, **kwargs)
+    _state.active = request.id
+    try:
+        result = body(*args, **kwargs)
+    except BaseException as exc:
+        _state.active = None
+        _end(job, stop, request, exc)
+        raise
+    _state.active = None
+    _end(job, stop, request, None)
+    return result
+
+
+def _end(job: JobLogger, stop: Callable[[], None], request: Any, exc: BaseException | None) -> None:
+    try:
+        stop()  # before Celery stores the final state: no PROGRESS write after it
+        result, error = _result_of(exc)
+        if isinstance(exc, Retry):
+            job.span.set_attribute(ATTR_RETRY_REASON, str(exc))
+        job.end(result=result, error=error)
+        job.__exit__(None, None, None)
+        _state.ended = request.id
+    except Exception as internal:  # noqa: BLE001
+        _log.warning("joblogger: could not end the run of Celery task %s: %r", request.id, internal)
+
+
+def _result_of(exc: BaseException | None) -> tuple[str | None, BaseException | None]:
+    if exc is None:
+        return semconv.RESULT_SUCCESS, None
+    if isinstance(exc, (Ignore, Reject)):
+        return semconv.RESULT_SKIP, None
+    if isinstance(exc, Retry):
+        cause = exc.exc if isinstance(exc.exc, BaseException) else exc
+        return semconv.RESULT_FAILURE, cause
+    if isinstance(exc, (SoftTimeLimitExceeded, TimeLimitExceeded)):
+        return semconv.RESULT_TIMEOUT, exc
+    return None, exc  # the usual mapping: failure, cancellation for KeyboardInterrupt/SystemExit ...
+
+
+def _native_progress(task: Task, request: Any, job: JobLogger, settings: _Settings) -> Callable[[], None]:
+    """Store the run's progress as the task's ``PROGRESS`` state while it runs; returns the stopper."""
+    backend = task.backend
+    if type(backend).__name__ == "DisabledBackend" or settings.progress_interval_s <= 0:
+        return _noop
+    lock = threading.Lock()
+    open_ = [True]
+    task_id = request.id
+
+    def sink(meta: dict[str, Any]) -> None:
+        with lock:  # held while writing, so stop() returns only after any write in flight
+            if open_[0]:
+                backend.store_result(task_id, meta, PROGRESS_STATE, request=request)
+
+    unsubscribe = publish_progress(job, sink, settings.progress_interval_s)
+
+    def stop() -> None:
+        unsubscribe(final=False)  # Celery's final state replaces the progress anyway
+        with lock:
+            open_[0] = False
+
+    return stop
+
+
+def _noop() -> None:
+    pass
+
+
+def _inject_trace_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Carry the producer's trace context in the task message unless something already did."""
+    try:
+        if headers is None or "traceparent" in headers:
+            return
+        if trace.get_current_span().get_span_context().is_valid:
+            propagate.inject(headers)
+    except Exception as exc:  # noqa: BLE001 - never break sending a task
+        _log.warning("joblogger: could not add the trace context to a Celery task: %r", exc)
+
+
+# --- what the worker's main process sees: the task's process was killed -------------------------
+
+
+def _on_revoked(
+    app: Celery,
+    settings: _Settings,
+    *,
+    sender: Any = None,
+    request: Any = None,
+    terminated: bool = False,
+    expired: bool = False,
+    **_: Any,
+) -> None:
+    if not _ours(app, settings, sender) or request is None:
+        return
+    if expired:
+        _record(
+            sender, request, result=semconv.RESULT_SKIP, error=None, reason="expired before it ran", settings=settings
+        )
+    else:
+        reason = "terminated" if terminated else "revoked before it ran"
+        _record(sender, request, result=semconv.RESULT_CANCELLATION, error=None, reason=reason, settings=settings)
+
+
+def _on_main_process_failure(
+    app: Celery,
+    settings: _Settings,
+    *,
+    sender: Any = None,
+    task_id: str | None = None,
+    exception: Any = None,
+    **_: Any,
+) -> None:
+    """Hard time limit and lost worker: Celery reports them from the main process; the run never ended."""
+    if not isinstance(exception, (TimeLimitExceeded, WorkerLostError)) or not _ours(app, settings, sender):
+        return
+    if task_id is None or getattr(_state, "ended", None) == task_id:
+        return  # the task itself raised it and its run already ended
+    request = sender.request if getattr(sender.request, "id", None) == task_id else None
+    result = semconv.RESULT_TIMEOUT if isinstance(exception, TimeLimitExceeded) else semconv.RESULT_CANCELLATION
+    _record(sender, request, result=result, error=exception, reason=str(exception), settings=settings, task_id=task_id)
+
+
+def _ours(app: Celery, settings: _Settings, task: Any) -> bool:
+    return isinstance(task, Task) and task.app is app and _enabled(task, settings)
+
+
+def _record(
+    task: Task,
+    request: Any,
+    *,
+    result: str,
+    error: BaseException | None,
+    reason: str,
+    settings: _Settings,
+    task_id: str | None = None,
+) -> None:
+    """A run span for an attempt whose process could not end it, ending at once with ``result``."""
+    try:
+        if settings.configure:
+            _configure(settings, after_fork=False)  # the prefork main process configures on first need
+        run_id = task_id or str(request.id)
+        if request is not None:
+            queue, worker, attempt, extra = _attributes(request)
+            parent = _parent(request)
+        else:
+            queue, worker, attempt, extra, parent = None, None, None, {}, None  # type: ignore[assignment]
+        extra["celery.end.reason"] = reason
+        job = start_task_run(
+            task.name,
+            run_id,
+            framework=FRAMEWORK,
+            queue=queue,
+            worker=worker,
+            attempt=attempt,
+            parent=parent,
+            attributes=extra,
+            snapshots=False,
+        )
+        job.end(result=result, error=error)
+    except Exception as exc:  # noqa: BLE001
+        _log.warning("joblogger: could not record the end of Celery task %s: %r", task_id, exc)
