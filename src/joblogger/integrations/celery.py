@@ -46,19 +46,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Celery, Task, signals
-from celery.exceptions import (
-    Ignore,
-    Reject,
-    Retry,
-    SoftTimeLimitExceeded,
-    TimeLimitExceeded,
-    WorkerLostError,
-)
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
@@ -77,7 +71,8 @@ FRAMEWORK = "celery"
 #: Span attribute: the task was sent by celery beat (``True``), and the entry name where the scheduler carries it.
 ATTR_BEAT = "celery.beat"
 ATTR_BEAT_ENTRY = "celery.beat.entry"
-ATTR_RETRY_REASON = "celery.retry.reason"
+#: Span attribute: why the attempt ended that way (retry reason, signal, time limit, revoke, Ignore/Reject).
+ATTR_END_REASON = "celery.end.reason"
 _WRAPPED = "__joblogger_wrapped__"
 
 
@@ -93,6 +88,8 @@ class _RequestGetter(Getter[Any]):
 
 
 _GETTER = _RequestGetter()
+#: What _configure() set up in this process (reset in a forked child by configure() returning its own).
+_telemetry: list[Any] = [None]
 _state = threading.local()
 
 
@@ -159,11 +156,19 @@ def instrument(
         if settings.configure:
             _configure(settings, after_fork=True)
 
+    def on_worker_process_shutdown(**_: Any) -> None:
+        # A prefork child ends with os._exit(): export what it holds first (atexit would not run).
+        telemetry = _telemetry[0]
+        if telemetry is not None:
+            telemetry.force_flush()
+            telemetry.shutdown()
+
     app.on_after_finalize.connect(wrap_all, weak=False)
     if app.finalized:
         wrap_all()
     signals.worker_init.connect(on_worker_init, weak=False)
     signals.worker_process_init.connect(on_worker_process_init, weak=False)
+    signals.worker_process_shutdown.connect(on_worker_process_shutdown, weak=False)
     signals.before_task_publish.connect(_inject_trace_context, weak=False)
     signals.task_revoked.connect(functools.partial(_on_revoked, app, settings), weak=False)
     signals.task_failure.connect(functools.partial(_on_main_process_failure, app, settings), weak=False)
@@ -183,6 +188,7 @@ def _configure(settings: _Settings, *, after_fork: bool) -> None:
         options = dict(settings.configure) if isinstance(settings.configure, Mapping) else {}
         options.setdefault("handle_sigterm", False)  # Celery owns the worker's signals
         telemetry = otlp.configure(**options)
+        _telemetry[0] = telemetry
         if after_fork and telemetry.reused_existing:
             otlp.after_fork()  # the application's own providers, inherited from the parent
     except Exception as exc:  # noqa: BLE001 - a telemetry set-up problem must not stop the worker
@@ -315,19 +321,19 @@ def _execute(task: Task, settings: _Settings, body: Callable[..., Any], *args: A
         result = body(*args, **kwargs)
     except BaseException as exc:
         _state.active = None
-        _end(job, stop, request, exc)
+        _end(task, job, stop, request, exc)
         raise
     _state.active = None
-    _end(job, stop, request, None)
+    _end(task, job, stop, request, None)
     return result
 
 
-def _end(job: JobLogger, stop: Callable[[], None], request: Any, exc: BaseException | None) -> None:
+def _end(task: Task, job: JobLogger, stop: Callable[[], None], request: Any, exc: BaseException | None) -> None:
     try:
         stop()  # before Celery stores the final state: no PROGRESS write after it
-        result, error = _result_of(exc)
-        if isinstance(exc, Retry):
-            job.span.set_attribute(ATTR_RETRY_REASON, str(exc))
+        result, error, reason = _result_of(task, job, request, exc)
+        if reason:
+            job.span.set_attribute(ATTR_END_REASON, reason)
         job.end(result=result, error=error)
         job.__exit__(None, None, None)
         _state.ended = request.id
@@ -335,17 +341,47 @@ def _end(job: JobLogger, stop: Callable[[], None], request: Any, exc: BaseExcept
         _log.warning("joblogger: could not end the run of Celery task %s: %r", request.id, internal)
 
 
-def _result_of(exc: BaseException | None) -> tuple[str | None, BaseException | None]:
+def _result_of(
+    task: Task, job: JobLogger, request: Any, exc: BaseException | None
+) -> tuple[str | None, BaseException | None, str | None]:
+    """(result, exception to record, reason) of an attempt that ``exc`` ended."""
     if exc is None:
-        return semconv.RESULT_SUCCESS, None
+        return semconv.RESULT_SUCCESS, None, None
     if isinstance(exc, (Ignore, Reject)):
-        return semconv.RESULT_SKIP, None
+        return semconv.RESULT_SKIP, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, Retry):
         cause = exc.exc if isinstance(exc.exc, BaseException) else exc
-        return semconv.RESULT_FAILURE, cause
+        return semconv.RESULT_FAILURE, cause, f"retry: {exc}"
     if isinstance(exc, (SoftTimeLimitExceeded, TimeLimitExceeded)):
-        return semconv.RESULT_TIMEOUT, exc
-    return None, exc  # the usual mapping: failure, cancellation for KeyboardInterrupt/SystemExit ...
+        return semconv.RESULT_TIMEOUT, exc, "soft time limit" if isinstance(exc, SoftTimeLimitExceeded) else None
+    if isinstance(exc, SystemExit) and _terminated_by_signal(exc):
+        # billiard turned a terminate signal into SystemExit: revoke(terminate=True) or the hard time limit.
+        limit = _hard_time_limit(task, request)
+        if limit is not None and job.get_elapsed_ms() >= limit * 1000.0 * 0.98:
+            return semconv.RESULT_TIMEOUT, None, "hard time limit"
+        return semconv.RESULT_CANCELLATION, None, "terminated"
+    return None, exc, None  # the usual mapping: failure, cancellation for KeyboardInterrupt ...
+
+
+def _terminated_by_signal(exc: SystemExit) -> bool:
+    """Whether billiard's terminate-signal handler raised ``exc`` (prefork child being stopped or killed)."""
+    try:
+        from billiard import common
+
+        fired = getattr(common, "terminate_handler_fired", None)
+        if fired is not None:
+            return bool(fired())
+    except Exception:  # noqa: BLE001, S110 - fall back to the exit code billiard uses
+        pass
+    return isinstance(exc.code, int) and -255 <= exc.code < 0
+
+
+def _hard_time_limit(task: Task, request: Any) -> float | None:
+    limits = getattr(request, "timelimit", None)
+    if isinstance(limits, (list, tuple)) and limits and limits[0]:
+        return float(limits[0])
+    limit = getattr(task, "time_limit", None) or task.app.conf.task_time_limit
+    return float(limit) if limit else None
 
 
 def _native_progress(task: Task, request: Any, job: JobLogger, settings: _Settings) -> Callable[[], None]:
@@ -398,6 +434,7 @@ def _on_revoked(
     request: Any = None,
     terminated: bool = False,
     expired: bool = False,
+    signum: Any = None,
     **_: Any,
 ) -> None:
     if not _ours(app, settings, sender) or request is None:
@@ -406,9 +443,11 @@ def _on_revoked(
         _record(
             sender, request, result=semconv.RESULT_SKIP, error=None, reason="expired before it ran", settings=settings
         )
-    else:
-        reason = "terminated" if terminated else "revoked before it ran"
+    elif not terminated:
+        reason = "revoked before it ran"
         _record(sender, request, result=semconv.RESULT_CANCELLATION, error=None, reason=reason, settings=settings)
+    elif _signal_number(signum) == signal.SIGKILL:  # any other signal: the task's process ends the run itself
+        _record(sender, request, result=semconv.RESULT_CANCELLATION, error=None, reason="killed", settings=settings)
 
 
 def _on_main_process_failure(
@@ -420,14 +459,29 @@ def _on_main_process_failure(
     exception: Any = None,
     **_: Any,
 ) -> None:
-    """Hard time limit and lost worker: Celery reports them from the main process; the run never ended."""
-    if not isinstance(exception, (TimeLimitExceeded, WorkerLostError)) or not _ours(app, settings, sender):
+    """A lost worker (the task's process died: SIGKILL, out of memory, a crash) is reported by the main process."""
+    if not isinstance(exception, WorkerLostError) or not _ours(app, settings, sender):
         return
     if task_id is None or getattr(_state, "ended", None) == task_id:
         return  # the task itself raised it and its run already ended
     request = sender.request if getattr(sender.request, "id", None) == task_id else None
-    result = semconv.RESULT_TIMEOUT if isinstance(exception, TimeLimitExceeded) else semconv.RESULT_CANCELLATION
-    _record(sender, request, result=result, error=exception, reason=str(exception), settings=settings, task_id=task_id)
+    _record(
+        sender,
+        request,
+        result=semconv.RESULT_CANCELLATION,
+        error=exception,
+        reason=str(exception),
+        settings=settings,
+        task_id=task_id,
+    )
+
+
+def _signal_number(signum: Any) -> int | None:
+    try:
+        return int(signum)
+    except (TypeError, ValueError):
+        found = getattr(signal, str(signum), None)
+        return int(found) if isinstance(found, int) else None
 
 
 def _ours(app: Celery, settings: _Settings, task: Any) -> bool:
@@ -454,7 +508,7 @@ def _record(
             parent = _parent(request)
         else:
             queue, worker, attempt, extra, parent = None, None, None, {}, None  # type: ignore[assignment]
-        extra["celery.end.reason"] = reason
+        extra[ATTR_END_REASON] = reason
         job = start_task_run(
             task.name,
             run_id,
