@@ -125,11 +125,11 @@ def test_prefork_tasks_are_runs_under_their_celery_spans_and_prometheus_adds_up(
     out_opted = tasks.opted_out.apply_async(queue=prefork.queue)
     assert out_opted.get(timeout=30) is True  # joblogger=False: no run inside the task
     expected: dict[str, int] = {}
-    for r, value in zip(results, returned):
+    for r, value in zip(results, returned, strict=True):
         assert value["run_id"] == r.id
         for key, n in value["outcomes"].items():
             expected[key] = expected.get(key, 0) + n
-    for r, value in zip(results, returned):
+    for r, value in zip(results, returned, strict=True):
         [(span, by_id)] = wait_runs(stack, prefork.service, r.id, 1)
         tags = tags_of(span)
         assert span["operationName"] == "jl.count"
@@ -212,7 +212,7 @@ def test_prefork_revoke_terminate_is_cancellation_and_hard_time_limit_timeout(
 def test_progress_is_the_task_state_while_it_runs_and_the_producer_is_the_parent(
     stack: Any, redis_url: str, tasks: Any, pool: str, tmp_path: Path
 ) -> None:
-    """threads/solo pools: AsyncResult.info shows stage/current/total/percent/outcomes; SUCCESS stays; producer parent."""
+    """threads/solo: AsyncResult.info shows stage/current/total/percent/outcomes; SUCCESS stays; producer parent."""
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 

@@ -55,7 +55,9 @@ from celery import Celery, Task, signals
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import TracerProvider
 
 from .. import semconv
 from .._logger import JobLogger
@@ -77,10 +79,13 @@ _WRAPPED = "__joblogger_wrapped__"
 
 
 class _RequestGetter(Getter[Any]):
-    """Reads trace headers (``traceparent``...) from a Celery request, where Celery puts message headers."""
+    """Reads trace headers (``traceparent``...) from a Celery request (message headers are its attributes)."""
 
     def get(self, carrier: Any, key: str) -> list[str] | None:
         value = getattr(carrier, key, None)
+        if value is None:  # eager apply(headers=...) keeps them apart
+            headers = getattr(carrier, "headers", None)
+            value = headers.get(key) if isinstance(headers, dict) else None
         return [value] if isinstance(value, str) else None
 
     def keys(self, carrier: Any) -> list[str]:
@@ -94,12 +99,19 @@ _state = threading.local()
 
 
 class _Settings:
-    __slots__ = ("configure", "default", "progress_interval_s")
+    __slots__ = ("configure", "default", "progress_interval_s", "providers")
 
-    def __init__(self, configure: bool | Mapping[str, Any], default: bool, progress_interval_s: float) -> None:
+    def __init__(
+        self,
+        configure: bool | Mapping[str, Any],
+        default: bool,
+        progress_interval_s: float,
+        providers: dict[str, Any],
+    ) -> None:
         self.configure = configure
         self.default = default
         self.progress_interval_s = progress_interval_s
+        self.providers = providers
 
 
 def instrument(
@@ -108,6 +120,8 @@ def instrument(
     default: bool = True,
     configure: bool | Mapping[str, Any] = True,
     progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> None:
     """Make every task execution of ``app`` a joblogger run; call once, where the app is created.
 
@@ -122,6 +136,9 @@ def instrument(
             fork-safe with :func:`joblogger.otlp.after_fork`. False: the application does it.
         progress_interval_s: How often at most a running task's progress is stored as its
             ``PROGRESS`` state (``AsyncResult(id).info``, Flower).
+        tracer_provider: Providers for the runs (tests: :func:`joblogger.testing.capture`'s);
+            default the global ones.
+        meter_provider: See ``tracer_provider``.
 
     Example:
         >>> from celery import Celery
@@ -136,7 +153,8 @@ def instrument(
     """
     if getattr(app, "_joblogger", None) is not None:
         return
-    settings = _Settings(configure, bool(default), float(progress_interval_s))
+    providers = {k: v for k, v in (("tracer_provider", tracer_provider), ("meter_provider", meter_provider)) if v}
+    settings = _Settings(configure, bool(default), float(progress_interval_s), providers)
     app._joblogger = settings  # type: ignore[attr-defined]
 
     def wrap_all(**_: Any) -> None:
@@ -267,7 +285,11 @@ def _wrap_instance(task: Task, settings: _Settings) -> None:
 def _plain_call(task: Task) -> bool:
     """Not an execution by Celery's tracer: a direct call, or the body of a run already started."""
     request = task.request
-    return request.called_directly or not request.id or getattr(_state, "active", None) == request.id
+    return request.called_directly or not request.id or getattr(_state, "active", None) == _key(request)
+
+
+def _key(request: Any) -> tuple[str, int]:
+    return request.id, getattr(request, "retries", 0)
 
 
 def _attributes(request: Any) -> tuple[str | None, str | None, int, dict[str, object]]:
@@ -303,6 +325,7 @@ def _start(task: Task, request: Any, settings: _Settings) -> JobLogger:
         attempt=attempt,
         parent=_parent(request),
         attributes=extra,
+        **settings.providers,
     )
 
 
@@ -316,14 +339,14 @@ def _execute(task: Task, settings: _Settings, body: Callable[..., Any], *args: A
     except Exception as exc:  # noqa: BLE001 - joblogger failing must not fail the task
         _log.warning("joblogger: could not start the run of Celery task %s: %r", task.name, exc)
         return body(*args, **kwargs)
-    _state.active = request.id
+    outer, _state.active = getattr(_state, "active", None), _key(request)
     try:
         result = body(*args, **kwargs)
     except BaseException as exc:
-        _state.active = None
+        _state.active = outer
         _end(task, job, stop, request, exc)
         raise
-    _state.active = None
+    _state.active = outer
     _end(task, job, stop, request, None)
     return result
 
@@ -519,6 +542,7 @@ def _record(
             parent=parent,
             attributes=extra,
             snapshots=False,
+            **settings.providers,
         )
         job.end(result=result, error=error)
     except Exception as exc:  # noqa: BLE001
