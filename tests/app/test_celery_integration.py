@@ -207,3 +207,19 @@ def test_the_producer_carries_its_trace_context_in_the_task_headers(cap: Capture
         message = conn.SimpleQueue("celery").get(timeout=5)
         message.ack()
     assert message.headers["traceparent"] == f"00-{0xABC:032x}-{0xDEF:016x}-01"
+
+
+def test_the_benchmark_runs() -> None:
+    """benchmarks/integration_celery.py --quick prints its three rows (no timing asserted)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "integration_celery.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "µs" in line]
+    assert len(rows) == 3, proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr

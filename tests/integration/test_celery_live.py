@@ -30,25 +30,37 @@ pytestmark = pytest.mark.integration
 class Worker:
     """A ``celery worker`` subprocess consuming its own queue, exporting as ``service``."""
 
-    def __init__(self, stack: Any, redis_url: str, pool: str, tmp: Path, *, instrumentor: bool) -> None:
+    def __init__(
+        self,
+        stack: Any,
+        redis_url: str,
+        pool: str,
+        tmp: Path,
+        *,
+        instrumentor: bool,
+        module: str = "_celery_tasks",
+        cwd: Path = HERE,
+        queue: str | None = None,
+    ) -> None:
         self.service = f"celery-{pool}-{uuid.uuid4().hex[:6]}"
-        self.queue = f"q-{self.service}"
+        self.queue = queue or f"q-{self.service}"
         self.hostname = f"{self.service}@localhost"
         self.log = tmp / f"{self.service}.log"
-        env = job_env(
+        self.env = job_env(
             stack,
             self.service,
             CELERY_TEST_REDIS=redis_url,
+            CELERY_BROKER_URL=redis_url,
             CELERY_TEST_OTEL_INSTRUMENTOR="1" if instrumentor else "0",
-            PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            PYTHONPATH=os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")]),
         )
         concurrency = {"prefork": "2", "threads": "4", "solo": "1"}[pool]
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "_celery_tasks", "worker", "--pool", pool,
+                [sys.executable, "-m", "celery", "-A", module, "worker", "--pool", pool,
                  "-c", concurrency, "-Q", self.queue, "-n", self.hostname, "--loglevel", "INFO",
                  "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         eventually(lambda: "ready." in self.text() or self.proc.poll() is not None, f"{pool} worker ready", 60)
         assert self.proc.poll() is None, self.text()
@@ -246,5 +258,31 @@ def test_progress_is_the_task_state_while_it_runs_and_the_producer_is_the_parent
         assert span["traceID"] == f"{trace_id:032x}"
         assert any(ref["spanID"] == f"{span_id:016x}" for ref in span["references"])
         assert tags_of(span)["job.worker"] == worker.hostname
+    finally:
+        worker.stop()
+
+
+def test_the_example_runs_as_documented(stack: Any, redis_url: str, tmp_path: Path) -> None:
+    """examples/celery_app.py: a prefork worker and the producer script; progress printed, runs under Celery spans."""
+    examples = HERE.parents[1] / "examples"
+    worker = Worker(stack, redis_url, "prefork", tmp_path, instrumentor=True, module="celery_app", cwd=examples,
+                    queue="celery")  # fmt: skip
+    try:
+        producer = subprocess.run(
+            [sys.executable, "celery_app.py", "2"], cwd=examples, env=worker.env,
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert producer.returncode == 0, producer.stderr
+        lines = producer.stdout.splitlines()
+        assert any(line.startswith("progress ") and "Importing batch" in line for line in lines), lines
+        done = [line.split() for line in lines if line.startswith("done ")]
+        assert [d[2] for d in done] == ["SUCCESS", "SUCCESS"], lines
+        for d in done:
+            [(span, by_id)] = wait_runs(stack, worker.service, d[1], 1)
+            tags = tags_of(span)
+            assert (tags["job.result"], tags["job.outcomes.inserted"], tags["job.outcomes.duplicates"]) == (
+                "success", 36, 4)  # fmt: skip
+            parent = parent_of(span, by_id)
+            assert parent is not None and parent["operationName"] == "run/shop.import_orders"
     finally:
         worker.stop()
