@@ -211,6 +211,18 @@ def test_prefork_revoke_terminate_is_cancellation_and_hard_time_limit_timeout(
     [(span, _)] = wait_runs(stack, prefork.service, hard.id, 1)
     assert (tags_of(span)["job.result"], tags_of(span)["celery.end.reason"]) == ("timeout", "hard time limit")
     assert hard.state == "FAILURE"
+    early = str(uuid.uuid4())
+    prefork_app = tasks.app
+    prefork_app.control.revoke(early)  # revoked before it is even sent: the worker skips it on receipt
+    skipped = tasks.count.apply_async((3,), queue=prefork.queue, task_id=early)
+    expired = tasks.count.apply_async((3,), queue=prefork.queue, expires=0.001)
+    for result, outcome in (
+        (skipped, ("cancellation", "revoked before it ran")),
+        (expired, ("skip", "expired before it ran")),
+    ):
+        [(span, _)] = wait_runs(stack, prefork.service, result.id, 1)
+        assert (tags_of(span)["job.result"], tags_of(span)["celery.end.reason"]) == outcome
+        assert result.state == "REVOKED"
     # The replacement children still deliver runs.
     after = tasks.count.apply_async((3,), queue=prefork.queue)
     assert after.get(timeout=60)["current"] == 3
