@@ -45,73 +45,41 @@ How it works, and why this way:
 from __future__ import annotations
 
 import functools
-import logging
-import signal
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Celery, Task, signals
-from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import TracerProvider
 
 from .. import semconv
 from .._logger import JobLogger
+from ._celery_context import (
+    ATTR_BEAT,
+    ATTR_BEAT_ENTRY,
+    ATTR_END_REASON,
+    FRAMEWORK,
+    _attributes,
+    _configure,
+    _enabled,
+    _inject_trace_context,
+    _is_prefork,
+    _log,
+    _parent,
+    _Settings,
+    _state,
+    _telemetry,
+)
+from ._celery_main import _on_main_process_failure, _on_revoked
 from ._common import DEFAULT_PROGRESS_INTERVAL_S, publish_progress, start_task_run
 
-__all__ = ["PROGRESS_STATE", "instrument"]
-
-_log = logging.getLogger("joblogger")
+__all__ = ["ATTR_BEAT", "ATTR_BEAT_ENTRY", "ATTR_END_REASON", "PROGRESS_STATE", "instrument"]
 
 #: The Celery state the run's progress is stored under (``AsyncResult(id).info`` is the progress dict).
 PROGRESS_STATE = "PROGRESS"
-FRAMEWORK = "celery"
-#: Span attribute: the task was sent by celery beat (``True``), and the entry name where the scheduler carries it.
-ATTR_BEAT = "celery.beat"
-ATTR_BEAT_ENTRY = "celery.beat.entry"
-#: Span attribute: why the attempt ended that way (retry reason, signal, time limit, revoke, Ignore/Reject).
-ATTR_END_REASON = "celery.end.reason"
 _WRAPPED = "__joblogger_wrapped__"
-
-
-class _RequestGetter(Getter[Any]):
-    """Reads trace headers (``traceparent``...) from a Celery request (message headers are its attributes)."""
-
-    def get(self, carrier: Any, key: str) -> list[str] | None:
-        value = getattr(carrier, key, None)
-        if value is None:  # eager apply(headers=...) keeps them apart
-            headers = getattr(carrier, "headers", None)
-            value = headers.get(key) if isinstance(headers, dict) else None
-        return [value] if isinstance(value, str) else None
-
-    def keys(self, carrier: Any) -> list[str]:
-        return []
-
-
-_GETTER = _RequestGetter()
-#: What _configure() set up in this process (reset in a forked child by configure() returning its own).
-_telemetry: list[Any] = [None]
-_state = threading.local()
-
-
-class _Settings:
-    __slots__ = ("configure", "default", "progress_interval_s", "providers")
-
-    def __init__(
-        self,
-        configure: bool | Mapping[str, Any],
-        default: bool,
-        progress_interval_s: float,
-        providers: dict[str, Any],
-    ) -> None:
-        self.configure = configure
-        self.default = default
-        self.progress_interval_s = progress_interval_s
-        self.providers = providers
 
 
 def instrument(
@@ -192,32 +160,6 @@ def instrument(
     signals.task_failure.connect(functools.partial(_on_main_process_failure, app, settings), weak=False)
 
 
-def _is_prefork(worker: Any) -> bool:
-    pool = getattr(worker, "pool_cls", None)
-    name = pool if isinstance(pool, str) else f"{getattr(pool, '__module__', '')}.{getattr(pool, '__name__', '')}"
-    return "prefork" in name or name.rsplit(":", 1)[-1] in ("processes", "prefork")
-
-
-def _configure(settings: _Settings, *, after_fork: bool) -> None:
-    """Set up OpenTelemetry in this worker process; never raises into Celery."""
-    try:
-        from .. import otlp
-
-        options = dict(settings.configure) if isinstance(settings.configure, Mapping) else {}
-        options.setdefault("handle_sigterm", False)  # Celery owns the worker's signals
-        telemetry = otlp.configure(**options)
-        _telemetry[0] = telemetry
-        if after_fork and telemetry.reused_existing:
-            otlp.after_fork()  # the application's own providers, inherited from the parent
-    except Exception as exc:  # noqa: BLE001 - a telemetry set-up problem must not stop the worker
-        _log.warning("joblogger: setting up OpenTelemetry in the Celery worker failed: %r", exc)
-
-
-def _enabled(task: Task | type[Task], settings: _Settings) -> bool:
-    flag = getattr(task, "joblogger", None)
-    return settings.default if flag is None else bool(flag)
-
-
 def _hook_task_classes(app: Celery, settings: _Settings) -> None:
     """Wrap ``run`` of every task class made from ``app.Task`` from now on (``@app.task`` tasks)."""
     base = app.Task
@@ -290,28 +232,6 @@ def _plain_call(task: Task) -> bool:
 
 def _key(request: Any) -> tuple[str, int]:
     return request.id, getattr(request, "retries", 0)
-
-
-def _attributes(request: Any) -> tuple[str | None, str | None, int, dict[str, object]]:
-    delivery = getattr(request, "delivery_info", None) or {}
-    queue = delivery.get("routing_key") or delivery.get("exchange") or None
-    retries = getattr(request, "retries", 0)
-    attempt = (retries if isinstance(retries, int) else 0) + 1
-    extra: dict[str, object] = {}
-    if getattr(request, "celery_beat_task", False):
-        extra[ATTR_BEAT] = True
-        entry = getattr(request, "periodic_task_name", None)  # django-celery-beat sets it
-        if isinstance(entry, str) and entry:
-            extra[ATTR_BEAT_ENTRY] = entry
-    return queue, getattr(request, "hostname", None), attempt, extra
-
-
-def _parent(request: Any) -> otel_context.Context | None:
-    """The current context when it has a span (the Celery instrumentation's), else the producer's, else None."""
-    if trace.get_current_span().get_span_context().is_valid:
-        return None
-    extracted = propagate.extract(request, getter=_GETTER)
-    return extracted if trace.get_current_span(extracted).get_span_context().is_valid else None
 
 
 def _start(task: Task, request: Any, settings: _Settings) -> JobLogger:
@@ -433,117 +353,3 @@ def _native_progress(task: Task, request: Any, job: JobLogger, settings: _Settin
 
 def _noop() -> None:
     pass
-
-
-def _inject_trace_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    """Carry the producer's trace context in the task message unless something already did."""
-    try:
-        if headers is None or "traceparent" in headers:
-            return
-        if trace.get_current_span().get_span_context().is_valid:
-            propagate.inject(headers)
-    except Exception as exc:  # noqa: BLE001 - never break sending a task
-        _log.warning("joblogger: could not add the trace context to a Celery task: %r", exc)
-
-
-# --- what the worker's main process sees: the task's process was killed -------------------------
-
-
-def _on_revoked(
-    app: Celery,
-    settings: _Settings,
-    *,
-    sender: Any = None,
-    request: Any = None,
-    terminated: bool = False,
-    expired: bool = False,
-    signum: Any = None,
-    **_: Any,
-) -> None:
-    if not _ours(app, settings, sender) or request is None:
-        return
-    if expired:
-        _record(
-            sender, request, result=semconv.RESULT_SKIP, error=None, reason="expired before it ran", settings=settings
-        )
-    elif not terminated:
-        reason = "revoked before it ran"
-        _record(sender, request, result=semconv.RESULT_CANCELLATION, error=None, reason=reason, settings=settings)
-    elif _signal_number(signum) == signal.SIGKILL:  # any other signal: the task's process ends the run itself
-        _record(sender, request, result=semconv.RESULT_CANCELLATION, error=None, reason="killed", settings=settings)
-
-
-def _on_main_process_failure(
-    app: Celery,
-    settings: _Settings,
-    *,
-    sender: Any = None,
-    task_id: str | None = None,
-    exception: Any = None,
-    **_: Any,
-) -> None:
-    """A lost worker (the task's process died: SIGKILL, out of memory, a crash) is reported by the main process."""
-    if not isinstance(exception, WorkerLostError) or not _ours(app, settings, sender):
-        return
-    if task_id is None or getattr(_state, "ended", None) == task_id:
-        return  # the task itself raised it and its run already ended
-    request = sender.request if getattr(sender.request, "id", None) == task_id else None
-    _record(
-        sender,
-        request,
-        result=semconv.RESULT_CANCELLATION,
-        error=exception,
-        reason=str(exception),
-        settings=settings,
-        task_id=task_id,
-    )
-
-
-def _signal_number(signum: Any) -> int | None:
-    try:
-        return int(signum)
-    except (TypeError, ValueError):
-        found = getattr(signal, str(signum), None)
-        return int(found) if isinstance(found, int) else None
-
-
-def _ours(app: Celery, settings: _Settings, task: Any) -> bool:
-    return isinstance(task, Task) and task.app is app and _enabled(task, settings)
-
-
-def _record(
-    task: Task,
-    request: Any,
-    *,
-    result: str,
-    error: BaseException | None,
-    reason: str,
-    settings: _Settings,
-    task_id: str | None = None,
-) -> None:
-    """A run span for an attempt whose process could not end it, ending at once with ``result``."""
-    try:
-        if settings.configure:
-            _configure(settings, after_fork=False)  # the prefork main process configures on first need
-        run_id = task_id or str(request.id)
-        if request is not None:
-            queue, worker, attempt, extra = _attributes(request)
-            parent = _parent(request)
-        else:
-            queue, worker, attempt, extra, parent = None, None, None, {}, None  # type: ignore[assignment]
-        extra[ATTR_END_REASON] = reason
-        job = start_task_run(
-            task.name,
-            run_id,
-            framework=FRAMEWORK,
-            queue=queue,
-            worker=worker,
-            attempt=attempt,
-            parent=parent,
-            attributes=extra,
-            snapshots=False,
-            **settings.providers,
-        )
-        job.end(result=result, error=error)
-    except Exception as exc:  # noqa: BLE001
-        _log.warning("joblogger: could not record the end of Celery task %s: %r", task_id, exc)
