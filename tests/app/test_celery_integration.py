@@ -175,6 +175,39 @@ def test_progress_is_stored_as_the_progress_state_and_success_replaces_it(cap: C
     assert app.AsyncResult("p-1").state == "SUCCESS"
 
 
+def test_a_progress_write_in_flight_never_lands_after_the_final_state(cap: Capture) -> None:
+    """A PROGRESS write still going when the task ends finishes before Celery stores FAILURE, not after it.
+
+    (Celery's key-value backends already refuse to replace SUCCESS; FAILURE they would replace.)
+    """
+    import threading
+
+    app = make_app(cap, progress_interval_s=0.05)
+    backend = app.backend
+    writing = threading.Event()
+    original = backend.store_result
+
+    def slow_store(task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
+        if state == "PROGRESS":
+            writing.set()
+            time.sleep(0.3)  # a slow result backend
+        return original(task_id, result, state, *args, **kwargs)
+
+    backend.store_result = slow_store
+
+    @app.task(name="t.race")
+    def race() -> str:
+        job = current_job()
+        assert job is not None
+        job.increment_progress()
+        assert writing.wait(5)  # end while the progress write is in flight
+        raise LookupError("gone")
+
+    assert race.apply(task_id="race-1").state == "FAILURE"
+    time.sleep(0.5)
+    assert app.AsyncResult("race-1").state == "FAILURE"
+
+
 def test_the_run_is_a_child_of_the_current_span_or_of_the_producers_traceparent(cap: Capture) -> None:
     """Inside a span the run is its child; with only a traceparent header, the producer's span is the parent."""
     app = make_app(cap)
