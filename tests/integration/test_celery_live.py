@@ -270,6 +270,13 @@ def test_progress_is_the_task_state_while_it_runs_and_the_producer_is_the_parent
         assert span["traceID"] == f"{trace_id:032x}"
         assert any(ref["spanID"] == f"{span_id:016x}" for ref in span["references"])
         assert tags_of(span)["job.worker"] == worker.hostname
+        # What celery beat sends (its celery_beat_task header; django-celery-beat adds periodic_task_name).
+        beat_headers = {"celery_beat_task": True, "periodic_task_name": "nightly-count"}
+        beat = tasks.count.apply_async((2,), queue=worker.queue, headers=beat_headers)
+        beat.get(timeout=30)
+        [(span, _)] = wait_runs(stack, worker.service, beat.id, 1)
+        assert (tags_of(span)["celery.beat"], tags_of(span)["celery.beat.entry"]) == (True, "nightly-count")
+        assert "celery.beat" not in tags_of(run_spans(stack, worker.service, result.id)[0][0])
     finally:
         worker.stop()
 
