@@ -341,7 +341,9 @@ def _native_progress(task: Task, request: Any, job: JobLogger, settings: _Settin
             if open_[0]:
                 backend.store_result(task_id, meta, PROGRESS_STATE, request=request)
 
-    unsubscribe = publish_progress(job, sink, settings.progress_interval_s)
+    # A task that ends within the first interval writes nothing: no backend write per short task.
+    interval = settings.progress_interval_s
+    unsubscribe = publish_progress(job, sink, interval, first_after_s=interval)
 
     def stop() -> None:
         unsubscribe(final=False)  # Celery's final state replaces the progress anyway
