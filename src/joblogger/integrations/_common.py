@@ -134,7 +134,8 @@ class _Publisher:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="joblogger-native-progress", daemon=True)
                 self._thread.start()
-        self._wake.set()
+        if first_after_s <= 0:  # due now; otherwise the loop's own 0.1 s tick finds it
+            self._wake.set()
 
         def stop(final: bool = True) -> None:
             with self._lock:
