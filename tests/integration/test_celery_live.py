@@ -128,6 +128,20 @@ def wait_runs(stack: Any, service: str, run_id: str, n: int) -> list[tuple[dict[
     return eventually(probe, f"{n} run span(s) of {run_id}")
 
 
+def wait_run_and_parent(stack: Any, service: str, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one ended run span of ``run_id`` and its parent span, once Jaeger has both (they are exported apart)."""
+
+    def probe() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        spans = run_spans(stack, service, run_id)
+        if len(spans) != 1:
+            return None
+        span, by_id = spans[0]
+        parent = parent_of(span, by_id)
+        return (span, parent) if parent is not None else None
+
+    return eventually(probe, f"the run span of {run_id} and its parent")
+
+
 def test_prefork_tasks_are_runs_under_their_celery_spans_and_prometheus_adds_up(
     stack: Any, prefork: Worker, tasks: Any
 ) -> None:
@@ -142,7 +156,7 @@ def test_prefork_tasks_are_runs_under_their_celery_spans_and_prometheus_adds_up(
         for key, n in value["outcomes"].items():
             expected[key] = expected.get(key, 0) + n
     for r, value in zip(results, returned, strict=True):
-        [(span, by_id)] = wait_runs(stack, prefork.service, r.id, 1)
+        span, parent = wait_run_and_parent(stack, prefork.service, r.id)
         tags = tags_of(span)
         assert span["operationName"] == "jl.count"
         assert tags["job.result"] == "success"
@@ -151,8 +165,7 @@ def test_prefork_tasks_are_runs_under_their_celery_spans_and_prometheus_adds_up(
         assert tags["job.worker"] == prefork.hostname
         assert tags["job.attempt"] == 1
         assert tags["job.progress.current"] == value["current"]
-        parent = parent_of(span, by_id)
-        assert parent is not None and parent["operationName"] == "run/jl.count", parent
+        assert parent["operationName"] == "run/jl.count", parent
     sel = f'job="{prefork.service}"'
     for key, n in expected.items():
         query = f'sum(job_outcomes_total{{{sel}, job_name="jl.count", job_outcome="{key}"}})'
@@ -297,11 +310,10 @@ def test_the_example_runs_as_documented(stack: Any, redis_url: str, tmp_path: Pa
         done = [line.split() for line in lines if line.startswith("done ")]
         assert [d[2] for d in done] == ["SUCCESS", "SUCCESS"], lines
         for d in done:
-            [(span, by_id)] = wait_runs(stack, worker.service, d[1], 1)
+            span, parent = wait_run_and_parent(stack, worker.service, d[1])
             tags = tags_of(span)
             assert (tags["job.result"], tags["job.outcomes.inserted"], tags["job.outcomes.duplicates"]) == (
                 "success", 36, 4)  # fmt: skip
-            parent = parent_of(span, by_id)
-            assert parent is not None and parent["operationName"] == "run/shop.import_orders"
+            assert parent["operationName"] == "run/shop.import_orders"
     finally:
         worker.stop()

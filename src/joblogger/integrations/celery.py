@@ -26,7 +26,7 @@ How it works, and why this way:
   ``opentelemetry-instrumentation-celery`` ``run/<task>`` span whatever order the
   signal receivers were connected in, and the run (with its progress publisher)
   ends before Celery stores the final state, so a late ``PROGRESS`` write can
-  never overwrite ``SUCCESS``.
+  never replace it.
 - A task opts out with ``@app.task(joblogger=False)``; with
   ``instrument(app, default=False)`` only tasks with ``joblogger=True`` run as runs.
 - Results: success; an exception -> ``failure``; ``Retry`` -> ``failure`` for that
@@ -34,12 +34,12 @@ How it works, and why this way:
   the next attempt is a new run span with the same run id and ``job.attempt`` + 1);
   ``SoftTimeLimitExceeded`` -> ``timeout``; ``Ignore``/``Reject`` -> ``skip``. The
   exception always propagates untouched, so Celery's own states never change.
-- What kills the process running the task (``revoke(terminate=True)``, the hard
-  time limit, a lost worker) is recorded by the worker's main process, which
-  sees it: a run span of the same run id ending at once with ``cancellation``
-  (revoke, ``WorkerLostError``) or ``timeout`` (``TimeLimitExceeded``); the killed
-  attempt's progress is lost with its process. A task revoked before it ran is a
-  ``cancellation`` and an expired one a ``skip``.
+- A terminate signal (``revoke(terminate=True)``, the hard time limit's SIGTERM)
+  reaches the task as billiard's ``SystemExit``: the run ends there as
+  ``cancellation``, or ``timeout`` once the hard limit has passed. What the
+  task's process cannot see (a SIGKILL revoke, a lost pool process, a task
+  revoked before it ran or expired) the worker's main process records
+  (:mod:`joblogger.integrations._celery_main`).
 """
 
 from __future__ import annotations
@@ -254,11 +254,15 @@ def _execute(task: Task, settings: _Settings, body: Callable[..., Any], *args: A
     _state.ended = None
     try:
         job = _start(task, request, settings)
-        job.__enter__()
-        stop = _native_progress(task, request, job, settings)
     except Exception as exc:  # noqa: BLE001 - joblogger failing must not fail the task
         _log.warning("joblogger: could not start the run of Celery task %s: %r", task.name, exc)
         return body(*args, **kwargs)
+    job.__enter__()  # never raises (the run guards itself)
+    try:
+        stop = _native_progress(task, request, job, settings)
+    except Exception as exc:  # noqa: BLE001
+        _log.warning("joblogger: no PROGRESS state for Celery task %s: %r", task.name, exc)
+        stop = _noop
     outer, _state.active = getattr(_state, "active", None), _key(request)
     try:
         result = body(*args, **kwargs)
