@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
-__all__ = ["register", "register_late"]
+__all__ = ["register", "register_around", "register_late"]
 
 _hooks: list[Callable[[], None]] = []
 
@@ -39,6 +39,16 @@ def register_late(hook: Callable[[], None]) -> None:
     """
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=lambda: _run((hook,)))
+
+
+def register_around(before: Callable[[], None], after_in_parent: Callable[[], None]) -> None:
+    """Run ``before()`` in the forking thread just before each fork, ``after_in_parent()`` in the parent after it.
+
+    For state that must be set up across the fork itself (a signal mask the child
+    inherits); the child undoes it in one of its hooks.
+    """
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=lambda: _run((before,)), after_in_parent=lambda: _run((after_in_parent,)))
 
 
 def _run(hooks: Sequence[Callable[[], None]]) -> None:

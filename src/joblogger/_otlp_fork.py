@@ -53,6 +53,8 @@ _child_ids: dict[int, str] = {}
 _sigterm: list[Any] = []
 #: Whether this (forked) process runs with SIGTERM at its default until it is ready for the handler.
 _sigterm_parked = [False]
+#: Whether the forking thread blocked SIGTERM for this fork (undone in the parent and in the child).
+_sigterm_blocked = [False]
 
 
 def reset_metric_storage(meter_provider: Any) -> bool:
@@ -242,13 +244,34 @@ def _flush_when_runs_end(telemetry: Any) -> None:
 # the Python-level handler never ran and the pool's parent waited for them for ever. There the
 # default (the process ends at once, as multiprocessing documents) is right, and each run is
 # exported when it ends instead.
+# SIGTERM is also *blocked* from just before fork() until the last fork hook: a SIGTERM that
+# reached the child after fork() but before the first hook parked the handler was recorded by
+# the interpreter for the Python handler, then dropped when the handler had become SIG_DFL
+# (CPython skips a recorded signal whose handler is the default), and the pool worker lived on,
+# waiting on the pool's queue, while its parent waited for it to exit. Blocked, the signal stays
+# pending and is delivered when the hooks are done: to the default (the child ends) or to the
+# restored handler (SystemExit once the child runs Python again).
 
 
 def sigterm_handler_installed(handler: Any) -> None:
     """configure() installed ``handler`` for SIGTERM: manage it in forked children from now on."""
     if not _sigterm:
         _fork.register_late(_restore_sigterm_unless_multiprocessing)
+        _fork.register_around(_block_sigterm_before_fork, _unblock_sigterm)
     _sigterm[:] = [handler]
+
+
+def _block_sigterm_before_fork() -> None:
+    _sigterm_blocked[0] = False
+    if _sigterm and signal.getsignal(signal.SIGTERM) is _sigterm[0]:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _sigterm_blocked[0] = True
+
+
+def _unblock_sigterm() -> None:
+    if _sigterm_blocked[0]:
+        _sigterm_blocked[0] = False
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _park_sigterm_in_child() -> None:
@@ -272,7 +295,20 @@ def _multiprocessing_fork() -> bool:
     return False
 
 
+def _sigterm_pending() -> bool:
+    return _sigterm_blocked[0] and signal.SIGTERM in signal.sigpending()
+
+
 def _restore_sigterm_unless_multiprocessing() -> None:
     parked, _sigterm_parked[0] = _sigterm_parked[0], False
-    if parked and not _multiprocessing_fork() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _sigterm[0])
+    try:
+        # A SIGTERM that came during the fork hooks gets the default action (the child has done
+        # nothing yet): delivered to the handler now, its SystemExit would be raised inside this
+        # hook, where the interpreter prints and drops it.
+        restore = parked and not _multiprocessing_fork() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        if restore and not _sigterm_pending():
+            signal.signal(signal.SIGTERM, _sigterm[0])
+            if _sigterm_pending():  # arrived meanwhile, still blocked
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    finally:
+        _unblock_sigterm()  # a SIGTERM that arrived during the fork hooks is delivered now

@@ -167,3 +167,47 @@ def test_leaving_a_fork_pool_at_once_never_hangs(tmp_path):
         pytest.fail(f"a pool worker hung after SIGTERM (stderr: {err[-2000:]})")
     assert proc.returncode == 0, err
     assert "all pools left" in out
+
+
+SIGTERM_RIGHT_AFTER_FORK = textwrap.dedent("""
+    import multiprocessing, os, signal, sys, time
+    # Registered before joblogger's own fork hooks, so it runs first in each child: a SIGTERM
+    # that reaches the child after fork() and before joblogger's hooks (what a busy machine does).
+    os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    from joblogger import otlp
+
+    def sleeper():
+        time.sleep(5)
+
+    if __name__ == "__main__":
+        otlp.configure(otlp=False)
+        proc = multiprocessing.get_context("fork").Process(target=sleeper)
+        proc.start()
+        proc.join(20)
+        print("multiprocessing", proc.exitcode, flush=True)
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(5)  # the SIGTERM must end the child before this returns
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("fork", os.waitstatus_to_exitcode(status), flush=True)
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_sigterm_between_fork_and_the_fork_hooks_still_ends_the_child(tmp_path):
+    """The signal is held until the hooks are done, then acted on: never recorded and then dropped.
+
+    Before: CPython recorded the SIGTERM for joblogger's handler, the first hook set SIGTERM to its
+    default, and the recorded signal was skipped: the child lived on (a hung pool worker under load).
+    """
+    path = tmp_path / "early.py"
+    path.write_text(SIGTERM_RIGHT_AFTER_FORK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split("\n")
+    # Both children end by the signal's default action: during the fork hooks a child runs with
+    # SIGTERM at its default (it has done nothing yet), and the signal was held until then.
+    assert "multiprocessing -15" in lines
+    assert "fork -15" in lines
