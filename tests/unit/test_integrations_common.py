@@ -160,3 +160,25 @@ def test_a_forked_child_publishes_its_own_runs_with_its_own_thread() -> None:
     parent_job.end()
     assert os.waitstatus_to_exitcode(status) == 0
     assert answer == "True 1"
+
+
+def test_the_publisher_sleeps_until_the_next_write_is_due_and_for_ever_when_idle() -> None:
+    import math
+
+    from joblogger.integrations import _common
+
+    calls: list[dict[str, Any]] = []
+    job = create_job_logger("r-idle", "j")
+    stop = publish_progress(job, calls.append, interval_s=30, first_after_s=0)
+    _wait_for(lambda: len(calls) == 1)
+    _wait_for(lambda: _common._PUBLISHER._next_wake != math.inf)
+    assert _common._PUBLISHER._next_wake - time.monotonic() > 20  # next write in ~30 s, not a 0.1 s tick
+    stop(final=False)
+    job.set_progress(1)
+    other = create_job_logger("r-idle-2", "j")
+    stop_other = publish_progress(other, calls.append, interval_s=0.05)  # an earlier due wakes the loop at once
+    _wait_for(lambda: any(c["run_id"] == "r-idle-2" for c in calls), timeout=2.0)
+    stop_other(final=False)
+    other.end()
+    job.end()
+    _wait_for(lambda: _common._PUBLISHER._next_wake == math.inf)  # idle: no timed wake-ups at all

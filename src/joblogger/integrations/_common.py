@@ -15,6 +15,7 @@ interval and calls the sink only when something changed. The job's own calls
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -120,6 +121,8 @@ class _Publisher:
         self._next_id = 0
         self._thread: threading.Thread | None = None
         self._failed: set[int] = set()
+        #: When the loop wakes up next on its own (monotonic; inf: only when told).
+        self._next_wake = math.inf
 
     def subscribe(
         self, job: JobLogger, sink: ProgressSink, interval_s: float, first_after_s: float = 0.0
@@ -134,7 +137,9 @@ class _Publisher:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="joblogger-native-progress", daemon=True)
                 self._thread.start()
-        if first_after_s <= 0:  # due now; otherwise the loop's own 0.1 s tick finds it
+            due = self._last[key][0] + every
+            wake = due < self._next_wake  # the loop sleeps past this subscription's first write
+        if wake:
             self._wake.set()
 
         def stop(final: bool = True) -> None:
@@ -150,8 +155,14 @@ class _Publisher:
         return stop
 
     def _loop(self) -> None:
+        """Sleep until the next subscription is due (for ever while there is none), then deliver."""
         while True:
-            self._wake.wait(timeout=0.1)
+            with self._lock:
+                now = time.monotonic()
+                dues = [self._last.get(key, (now, None))[0] + every for key, (_, _, every) in self._subs.items()]
+                self._next_wake = min(dues, default=math.inf)
+            timeout = None if self._next_wake == math.inf else max(0.0, self._next_wake - now)
+            self._wake.wait(timeout=timeout)
             self._wake.clear()
             now = time.monotonic()
             with self._lock:
@@ -197,6 +208,7 @@ class _Publisher:
         self._last = {}
         self._failed = set()
         self._thread = None
+        self._next_wake = math.inf
 
 
 _VOLATILE = ("elapsed_seconds", "rate", "eta_seconds")
