@@ -91,7 +91,7 @@ class ProducingReader(InMemoryMetricReader):
 
     def get_metrics_data(self) -> Any:
         data = super().get_metrics_data()
-        return None if data is None else self.producer.add_to(data)
+        return None if data is None else self.producer.add_to(data, self)
 
 
 def mode_providers(mode: str) -> tuple[TracerProvider, MeterProvider, InMemoryMetricReader]:

@@ -21,7 +21,6 @@ each stream at 2,000 sets). Two modes:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -33,9 +32,14 @@ from opentelemetry import metrics
 
 from . import _fork, semconv
 from ._observe import GAUGES, MAX_INT, ActiveRun, ObserveMixin
+from ._tally import Ticks, new_ticks
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span
+
+    from ._runmetrics import RunAggregates
     from ._tally import Tally
 
 #: Histogram buckets (seconds) for run and stage durations: 100 ms to 1 day.
@@ -81,6 +85,7 @@ class Hub(ObserveMixin):
         "_slots",
         "_tallies",
         "_unflushed",
+        "aggregates",
         "outcomes",
         "produced",
         "run_duration",
@@ -95,7 +100,7 @@ class Hub(ObserveMixin):
         self.produced = meter_provider in _produced
         # job label -> slots taken by its active runs (job.run.slot: lowest free index at start).
         # job label -> its log counters by level, shared by its runs (job.logs reads only these).
-        self._job_logs: dict[str, dict[str, itertools.count[int]]] = {}
+        self._job_logs: dict[str, dict[str, Ticks]] = {}
         self._slots: dict[str, set[int]] = {}
         # id(run) -> weak reference to the run, for progress gauges.
         self._active: dict[int, weakref.ref[ActiveRun]] = {}
@@ -116,21 +121,32 @@ class Hub(ObserveMixin):
         # tallies of abandoned runs whose last outcomes still need flushing (by the flusher thread).
         self._unflushed: list[Tally] = []
         unit = {name: u for name, (_, u) in semconv.METRICS.items()}
-        self.runs = meter.create_counter(
-            semconv.METRIC_RUNS, unit=unit[semconv.METRIC_RUNS], description="Job runs that ended, by result."
-        )
-        self.run_duration = meter.create_histogram(
-            semconv.METRIC_RUN_DURATION,
-            unit="s",
-            description="Duration of ended job runs.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.stage_duration = meter.create_histogram(
-            semconv.METRIC_STAGE_DURATION,
-            unit="s",
-            description="Duration of ended job stages.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
+        #: job.runs, job.run.duration and job.stage.duration: aggregated here and produced at collection
+        #: time with joblogger's own providers (see _runmetrics), SDK instruments otherwise.
+        self.aggregates: RunAggregates | None = None
+        self.runs: metrics.Counter | None = None
+        self.run_duration: metrics.Histogram | None = None
+        self.stage_duration: metrics.Histogram | None = None
+        if self.produced:
+            from ._runmetrics import RunAggregates, exemplar_policy  # the SDK is there: _producer bound it
+
+            self.aggregates = RunAggregates(DURATION_BUCKETS, exemplar_policy(meter_provider))
+        else:
+            self.runs = meter.create_counter(
+                semconv.METRIC_RUNS, unit=unit[semconv.METRIC_RUNS], description="Job runs that ended, by result."
+            )
+            self.run_duration = meter.create_histogram(
+                semconv.METRIC_RUN_DURATION,
+                unit="s",
+                description="Duration of ended job runs.",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            )
+            self.stage_duration = meter.create_histogram(
+                semconv.METRIC_STAGE_DURATION,
+                unit="s",
+                description="Duration of ended job stages.",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            )
         # Outcomes are a synchronous counter fed in the background (see flush_outcomes), so each
         # addition carries the run's trace context and errors/skips get exemplars linking to the trace.
         self.outcomes = meter.create_counter(
@@ -166,6 +182,27 @@ class Hub(ObserveMixin):
         )
 
     # --- run lifecycle -----------------------------------------------------
+    def record_run(self, job: str, result: str, seconds: float, span: Span, ctx: Context) -> None:
+        """An ended run: ``job.runs`` +1 and its ``job.run.duration``, linked to the trace of ``span``."""
+        aggregates = self.aggregates
+        if aggregates is not None:
+            aggregates.record_run(job, result, seconds, span)
+            return
+        attrs = {semconv.JOB_NAME: job, semconv.JOB_RESULT: result}
+        # Recorded in the run span's context, so exemplars link the metric to the run's trace.
+        if self.runs is not None and self.run_duration is not None:
+            self.runs.add(1, attrs, context=ctx)
+            self.run_duration.record(seconds, attrs, context=ctx)
+
+    def record_stage(self, job: str, stage: str, seconds: float, span: Span, ctx: Context) -> None:
+        """An ended stage's ``job.stage.duration``, linked to the trace of ``span``."""
+        aggregates = self.aggregates
+        if aggregates is not None:
+            aggregates.record_stage(job, stage, seconds, span)
+        elif self.stage_duration is not None:
+            attrs = {semconv.JOB_NAME: job, semconv.JOB_STAGE: stage}
+            self.stage_duration.record(seconds, attrs, context=ctx)
+
     def take_slot(self, tally: Tally) -> int:
         """Give the run of ``tally`` the lowest slot free among its job's active runs (``tally.slot``)."""
         with self._lock:
@@ -191,7 +228,7 @@ class Hub(ObserveMixin):
             self._tallies[id(tally)] = tally
             counters = self._job_logs.get(tally.job)
             if counters is None:
-                counters = self._job_logs[tally.job] = {level: itertools.count() for level in semconv.LEVELS}
+                counters = self._job_logs[tally.job] = {level: new_ticks() for level in semconv.LEVELS}
             if tally.job_logs is not counters:  # a tally made without them (see job_log_counters)
                 for level, value in tally.logs().items():  # calls made before the run registered
                     for _ in range(value):
@@ -200,12 +237,12 @@ class Hub(ObserveMixin):
         _ensure_flusher()
         return weakref.finalize(run, self._abandoned, id(run), tally)
 
-    def job_log_counters(self, job: str) -> dict[str, itertools.count[int]]:
+    def job_log_counters(self, job: str) -> dict[str, Ticks]:
         """The log counters of ``job``, shared by its runs (a new run's Tally starts with them)."""
         with self._lock:
             counters = self._job_logs.get(job)
             if counters is None:
-                counters = self._job_logs[job] = {level: itertools.count() for level in semconv.LEVELS}
+                counters = self._job_logs[job] = {level: new_ticks() for level in semconv.LEVELS}
             return counters
 
     def end(self, run: ActiveRun, tally: Tally) -> None:
@@ -243,7 +280,7 @@ class Hub(ObserveMixin):
         with tally.flush_lock:
             # Compared under the lock: another thread's flush may have marked values flushed and not yet
             # added them; a run's final flush that returned then could end before they are exported.
-            if tally.outcomes() == tally.flushed:
+            if not tally.outcomes_changed():
                 return  # nothing new since the last flush
             adds: list[tuple[str, int, bool]] = []
             for key, raw in tally.outcomes(clamp=False).items():
@@ -370,6 +407,8 @@ def _forget_parent_runs() -> None:
         hub._unflushed.clear()
         hub._slots.clear()
         hub._job_logs.clear()
+        if hub.aggregates is not None:
+            hub.aggregates.reset_after_fork()
 
 
 _fork.register(_forget_parent_runs)

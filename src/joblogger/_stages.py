@@ -106,11 +106,7 @@ class StagesMixin(RunState):
             with self._lock:
                 for level, n in slot.dropped.items():
                     self._dropped[level] = self._dropped.get(level, 0) + n
-            self._hub.stage_duration.record(
-                max(0.0, now - slot.started_at),
-                {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
-                context=slot.ctx,
-            )
+            self._hub.record_stage(self._tally.job, label, max(0.0, now - slot.started_at), slot.span, slot.ctx)
 
     def _refresh_gauge_attrs(self) -> None:
         attrs: dict[str, Any] = {
