@@ -343,6 +343,10 @@ class Hub(ObserveMixin):
         # Only entities: the SDK keeps the outcomes counter's sums itself, and log calls are
         # counted in the job's own counters (Tally.job_logs) as they happen.
         retired = self._retired
+        if not tally.type_base:  # one entity type all along (most runs)
+            slot = (semconv.METRIC_ENTITIES_PROCESSED, tally.job, tally.entity_type)
+            retired[slot] = retired.get(slot, 0) + tally.processed()
+            return
         for key, value in tally.points(semconv.METRIC_ENTITIES_PROCESSED).items():
             slot = (semconv.METRIC_ENTITIES_PROCESSED, tally.job, key)
             retired[slot] = retired.get(slot, 0) + value

@@ -94,7 +94,7 @@ class RunState:
     _entity_type: str | None
     _event_budget: int
     _finalizer: Any
-    _gauge_attrs: dict[str, Any]
+    _gauge_attrs: dict[str, Any] | None
     _hub: Hub
     _job_name: str
     _limit_specs: Mapping[str, tuple[float, float]]
