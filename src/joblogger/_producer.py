@@ -14,7 +14,6 @@ cost is proportional to the runs active now, not to the runs ever seen.
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from typing import Any
@@ -53,8 +52,9 @@ class ProgressProducer:
     def __init__(self) -> None:
         self._provider: weakref.ref[metrics.MeterProvider] | None = None
         #: reader (the caller of add_to) -> newest exemplar it exported: each reader gets each exemplar once.
+        #: No lock: the SDK never runs two collections of one reader at once, and a lock held by an export
+        #: thread at a fork would stay held in the child.
         self._seen: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
-        self._seen_lock = threading.Lock()
 
     def bind(self, meter_provider: metrics.MeterProvider) -> None:
         """Produce for ``meter_provider`` (call before any run uses it; its hub then makes no gauges)."""
@@ -77,10 +77,8 @@ class ProgressProducer:
         aggregates = hub.aggregates
         if aggregates is None:
             return []
-        with self._seen_lock:
-            seen = self._seen.get(reader, 0)
-            produced, newest = aggregates.metrics(seen)
-            self._seen[reader] = newest
+        produced, newest = aggregates.metrics(self._seen.get(reader, 0))
+        self._seen[reader] = newest
         return produced
 
     def _progress(self, hub: Hub) -> list[Metric]:
