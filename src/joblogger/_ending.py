@@ -251,7 +251,7 @@ class EndingMixin(RunState):
                 status = Status(StatusCode.ERROR, exc_text[:1024] or result)
             self._run.close(run_attrs, status)
             # Linked to the run span, so exemplars lead from the metric to the run's trace.
-            self._hub.record_run(self._tally.job, result, duration_s, self._run.span, self._run.ctx)
+            self._hub.records.record_run(self._tally.job, result, duration_s, self._run.span, self._run.ctx)
             self._tally.ended = True
             _registry.discard(self)
             self._hub.flush_outcomes(self._tally)

@@ -3,7 +3,8 @@
 The per-item hot path never calls the OpenTelemetry SDK: runs count locally
 (see ``_logger.Tally``) and this hub reports those counts through observable
 instruments when the SDK collects. Only run and stage boundaries record
-synchronously (one histogram or counter call each).
+synchronously (``_runrecords``: into joblogger's own aggregates in produced
+mode, one SDK histogram or counter call each in drop-in mode).
 
 Progress gauges are per run, so they must not leave state behind in the SDK:
 an asynchronous instrument keeps every attribute set it ever reported (and caps
@@ -32,21 +33,12 @@ from opentelemetry import metrics
 
 from . import _fork, semconv
 from ._observe import GAUGES, MAX_INT, ActiveRun, ObserveMixin
+from ._runrecords import RunRecorder
 from ._tally import Ticks, new_ticks
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Span
-
-    from ._runmetrics import RunAggregates
     from ._tally import Tally
-
-#: Histogram buckets (seconds) for run and stage durations: 100 ms to 1 day.
-DURATION_BUCKETS = (
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-    1_800.0, 3_600.0, 7_200.0, 14_400.0, 43_200.0, 86_400.0,
-)  # fmt: skip
 
 
 #: Distinct job names reported per meter provider before new ones fold into "other".
@@ -85,12 +77,9 @@ class Hub(ObserveMixin):
         "_slots",
         "_tallies",
         "_unflushed",
-        "aggregates",
         "outcomes",
         "produced",
-        "run_duration",
-        "runs",
-        "stage_duration",
+        "records",
     )
 
     def __init__(self, meter_provider: metrics.MeterProvider) -> None:
@@ -121,32 +110,9 @@ class Hub(ObserveMixin):
         # tallies of abandoned runs whose last outcomes still need flushing (by the flusher thread).
         self._unflushed: list[Tally] = []
         unit = {name: u for name, (_, u) in semconv.METRICS.items()}
-        #: job.runs, job.run.duration and job.stage.duration: aggregated here and produced at collection
-        #: time with joblogger's own providers (see _runmetrics), SDK instruments otherwise.
-        self.aggregates: RunAggregates | None = None
-        self.runs: metrics.Counter | None = None
-        self.run_duration: metrics.Histogram | None = None
-        self.stage_duration: metrics.Histogram | None = None
-        if self.produced:
-            from ._runmetrics import RunAggregates, exemplar_policy  # the SDK is there: _producer bound it
-
-            self.aggregates = RunAggregates(DURATION_BUCKETS, exemplar_policy(meter_provider))
-        else:
-            self.runs = meter.create_counter(
-                semconv.METRIC_RUNS, unit=unit[semconv.METRIC_RUNS], description="Job runs that ended, by result."
-            )
-            self.run_duration = meter.create_histogram(
-                semconv.METRIC_RUN_DURATION,
-                unit="s",
-                description="Duration of ended job runs.",
-                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-            )
-            self.stage_duration = meter.create_histogram(
-                semconv.METRIC_STAGE_DURATION,
-                unit="s",
-                description="Duration of ended job stages.",
-                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-            )
+        #: job.runs, job.run.duration and job.stage.duration: joblogger's own aggregates in produced
+        #: mode, SDK instruments in drop-in mode (see _runrecords).
+        self.records = RunRecorder(meter_provider, meter, self.produced)
         # Outcomes are a synchronous counter fed in the background (see flush_outcomes), so each
         # addition carries the run's trace context and errors/skips get exemplars linking to the trace.
         self.outcomes = meter.create_counter(
@@ -182,27 +148,6 @@ class Hub(ObserveMixin):
         )
 
     # --- run lifecycle -----------------------------------------------------
-    def record_run(self, job: str, result: str, seconds: float, span: Span, ctx: Context) -> None:
-        """An ended run: ``job.runs`` +1 and its ``job.run.duration``, linked to the trace of ``span``."""
-        aggregates = self.aggregates
-        if aggregates is not None:
-            aggregates.record_run(job, result, seconds, span)
-            return
-        attrs = {semconv.JOB_NAME: job, semconv.JOB_RESULT: result}
-        # Recorded in the run span's context, so exemplars link the metric to the run's trace.
-        if self.runs is not None and self.run_duration is not None:
-            self.runs.add(1, attrs, context=ctx)
-            self.run_duration.record(seconds, attrs, context=ctx)
-
-    def record_stage(self, job: str, stage: str, seconds: float, span: Span, ctx: Context) -> None:
-        """An ended stage's ``job.stage.duration``, linked to the trace of ``span``."""
-        aggregates = self.aggregates
-        if aggregates is not None:
-            aggregates.record_stage(job, stage, seconds, span)
-        elif self.stage_duration is not None:
-            attrs = {semconv.JOB_NAME: job, semconv.JOB_STAGE: stage}
-            self.stage_duration.record(seconds, attrs, context=ctx)
-
     def take_slot(self, tally: Tally) -> int:
         """Give the run of ``tally`` the lowest slot free among its job's active runs (``tally.slot``)."""
         with self._lock:
@@ -411,8 +356,7 @@ def _forget_parent_runs() -> None:
         hub._unflushed.clear()
         hub._slots.clear()
         hub._job_logs.clear()
-        if hub.aggregates is not None:
-            hub.aggregates.reset_after_fork()
+        hub.records.reset_after_fork()
 
 
 _fork.register(_forget_parent_runs)

@@ -10,6 +10,9 @@ points themselves: :meth:`ProgressProducer.add_to` reads the active runs of
 the bound meter provider and appends the four progress gauges to the
 collection the SDK just made. Nothing is kept between collections, and the
 cost is proportional to the runs active now, not to the runs ever seen.
+
+It also appends ``job.runs``, ``job.run.duration`` and ``job.stage.duration``,
+which the hub aggregates itself in this mode (``joblogger._runmetrics``).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class ProgressProducer:
         return produced + self._progress(hub)
 
     def _run_metrics(self, hub: Hub, reader: object) -> list[Metric]:
-        aggregates = hub.aggregates
+        aggregates = hub.records.aggregates
         if aggregates is None:
             return []
         produced, newest = aggregates.metrics(self._seen.get(reader, 0))

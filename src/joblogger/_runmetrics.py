@@ -15,7 +15,7 @@ What the SDK would export is kept:
   by the capped ``job.name``, ``job.result`` and ``job.stage`` labels, so their
   number is bounded over the process's life (500 jobs x 6 results, 100 stages
   per job);
-- the same buckets (:data:`joblogger._metrics.DURATION_BUCKETS`), sum, count,
+- the same buckets (:data:`joblogger._runrecords.DURATION_BUCKETS`), sum, count,
   min and max;
 - **exemplars**: the last measurement of each series (each bucket, for the
   histograms) since a reader's previous collection, with the trace and span id

@@ -106,7 +106,7 @@ class StagesMixin(RunState):
             with self._lock:
                 for level, n in slot.dropped.items():
                     self._dropped[level] = self._dropped.get(level, 0) + n
-            self._hub.record_stage(self._tally.job, label, max(0.0, now - slot.started_at), slot.span, slot.ctx)
+            self._hub.records.record_stage(self._tally.job, label, max(0.0, now - slot.started_at), slot.span, slot.ctx)
 
     def _refresh_gauge_attrs(self) -> None:
         """Forget the progress-gauge attributes (caller holds the lock); rebuilt when a collection reads them.
