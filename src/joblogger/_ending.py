@@ -250,10 +250,8 @@ class EndingMixin(RunState):
             if result not in (semconv.RESULT_SUCCESS, semconv.RESULT_SKIP):
                 status = Status(StatusCode.ERROR, exc_text[:1024] or result)
             self._run.close(run_attrs, status)
-            metric_attrs = {semconv.JOB_NAME: self._tally.job, semconv.JOB_RESULT: result}
-            # Recorded in the run span's context, so exemplars link the metric to the run's trace.
-            self._hub.runs.add(1, metric_attrs, context=self._run.ctx)
-            self._hub.run_duration.record(duration_s, metric_attrs, context=self._run.ctx)
+            # Linked to the run span, so exemplars lead from the metric to the run's trace.
+            self._hub.records.record_run(self._tally.job, result, duration_s, self._run.span, self._run.ctx)
             self._tally.ended = True
             _registry.discard(self)
             self._hub.flush_outcomes(self._tally)

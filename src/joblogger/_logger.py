@@ -167,8 +167,10 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._event_budget = DEFAULT_EVENT_BUDGET if budget is None else budget
         if isinstance(secret_keys, str):  # one key, not its characters
             secret_keys = (secret_keys,)
-        extra_keys = (_redact.secret_fragment(str(k)) for k in secret_keys if k)
-        self._secret_keys = _redact.DEFAULT_SECRET_KEYS + tuple(k for k in extra_keys if k)
+        self._secret_keys = _redact.DEFAULT_SECRET_KEYS
+        if secret_keys:
+            extra_keys = (_redact.secret_fragment(str(k)) for k in secret_keys if k)
+            self._secret_keys += tuple(k for k in extra_keys if k)
         self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
         self._limit_specs = rate_limits(
             DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, self._warn
@@ -221,8 +223,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         # tail=3: the dropped-events list, the summary line and the exception event.
         self._run = SpanSlot(span, self._event_budget, self._started, 0, tail=3)
         self._tally.ctx = self._run.ctx
-        self._gauge_attrs = {}
-        self._refresh_gauge_attrs()
+        self._gauge_attrs = None  # built when a collection first reads them
         self._finalizer = self._hub.start(self, self._tally)
         _registry.add(self)
         for observer in _registry.observers():

@@ -3,7 +3,8 @@
 The per-item hot path never calls the OpenTelemetry SDK: runs count locally
 (see ``_logger.Tally``) and this hub reports those counts through observable
 instruments when the SDK collects. Only run and stage boundaries record
-synchronously (one histogram or counter call each).
+synchronously (``_runrecords``: into joblogger's own aggregates in produced
+mode, one SDK histogram or counter call each in drop-in mode).
 
 Progress gauges are per run, so they must not leave state behind in the SDK:
 an asynchronous instrument keeps every attribute set it ever reported (and caps
@@ -21,7 +22,6 @@ each stream at 2,000 sets). Two modes:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -33,16 +33,12 @@ from opentelemetry import metrics
 
 from . import _fork, semconv
 from ._observe import GAUGES, MAX_INT, ActiveRun, ObserveMixin
+from ._runrecords import RunRecorder
+from ._tally import Ticks, new_ticks
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._tally import Tally
-
-#: Histogram buckets (seconds) for run and stage durations: 100 ms to 1 day.
-DURATION_BUCKETS = (
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-    1_800.0, 3_600.0, 7_200.0, 14_400.0, 43_200.0, 86_400.0,
-)  # fmt: skip
 
 
 #: Distinct job names reported per meter provider before new ones fold into "other".
@@ -83,9 +79,7 @@ class Hub(ObserveMixin):
         "_unflushed",
         "outcomes",
         "produced",
-        "run_duration",
-        "runs",
-        "stage_duration",
+        "records",
     )
 
     def __init__(self, meter_provider: metrics.MeterProvider) -> None:
@@ -95,7 +89,7 @@ class Hub(ObserveMixin):
         self.produced = meter_provider in _produced
         # job label -> slots taken by its active runs (job.run.slot: lowest free index at start).
         # job label -> its log counters by level, shared by its runs (job.logs reads only these).
-        self._job_logs: dict[str, dict[str, itertools.count[int]]] = {}
+        self._job_logs: dict[str, dict[str, Ticks]] = {}
         self._slots: dict[str, set[int]] = {}
         # id(run) -> weak reference to the run, for progress gauges.
         self._active: dict[int, weakref.ref[ActiveRun]] = {}
@@ -116,21 +110,9 @@ class Hub(ObserveMixin):
         # tallies of abandoned runs whose last outcomes still need flushing (by the flusher thread).
         self._unflushed: list[Tally] = []
         unit = {name: u for name, (_, u) in semconv.METRICS.items()}
-        self.runs = meter.create_counter(
-            semconv.METRIC_RUNS, unit=unit[semconv.METRIC_RUNS], description="Job runs that ended, by result."
-        )
-        self.run_duration = meter.create_histogram(
-            semconv.METRIC_RUN_DURATION,
-            unit="s",
-            description="Duration of ended job runs.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.stage_duration = meter.create_histogram(
-            semconv.METRIC_STAGE_DURATION,
-            unit="s",
-            description="Duration of ended job stages.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
+        #: job.runs, job.run.duration and job.stage.duration: joblogger's own aggregates in produced
+        #: mode, SDK instruments in drop-in mode (see _runrecords).
+        self.records = RunRecorder(meter_provider, meter, self.produced)
         # Outcomes are a synchronous counter fed in the background (see flush_outcomes), so each
         # addition carries the run's trace context and errors/skips get exemplars linking to the trace.
         self.outcomes = meter.create_counter(
@@ -191,7 +173,7 @@ class Hub(ObserveMixin):
             self._tallies[id(tally)] = tally
             counters = self._job_logs.get(tally.job)
             if counters is None:
-                counters = self._job_logs[tally.job] = {level: itertools.count() for level in semconv.LEVELS}
+                counters = self._job_logs[tally.job] = {level: new_ticks() for level in semconv.LEVELS}
             if tally.job_logs is not counters:  # a tally made without them (see job_log_counters)
                 for level, value in tally.logs().items():  # calls made before the run registered
                     for _ in range(value):
@@ -200,12 +182,12 @@ class Hub(ObserveMixin):
         _ensure_flusher()
         return weakref.finalize(run, self._abandoned, id(run), tally)
 
-    def job_log_counters(self, job: str) -> dict[str, itertools.count[int]]:
+    def job_log_counters(self, job: str) -> dict[str, Ticks]:
         """The log counters of ``job``, shared by its runs (a new run's Tally starts with them)."""
         with self._lock:
             counters = self._job_logs.get(job)
             if counters is None:
-                counters = self._job_logs[job] = {level: itertools.count() for level in semconv.LEVELS}
+                counters = self._job_logs[job] = {level: new_ticks() for level in semconv.LEVELS}
             return counters
 
     def end(self, run: ActiveRun, tally: Tally) -> None:
@@ -243,7 +225,7 @@ class Hub(ObserveMixin):
         with tally.flush_lock:
             # Compared under the lock: another thread's flush may have marked values flushed and not yet
             # added them; a run's final flush that returned then could end before they are exported.
-            if tally.outcomes() == tally.flushed:
+            if not tally.outcomes_changed():
                 return  # nothing new since the last flush
             adds: list[tuple[str, int, bool]] = []
             for key, raw in tally.outcomes(clamp=False).items():
@@ -306,6 +288,10 @@ class Hub(ObserveMixin):
         # Only entities: the SDK keeps the outcomes counter's sums itself, and log calls are
         # counted in the job's own counters (Tally.job_logs) as they happen.
         retired = self._retired
+        if not tally.type_base:  # one entity type all along (most runs)
+            slot = (semconv.METRIC_ENTITIES_PROCESSED, tally.job, tally.entity_type)
+            retired[slot] = retired.get(slot, 0) + tally.processed()
+            return
         for key, value in tally.points(semconv.METRIC_ENTITIES_PROCESSED).items():
             slot = (semconv.METRIC_ENTITIES_PROCESSED, tally.job, key)
             retired[slot] = retired.get(slot, 0) + value
@@ -370,6 +356,7 @@ def _forget_parent_runs() -> None:
         hub._unflushed.clear()
         hub._slots.clear()
         hub._job_logs.clear()
+        hub.records.reset_after_fork()
 
 
 _fork.register(_forget_parent_runs)

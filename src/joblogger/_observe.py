@@ -7,7 +7,6 @@ and the outcome flushing.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import weakref
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import semconv
-from ._tally import ticks_value
+from ._tally import Ticks, ticks_value
 
 if TYPE_CHECKING:
     from ._tally import Tally
@@ -60,7 +59,7 @@ class ObserveMixin:
     _active: dict[int, weakref.ref[ActiveRun]]
     _tallies: dict[int, Tally]
     _retired: dict[tuple[str, str, str], int]
-    _job_logs: dict[str, dict[str, itertools.count[int]]]
+    _job_logs: dict[str, dict[str, Ticks]]
 
     if TYPE_CHECKING:
 

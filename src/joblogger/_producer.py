@@ -10,6 +10,9 @@ points themselves: :meth:`ProgressProducer.add_to` reads the active runs of
 the bound meter provider and appends the four progress gauges to the
 collection the SDK just made. Nothing is kept between collections, and the
 cost is proportional to the runs active now, not to the runs ever seen.
+
+It also appends ``job.runs``, ``job.run.duration`` and ``job.stage.duration``,
+which the hub aggregates itself in this mode (``joblogger._runmetrics``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from . import semconv
-from ._metrics import existing_hub, produce_progress
+from ._metrics import Hub, existing_hub, produce_progress
 from ._observe import GAUGES, MAX_INT
 from ._version import __version__
 
@@ -43,22 +46,45 @@ _NO_EXEMPLARS: tuple[()] = ()
 
 
 class ProgressProducer:
-    """Adds the progress gauges of one meter provider's active runs to its collections."""
+    """Adds the progress gauges of one meter provider's active runs to its collections.
+
+    And, aggregated by the hub instead of SDK instruments, ``job.runs``,
+    ``job.run.duration`` and ``job.stage.duration`` (see ``joblogger._runmetrics``).
+    """
 
     def __init__(self) -> None:
         self._provider: weakref.ref[metrics.MeterProvider] | None = None
+        #: reader (the caller of add_to) -> newest exemplar it exported: each reader gets each exemplar once.
+        #: No lock: the SDK never runs two collections of one reader at once, and a lock held by an export
+        #: thread at a fork would stay held in the child.
+        self._seen: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
     def bind(self, meter_provider: metrics.MeterProvider) -> None:
         """Produce for ``meter_provider`` (call before any run uses it; its hub then makes no gauges)."""
         produce_progress(meter_provider)
         self._provider = weakref.ref(meter_provider)
 
-    def metrics(self) -> list[Metric]:
-        """The four progress gauges of the active runs, as of now (empty gauges are left out)."""
+    def metrics(self, reader: object | None = None) -> list[Metric]:
+        """The produced metrics as of now: the run metrics, then the progress gauges (empty ones left out).
+
+        ``reader`` identifies the collecting reader for exemplars (default: this producer).
+        """
         provider = None if self._provider is None else self._provider()
         hub = None if provider is None else existing_hub(provider)
         if hub is None:
             return []
+        produced = self._run_metrics(hub, self if reader is None else reader)
+        return produced + self._progress(hub)
+
+    def _run_metrics(self, hub: Hub, reader: object) -> list[Metric]:
+        aggregates = hub.records.aggregates
+        if aggregates is None:
+            return []
+        produced, newest = aggregates.metrics(self._seen.get(reader, 0))
+        self._seen[reader] = newest
+        return produced
+
+    def _progress(self, hub: Hub) -> list[Metric]:
         points = hub.progress_points()
         if not points:
             return []
@@ -97,9 +123,12 @@ class ProgressProducer:
             if data
         ]
 
-    def add_to(self, data: MetricsData) -> MetricsData:
-        """``data`` with the progress gauges added to its ``joblogger`` scope (created if missing)."""
-        ours = self.metrics()
+    def add_to(self, data: MetricsData, reader: object | None = None) -> MetricsData:
+        """``data`` with the produced metrics added to its ``joblogger`` scope (created if missing).
+
+        ``reader``: the reader or exporter collecting (each gets each exemplar once); default this producer.
+        """
+        ours = self.metrics(reader)
         if not ours or not data.resource_metrics:
             return data
         first, *rest = data.resource_metrics

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TypeVar, overload
 
 from . import _format, _sanitize, semconv
 from ._state import MAX_OUTCOME_KEYS, RunState, guarded
+from ._tally import new_ticks
 
 _T = TypeVar("_T")
 #: Outcome keys that never count against the caps.
@@ -184,7 +184,7 @@ class ProgressMixin(RunState):
                     )
                     label = semconv.OUTCOME_OTHER
                 self._tally.labels[name] = label  # before the ticks: the flusher reads keys, then labels
-                ticks[name] = itertools.count()
+                ticks[name] = new_ticks()
         if len(self._outcome_labels) < _MAX_CACHED_KEYS:
             try:
                 self._outcome_labels[key] = name

@@ -58,7 +58,7 @@ class PullReader(MetricReader):
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         # The active runs' progress points are added here, after the SDK's collection (see _producer).
-        self._data = metrics_data if self._producer is None else self._producer.add_to(metrics_data)
+        self._data = metrics_data if self._producer is None else self._producer.add_to(metrics_data, self)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         """Nothing to release."""

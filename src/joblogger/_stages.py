@@ -106,29 +106,39 @@ class StagesMixin(RunState):
             with self._lock:
                 for level, n in slot.dropped.items():
                     self._dropped[level] = self._dropped.get(level, 0) + n
-            self._hub.stage_duration.record(
-                max(0.0, now - slot.started_at),
-                {semconv.JOB_NAME: self._tally.job, semconv.JOB_STAGE: label},
-                context=slot.ctx,
-            )
+            self._hub.records.record_stage(self._tally.job, label, max(0.0, now - slot.started_at), slot.span, slot.ctx)
 
     def _refresh_gauge_attrs(self) -> None:
-        attrs: dict[str, Any] = {
-            semconv.JOB_NAME: self._tally.job,
-            semconv.JOB_STAGE: self._stage_label,
-            semconv.JOB_ENTITY_TYPE: self._tally.entity_type,
-            semconv.JOB_RUN_SLOT: self._tally.slot,
-        }
-        if self._run_id_on_metrics:
-            attrs[semconv.JOB_RUN_ID] = _sanitize.as_label(self._run_id)
-        self._gauge_attrs = attrs
+        """Forget the progress-gauge attributes (caller holds the lock); rebuilt when a collection reads them.
+
+        Most runs of a small task are never collected while active, so they never build them.
+        """
+        self._gauge_attrs = None
+
+    def _build_gauge_attrs(self) -> dict[str, Any]:
+        with self._lock:  # a stage change in between would otherwise be overwritten with the old attributes
+            attrs = self._gauge_attrs
+            if attrs is None:
+                attrs = {
+                    semconv.JOB_NAME: self._tally.job,
+                    semconv.JOB_STAGE: self._stage_label,
+                    semconv.JOB_ENTITY_TYPE: self._tally.entity_type,
+                    semconv.JOB_RUN_SLOT: self._tally.slot,
+                }
+                if self._run_id_on_metrics:
+                    attrs[semconv.JOB_RUN_ID] = _sanitize.as_label(self._run_id)
+                self._gauge_attrs = attrs
+            return attrs
 
     def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]:
         """Attributes, current, total and ETA for the progress gauges (read once per collection and run)."""
+        attrs = self._gauge_attrs
+        if attrs is None:
+            attrs = self._build_gauge_attrs()
         current = self.current
         total = self._total
         if total is None or self._ended_at is not None:
-            return self._gauge_attrs, current, total, None
+            return attrs, current, total, None
         anchor_time, anchor_count = self._rate_anchor
         speed = _format.rate(current - anchor_count, self._clock() - anchor_time)
-        return self._gauge_attrs, current, total, _format.eta(current, total, speed)
+        return attrs, current, total, _format.eta(current, total, speed)

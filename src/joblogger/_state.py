@@ -8,7 +8,6 @@ implement one concern on top of it.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
 import threading
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from ._ratelimit import TokenBucket
     from ._spans import SpanSlot
     from ._summary import Summary
-    from ._tally import Tally
+    from ._tally import Tally, Ticks
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -95,7 +94,7 @@ class RunState:
     _entity_type: str | None
     _event_budget: int
     _finalizer: Any
-    _gauge_attrs: dict[str, Any]
+    _gauge_attrs: dict[str, Any] | None
     _hub: Hub
     _job_name: str
     _limit_specs: Mapping[str, tuple[float, float]]
@@ -104,7 +103,7 @@ class RunState:
     _message: str | None
     _meter_provider: metrics.MeterProvider
     _outcome_labels: dict[object, str]
-    _outcome_ticks: dict[str, itertools.count[int]]
+    _outcome_ticks: dict[str, Ticks]
     _outer_exc: BaseException | None
     _phase_adjust: int
     _phase_base: int

@@ -216,7 +216,7 @@ class _PerProcessIdentity(MetricExporter):
         if self._deadline is not None and self._deadline.refuse("metric collections", 1):
             return MetricExportResult.FAILURE
         if self._producer is not None:
-            metrics_data = self._producer.add_to(metrics_data)
+            metrics_data = self._producer.add_to(metrics_data, self)
         stamp = Resource({"service.instance.id": self.instance_id})
         stamped = MetricsData(
             [

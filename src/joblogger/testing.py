@@ -64,7 +64,7 @@ class _ProducingReader(InMemoryMetricReader):
     def get_metrics_data(self) -> MetricsData | None:
         """Collect, with the progress gauges of the active runs added."""
         data = super().get_metrics_data()
-        return None if data is None else self.producer.add_to(data)
+        return None if data is None else self.producer.add_to(data, self)
 
 
 class Capture:
