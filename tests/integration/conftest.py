@@ -14,6 +14,10 @@ from redis_server import redis_server
 
 _STACK_PY = Path(__file__).resolve().parents[2] / "scripts" / "stack.py"
 
+#: Helper modules (`_*.py`) are programs the tests start (workers, apps): `--doctest-modules` must
+#: not import them, some read their settings from the environment at import.
+collect_ignore_glob = ["_*.py"]
+
 
 def _load_stack() -> ModuleType:
     """Import scripts/stack.py as module ``joblogger_stack`` (it is not a package)."""
