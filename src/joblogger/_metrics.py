@@ -33,6 +33,7 @@ from opentelemetry import metrics
 
 from . import _fork, semconv
 from ._observe import GAUGES, MAX_INT, ActiveRun, ObserveMixin
+from ._schedule_board import ScheduleBoard
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class Hub(ObserveMixin):
         "produced",
         "run_duration",
         "runs",
+        "schedules",
         "stage_duration",
     )
 
@@ -136,6 +138,8 @@ class Hub(ObserveMixin):
         self.outcomes = meter.create_counter(
             semconv.METRIC_OUTCOMES, unit="{outcome}", description="Outcomes recorded with add_outcome, by key."
         )
+        #: Per-job schedule gauges of the runs that declare a Schedule (see _schedule_board).
+        self.schedules = ScheduleBoard(meter)
         self._instruments = (
             meter.create_observable_up_down_counter(
                 semconv.METRIC_RUNS_ACTIVE,
@@ -370,6 +374,7 @@ def _forget_parent_runs() -> None:
         hub._unflushed.clear()
         hub._slots.clear()
         hub._job_logs.clear()
+        hub.schedules.forget_runs()
 
 
 _fork.register(_forget_parent_runs)

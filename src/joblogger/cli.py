@@ -17,13 +17,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import _schedule_env
 from ._version import __version__
 
 __all__ = ["bootstrap", "configure_from_env", "main"]
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 #: Variables ``joblogger run`` sets for the command; the bootstrap removes them once applied.
-_BOOTSTRAP_VARS = ("JOBLOGGER_BOOTSTRAP", "JOBLOGGER_CONSOLE", "JOBLOGGER_PLAIN", "JOBLOGGER_DEBUG")
+_BOOTSTRAP_VARS = (
+    "JOBLOGGER_BOOTSTRAP",
+    "JOBLOGGER_CONSOLE",
+    "JOBLOGGER_PLAIN",
+    "JOBLOGGER_DEBUG",
+    _schedule_env.ENV_VAR,
+)
 _BOOTSTRAP_DIR = str(Path(__file__).with_name("_bootstrap"))
 _bootstrapped = False
 
@@ -47,6 +54,8 @@ examples:
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 joblogger demo
                                         also send it to the collector (see README: "See it in Grafana")
   joblogger run -- python my_job.py     run your script with joblogger configured
+  joblogger run --schedule "0 3 * * *" --tz Europe/Berlin --max-runtime 2h -- python nightly.py
+                                        ... and export its schedule (docs/schedules.md)
 
 exit codes: 0 success, 1 the job failed, 130 interrupted, 2 usage error;
 'run' returns the command's own exit code.
@@ -69,6 +78,7 @@ def configure_from_env() -> Any:
     """Configure telemetry the way ``joblogger run`` does, from ``JOBLOGGER_*`` and ``OTEL_*`` variables."""
     from . import otlp
 
+    _schedule_env.apply_env()
     console: bool | dict[str, Any] = False
     if os.environ.get("JOBLOGGER_CONSOLE", "1") != "0":
         console = _view_options(
@@ -152,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     view_flags(run)
+    _schedule_env.add_options(run)
     return parser
 
 
@@ -190,6 +201,14 @@ def _run(args: argparse.Namespace) -> int:
         print("joblogger run: give a command after --, e.g. joblogger run -- python my_job.py", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    try:
+        schedule = _schedule_env.env_value(args)
+    except ValueError as exc:
+        print(f"joblogger run: {exc}", file=sys.stderr)
+        return 2
+    env.pop(_schedule_env.ENV_VAR, None)
+    if schedule is not None:
+        env[_schedule_env.ENV_VAR] = schedule
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_BOOTSTRAP_DIR, env.get("PYTHONPATH", "")) if p)
     env["JOBLOGGER_BOOTSTRAP"] = "1"
     env["JOBLOGGER_CONSOLE"] = "0" if args.no_console else "1"
