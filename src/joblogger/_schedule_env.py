@@ -16,7 +16,7 @@ from typing import Any
 from ._schedule import OVERLAP_POLICIES, Schedule
 from ._state import pylog
 
-__all__ = ["ENV_VAR", "add_options", "apply_env", "default_schedule", "env_value", "from_spec"]
+__all__ = ["ENV_VAR", "add_options", "apply_args", "apply_env", "default_schedule", "env_value", "from_spec"]
 
 ENV_VAR = "JOBLOGGER_SCHEDULE"
 _default: Schedule | None = None
@@ -71,6 +71,14 @@ def apply_env(environ: Mapping[str, str] = os.environ) -> None:
         _default = from_spec(json.loads(raw))
     except (ValueError, TypeError, AttributeError) as exc:
         pylog.warning("joblogger: ignoring %s=%r: %s", ENV_VAR, raw, exc)
+
+
+def apply_args(args: argparse.Namespace) -> None:
+    """Make the schedule of parsed options this process's default (``joblogger demo --schedule``)."""
+    global _default
+    value = env_value(args)
+    if value is not None:
+        _default = from_spec(json.loads(value))
 
 
 def default_schedule() -> Schedule | None:

@@ -153,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fail", action="store_true", help="fail halfway through, to see a failed run")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on stdout at the end")
     view_flags(demo)
+    _schedule_env.add_options(demo)
 
     run = commands.add_parser(
         "run",
@@ -173,6 +174,11 @@ def _demo(args: argparse.Namespace) -> int:
     console: bool | dict[str, Any] = (
         False if args.no_console else _view_options(plain=args.plain, debug=args.debug, verbose=args.verbose)
     )
+    try:
+        _schedule_env.apply_args(args)
+    except ValueError as exc:
+        print(f"joblogger demo: {exc}", file=sys.stderr)
+        return 2
     telemetry = otlp.configure(otlp=_export_wanted(), console=console)
     try:
         summary = run_match_scores(
