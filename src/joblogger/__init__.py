@@ -17,7 +17,7 @@ from ._current import current_job
 from ._declare import declare_schedule
 from ._decorator import job
 from ._format import format_count, format_duration
-from ._logger import MILESTONE, JobLogger, create_job_logger
+from ._logger import MILESTONE, JobLogger, create_job_logger, observe_runs
 from ._results import SignalExit
 from ._schedule import Schedule
 from ._summary import Summary
@@ -36,4 +36,5 @@ __all__ = [
     "format_count",
     "format_duration",
     "job",
+    "observe_runs",
 ]

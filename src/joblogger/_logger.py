@@ -302,6 +302,11 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         return self._summary
 
     @property
+    def schedule(self) -> Schedule | None:
+        """The run's :class:`joblogger.Schedule` (its own, or ``joblogger run --schedule``'s), or None."""
+        return self._schedule
+
+    @property
     def span(self) -> Span:
         """The run span (for attaching your own child spans)."""
         return self._run.span

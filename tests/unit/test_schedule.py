@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import threading
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -214,3 +215,71 @@ def test_schedule_board_is_thread_safe(cap: Capture) -> None:
         t.join()
     gauges = _gauges(cap, "busy")
     assert gauges[semconv.METRIC_SCHEDULE_ACTIVE_SINCE] == 0 and gauges[semconv.METRIC_SCHEDULE_LAST_PROCESSED] == 1
+
+
+def _docs_check_in_example() -> str:
+    """The check-in hook example of docs/schedules.md."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "schedules.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "MONITORS" in b]
+    return block
+
+
+def test_docs_check_in_hooks_mirror_runs_to_a_monitor(cap: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented observe_runs hooks ping <url>/start, then <url> on success and <url>/fail on failure."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    paths: list[str] = []
+    hit = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            paths.append(self.path)
+            hit.set()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    removers = []
+    real = joblogger.observe_runs
+    monkeypatch.setattr(joblogger, "observe_runs", lambda *a: removers.append(real(*a)))
+    try:
+        source = _docs_check_in_example().replace(
+            "https://hc-ping.com/your-uuid-here", f"http://127.0.0.1:{server.server_port}/ping/abc"
+        )
+        exec(compile(source, "docs/schedules.md", "exec"), {})  # noqa: S102 - the documented example
+        with cap.job_logger("r1", "nightly-import", schedule=Schedule(every="1d")):
+            pass
+        with pytest.raises(ValueError), cap.job_logger("r2", "nightly-import"):
+            raise ValueError("bad input")
+        with cap.job_logger("r3", "other-job"):
+            pass
+        deadline = time.monotonic() + 5
+        while paths.count("/ping/abc/start") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        for remove in removers:
+            remove()
+        server.shutdown()
+    assert sorted(paths) == ["/ping/abc", "/ping/abc/fail", "/ping/abc/start", "/ping/abc/start"]
+    assert paths.index("/ping/abc") < paths.index("/ping/abc/fail")  # end pings are synchronous, in order
+
+
+def test_job_decorator_passes_the_schedule(cap: Capture) -> None:
+    """@job(name, schedule=...) runs every call as a scheduled run of the job."""
+
+    @joblogger.job("decorated", schedule=Schedule(every="15m", grace="1m"), meter_provider=cap.meter_provider,
+                   tracer_provider=cap.tracer_provider)  # fmt: skip
+    def work() -> str | None:
+        run = joblogger.current_job()
+        return None if run is None or run.schedule is None else run.schedule.overlap
+
+    assert work() == "allow"
+    gauges = _gauges(cap, "decorated")
+    assert gauges[semconv.METRIC_SCHEDULE_NEXT_EXPECTED] - gauges[semconv.METRIC_SCHEDULE_LAST_START] == 900
