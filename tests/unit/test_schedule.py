@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import time
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -235,7 +235,7 @@ def test_docs_check_in_hooks_mirror_runs_to_a_monitor(cap: Capture, monkeypatch:
     hit = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             paths.append(self.path)
             hit.set()
             self.send_response(200)
@@ -253,7 +253,7 @@ def test_docs_check_in_hooks_mirror_runs_to_a_monitor(cap: Capture, monkeypatch:
         source = _docs_check_in_example().replace(
             "https://hc-ping.com/your-uuid-here", f"http://127.0.0.1:{server.server_port}/ping/abc"
         )
-        exec(compile(source, "docs/schedules.md", "exec"), {})  # noqa: S102 - the documented example
+        exec(compile(source, "docs/schedules.md", "exec"), {})
         with cap.job_logger("r1", "nightly-import", schedule=Schedule(every="1d")):
             pass
         with pytest.raises(ValueError), cap.job_logger("r2", "nightly-import"):
