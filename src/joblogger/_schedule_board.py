@@ -73,7 +73,8 @@ class ScheduleBoard:
     __slots__ = ("_instruments", "_jobs", "_lock")
 
     def __init__(self, meter: Meter) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that ends a run may interrupt this thread inside start().
+        self._lock = threading.RLock()
         self._jobs: dict[str, _JobState] = {}
         units = {name: unit for name, (_, unit) in semconv.METRICS.items()}
         self._instruments = [
@@ -137,6 +138,6 @@ class ScheduleBoard:
 
     def forget_runs(self) -> None:
         """In a forked child: the parent's active runs are not ours."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         for state in self._jobs.values():
             state.active.clear()

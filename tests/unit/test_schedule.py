@@ -283,3 +283,21 @@ def test_job_decorator_passes_the_schedule(cap: Capture) -> None:
     assert work() == "allow"
     gauges = _gauges(cap, "decorated")
     assert gauges[semconv.METRIC_SCHEDULE_NEXT_EXPECTED] - gauges[semconv.METRIC_SCHEDULE_LAST_START] == 900
+
+
+def test_schedule_board_can_be_reentered_by_a_signal_handler(cap: Capture) -> None:
+    """A run ended from a signal handler while its thread is inside the board (lock held) does not deadlock."""
+    schedule = Schedule(every="1m")
+    first = cap.job_logger("r1", "signalled", schedule=schedule)
+    board = first._hub.schedules
+    done = threading.Event()
+
+    def interrupted_start() -> None:
+        with board._lock:  # where a handler would interrupt start(): the same thread holds the lock
+            first.end()  # what joblogger's SIGTERM handling does to the active runs
+        done.set()
+
+    worker = threading.Thread(target=interrupted_start, daemon=True)
+    worker.start()
+    assert done.wait(5), "ending a run re-entered the schedule board's lock and deadlocked"
+    assert _gauges(cap, "signalled")[semconv.METRIC_SCHEDULE_ACTIVE_SINCE] == 0
