@@ -9,11 +9,13 @@ while it is still running.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,7 @@ def test_stopped_schedule_fires_missed_and_a_long_run_fires_overdue_while_runnin
     script.write_text(JOB)
     tag = uuid.uuid4().hex[:6]
     missed, overdue = f"sched-missed-{tag}", f"sched-overdue-{tag}"
+    slow_started = time.time()
     slow = _start(stack, script, overdue, "slow-import", 40, "--schedule", "every 1h", "--max-runtime", "3s")
     starts = []
     try:
@@ -82,6 +85,10 @@ def test_stopped_schedule_fires_missed_and_a_long_run_fires_overdue_while_runnin
         assert slow.poll() is None, "the overdue alert must fire while the run is still running"
         assert alert["labels"]["limit"] == "max_runtime" and alert["labels"]["job_name"] == "slow-import"
         assert float(alert["value"]) > 3
+        active_at = datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", alert["activeAt"]).replace("Z", "+00:00"))
+        print(
+            f"JobRunOverdue active {active_at.timestamp() - slow_started:.1f} s after its run (max runtime 3 s) started"
+        )
 
         # The job stops: the run expected INTERVAL_S after the last start never comes.
         expected = starts[-1] + INTERVAL_S
