@@ -56,6 +56,7 @@ RECORDED_2H = (
 )  # fmt: skip
 RECORDED_1D = "job_name:job_schedule_last_processed:latest"
 INTERVAL_S = 600
+BLOCK_S = 7200
 
 
 def gauge_values(run_start: float, now: float) -> dict[str, float]:
@@ -77,42 +78,60 @@ def gauge_values(run_start: float, now: float) -> dict[str, float]:
     }
 
 
-def write_series(out: TextIO, name: str, labels: str, points: Iterator[tuple[float, float]]) -> int:
-    labels = labels.replace(", ", ",")  # OpenMetrics: no spaces between labels
-    lines = [f"{name}{{{labels}}} {value} {stamp:.3f}\n" for stamp, value in points]
-    out.writelines(lines)
-    return len(lines)
+class BlockFiles:
+    """OpenMetrics files, one per 2-hour TSDB block range: promtool re-reads its whole input for every
+    block range it covers, so one file per range keeps the import linear in the data."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files: dict[int, TextIO] = {}
+
+    def write(self, name: str, labels: str, points: Iterator[tuple[float, float]]) -> int:
+        labels = labels.replace(", ", ",")  # OpenMetrics: no spaces between labels
+        count = 0
+        for stamp, value in points:
+            block = int(stamp // BLOCK_S)
+            out = self.files.get(block)
+            if out is None:
+                out = self.files[block] = (self.folder / f"{block}.om").open("w", encoding="utf-8")
+            out.write(f"{name}{{{labels}}} {value} {stamp:.3f}\n")
+            count += 1
+        return count
+
+    def close(self) -> list[Path]:
+        for out in self.files.values():
+            out.write("# EOF\n")
+            out.close()
+        return [self.folder / f"{block}.om" for block in sorted(self.files)]
 
 
-def generate(path: Path, jobs: int, now: float, every: int) -> int:
-    """Write the OpenMetrics file; returns the number of samples."""
+def generate(out: BlockFiles, jobs: int, now: float, every: int) -> int:
+    """Write the OpenMetrics files; returns the number of samples."""
     samples = 0
     workers = int(jobs * 0.8)
     histogram = "job_run_duration_seconds_bucket"
-    with path.open("w", encoding="utf-8") as out:
-        for name in (*GAUGES, *(f"{histogram}:{le}" for le in BUCKETS)):  # each family's samples together
-            family, _, le = name.partition(":")
-            since = now - (4200 if le else 1800)
-            for j in range(jobs):
-                labels = f'job="bench", job_name="job-{j:04d}"' + (f', job_result="success", le="{le}"' if le else "")
-                if j < workers:  # one long-lived process exporting every `every` seconds
-                    pts = ((t, _value(family, le, t)) for t in _steps(since, now, every))
-                    samples += write_series(out, family, f'{labels}, instance="w-{j}"', pts)
-                    continue
-                for start in _steps(now - (4200 if le else 7200), now, INTERVAL_S):  # a process per run
-                    pts = iter(((start + 15, _value(family, le, start, 1)), (start + 30, _value(family, le, start, 1))))
-                    samples += write_series(out, family, f'{labels}, instance="c-{j}-{int(start)}"', pts)
-        for name in (*RECORDED_2H, RECORDED_1D):
-            since = now - (86400 if name == RECORDED_1D else 7200)
-            for j in range(jobs):
-                pts = ((t, _value(_raw(name), "", t)) for t in _steps(since, now, 60))
-                samples += write_series(out, name, f'job="bench", job_name="job-{j:04d}"', pts)
-        added = "job_name_le:job_run_duration_seconds_bucket:added_1h"
-        for le in BUCKETS:
-            for j in range(jobs):
-                pts = ((t, 6 * _share(le)) for t in _steps(now - 7 * 86400, now, 3600))
-                samples += write_series(out, added, f'job="bench", job_name="job-{j:04d}", le="{le}"', pts)
-        out.write("# EOF\n")
+    for name in (*GAUGES, *(f"{histogram}:{le}" for le in BUCKETS)):  # each family's samples together
+        family, _, le = name.partition(":")
+        since = now - (4200 if le else 1800)
+        for j in range(jobs):
+            labels = f'job="bench", job_name="job-{j:04d}"' + (f', job_result="success", le="{le}"' if le else "")
+            if j < workers:  # one long-lived process exporting every `every` seconds
+                pts = ((t, _value(family, le, t)) for t in _steps(since, now, every))
+                samples += out.write(family, f'{labels}, instance="w-{j}"', pts)
+                continue
+            for start in _steps(now - (4200 if le else 7200), now, INTERVAL_S):  # a process per run
+                pts = iter(((start + 15, _value(family, le, start, 1)), (start + 30, _value(family, le, start, 1))))
+                samples += out.write(family, f'{labels}, instance="c-{j}-{int(start)}"', pts)
+    for name in (*RECORDED_2H, RECORDED_1D):
+        since = now - (86400 if name == RECORDED_1D else 7200)
+        for j in range(jobs):
+            pts = ((t, _value(_raw(name), "", t)) for t in _steps(since, now, 60))
+            samples += out.write(name, f'job="bench", job_name="job-{j:04d}"', pts)
+    added = "job_name_le:job_run_duration_seconds_bucket:added_1h"
+    for le in BUCKETS:
+        for j in range(jobs):
+            pts = ((t, 6 * _share(le)) for t in _steps(now - 7 * 86400, now, 3600))
+            samples += out.write(added, f'job="bench", job_name="job-{j:04d}", le="{le}"', pts)
     return samples
 
 
@@ -171,14 +190,19 @@ def main() -> int:
     now = float(int(time.time() // 60 * 60 - 300))
     with tempfile.TemporaryDirectory(prefix="joblogger-schedule-bench-") as tmp:
         work = Path(tmp)
-        source = work / "series.om"
+        (work / "om").mkdir()
+        files = BlockFiles(work / "om")
         t0 = time.monotonic()
-        samples = generate(source, args.jobs, now, args.every)
+        samples = generate(files, args.jobs, now, args.every)
+        sources = files.close()
         print(f"generated {samples:,} samples for {args.jobs:,} jobs in {time.monotonic() - t0:.0f} s", flush=True)
         t0 = time.monotonic()
-        subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(source), str(work / "data")],
-                       check=True)  # fmt: skip
-        source.unlink()
+        for source in sources:
+            subprocess.run(
+                [promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(source), str(work / "data")],
+                check=True,
+            )
+            source.unlink()
         print(f"promtool created the blocks in {time.monotonic() - t0:.0f} s", flush=True)
         (work / "prometheus.yml").write_text("global: {}\n")
         port = _free_port()
