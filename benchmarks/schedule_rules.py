@@ -52,7 +52,7 @@ RECORDED_2H = (
     "job_name:job_schedule_last_start_seconds:max", "job_name:job_schedule_first_start_seconds:min",
     "job_name:job_schedule_last_success_seconds:max", "job_name:job_schedule_last_end_seconds:max",
     "job_name:job_schedule_next_expected_seconds:latest", "job_name:job_schedule_grace_seconds:latest",
-    "job_name:job_schedule_interval_seconds:latest",
+    "job_name:job_schedule_interval_seconds:latest", "job_name:job_schedule_last_processed:median_1d",
 )  # fmt: skip
 RECORDED_1D = "job_name:job_schedule_last_processed:latest"
 INTERVAL_S = 600
