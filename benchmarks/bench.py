@@ -245,6 +245,48 @@ def bench_track(n: int, repeats: int) -> list[Row]:
     return [Row("track(iterable) per item vs tqdm(iterable)", o, t, "tqdm iterator", 1.0)]
 
 
+def bench_tqdm_bridge(n: int, repeats: int) -> list[Row]:
+    """joblogger.tqdm bars inside a run vs plain tqdm bars, same settings: the per-item path is tqdm's own."""
+    from tqdm import tqdm
+
+    from joblogger.tqdm import tqdm as bridged
+
+    data = list(range(n))
+    sink = devnull()
+    job = new_job()
+    job.__enter__()  # the bars find the run as current_job(), as in a job
+
+    def iter_ours(k: int) -> None:
+        for _ in bridged(data[:k], file=sink):
+            pass
+
+    def iter_tq(k: int) -> None:
+        for _ in tqdm(data[:k], file=sink):
+            pass
+
+    def update_ours(k: int) -> None:
+        with bridged(total=k, file=sink) as bar:
+            upd = bar.update
+            for _ in range(k):
+                upd(1)
+
+    def update_tq(k: int) -> None:
+        with tqdm(total=k, file=sink) as bar:
+            upd = bar.update
+            for _ in range(k):
+                upd(1)
+
+    oi, ti = side_by_side(iter_ours, iter_tq, n, repeats)
+    ou, tu = side_by_side(update_ours, update_tq, n, repeats)
+    counted = job.processed_total
+    job.__exit__(None, None, None)
+    assert counted > 0, "the bridged bars did not report to the run"
+    return [
+        Row("joblogger.tqdm `for x in tqdm(it)` in a run vs tqdm(it)", oi, ti, "tqdm iterator", 1.05),
+        Row("joblogger.tqdm `bar.update(1)` in a run vs tqdm", ou, tu, "tqdm.update(1)", 1.05),
+    ]
+
+
 def bench_add_outcome(n: int, repeats: int) -> list[Row]:
     job = new_job()
 
@@ -750,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += bench_increment(n, repeats)
     rows += bench_track(n, repeats)
     rows += bench_add_outcome(n, repeats)
+    rows += bench_tqdm_bridge(n, repeats)
     rows.append(bench_loop_overhead(2_000 if quick else 100_000, repeats, console=False))
     rows.append(bench_loop_overhead(2_000 if quick else 100_000, repeats, console=True))
     rows += bench_logs(200 if quick else 20_000, repeats)

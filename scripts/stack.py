@@ -8,8 +8,8 @@ docker-compose runs, with the repository's own configuration files:
   builder from ``collector/builder-config.yaml``, run with ``collector/config.yaml``;
 * Jaeger v2 (traces), built from the Go tool module ``backends/jaeger/build``,
   run with ``backends/jaeger/config.yaml``;
-* Prometheus (metrics, from Debian's ``prometheus`` package), run with
-  ``backends/prometheus/prometheus.yml``;
+* Prometheus 3 (metrics and alert rules) and promtool, built from the Go tool
+  module ``backends/prometheus/build``, run with ``backends/prometheus/prometheus.yml``;
 * VictoriaLogs (log records), built from the Go tool module
   ``backends/victorialogs/build``, configured by ``VL_*`` environment
   variables (``-envflag.enable -envflag.prefix=VL_``) exactly as in docker-compose.
@@ -25,7 +25,7 @@ Command line::
 Everything lives under ``${JOBLOGGER_STACK_HOME:-~/.cache/joblogger/stack}``:
 ``bin/`` holds binaries whose names carry a version and a hash of their build
 inputs (a change rebuilds, only the first run on a machine pays), ``run/`` the
-pid files and logs, ``data/`` Prometheus' TSDB and VictoriaLogs' storage. Go
+pid files and logs, ``data/`` Prometheus' TSDB, Jaeger's Badger store and VictoriaLogs' storage. Go
 builds use the Go module proxy (the default ``GOPROXY``) with ``GOFLAGS=-mod=mod``.
 
 ``up`` keeps services that already run, unless what they run no longer matches
@@ -87,6 +87,8 @@ JAEGER_BUILD_DIR = REPO_ROOT / "backends" / "jaeger" / "build"
 JAEGER_CONFIG = REPO_ROOT / "backends" / "jaeger" / "config.yaml"
 PROMETHEUS_CONFIG = REPO_ROOT / "backends" / "prometheus" / "prometheus.yml"
 VICTORIALOGS_BUILD_DIR = REPO_ROOT / "backends" / "victorialogs" / "build"
+PROMETHEUS_BUILD_DIR = REPO_ROOT / "backends" / "prometheus" / "build"
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 VICTORIALOGS_PACKAGE = "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs"
 #: VictoriaLogs' retention, the same in docker-compose.yml.
 VICTORIALOGS_RETENTION = "7d"
@@ -166,6 +168,7 @@ class Binaries:
     jaeger: Path
     prometheus: Path
     victorialogs: Path
+    promtool: Path
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -277,17 +280,52 @@ def _jaeger_version() -> str:
     return _required_version(JAEGER_BUILD_DIR, "github.com/jaegertracing/jaeger")
 
 
+def prometheus_version() -> str:
+    """The Prometheus release the tool module pins: module version v0.3NN.M is Prometheus 3.NN.M.
+
+    Example:
+        >>> prometheus_version()  # doctest: +SKIP
+        '3.16.0'
+    """
+    module = _required_version(PROMETHEUS_BUILD_DIR, PROMETHEUS_MODULE)
+    match = re.fullmatch(r"v0\.3(\d\d)\.(\d+)", module)
+    if match is None:
+        raise StackError(f"{PROMETHEUS_MODULE} {module} is not a Prometheus 3.x module version (v0.3NN.M)")
+    return f"3.{int(match.group(1))}.{match.group(2)}"
+
+
 def _victorialogs_version() -> str:
     """Return the VictoriaLogs module version required by the tool module."""
     return _required_version(VICTORIALOGS_BUILD_DIR, "github.com/VictoriaMetrics/VictoriaLogs")
 
 
-def _run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> None:
-    """Run a build command with output to ``log``; raise with its tail on failure."""
+#: Seconds between "still building" lines while a build runs.
+HEARTBEAT_S = 30.0
+_PACKAGE_LINE = re.compile(r"^[\w.~-]+(/[\w.~+-]+)*$")
+
+
+def _run(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log: Path,
+    what: str | None = None,
+    packages: int | None = None,
+) -> None:
+    """Run a build command with output to ``log``; raise with its tail on failure.
+
+    With ``what``, print a progress line every :data:`HEARTBEAT_S` seconds: the time
+    spent and, for ``go build -v`` given the number of ``packages`` it may compile,
+    how many it has compiled so far (packages already in Go's build cache are not
+    compiled again, so a warm build finishes below the total).
+    """
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(argv)}  (in {cwd})\n".encode())
         out.flush()
-        rc = subprocess.call(
+        offset = out.tell()
+        started = time.monotonic()
+        proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
             env=dict(env),
@@ -295,8 +333,46 @@ def _run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+        next_beat = started + HEARTBEAT_S
+        while True:
+            try:
+                rc = proc.wait(timeout=min(1.0, HEARTBEAT_S))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if what is not None and time.monotonic() >= next_beat:
+                next_beat += HEARTBEAT_S
+                _log(_progress_line(what, time.monotonic() - started, log, offset, packages))
     if rc != 0:
         raise StackError(f"`{' '.join(argv)}` failed with exit code {rc}\n{_tail(log)}")
+
+
+def _progress_line(what: str, elapsed: float, log: Path, offset: int, packages: int | None) -> str:
+    """``building jaeger: 4m30s, 812 of at most 1,630 packages compiled``."""
+    minutes, seconds = divmod(int(elapsed), 60)
+    line = f"{what}: {minutes}m{seconds:02d}s"
+    if packages:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            done = sum(1 for raw in fh if _PACKAGE_LINE.match(raw.decode(errors="replace").strip()))
+        line += f", {done:,} of at most {packages:,} packages compiled ({min(100, 100 * done // packages)}%)"
+    return line + " ..."
+
+
+def _count_packages(
+    go: str, args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path, what: str
+) -> int | None:
+    """How many packages ``go build *args`` may compile (downloads the modules first); None if unknown."""
+    try:
+        _run([go, "list", "-deps", *args], cwd=cwd, env=env, log=log, what=f"{what}: downloading modules")
+        with log.open("rb") as fh:
+            lines = fh.read().decode(errors="replace").splitlines()
+        # the listing is the tail of the log after the last command header
+        start = max(i for i, text in enumerate(lines) if text.startswith("$ "))
+        found = [text for text in lines[start + 1 :] if _PACKAGE_LINE.match(text.strip())]
+        return len(found) or None
+    except (StackError, ValueError, OSError):
+        return None
 
 
 def _go_env(environ: Mapping[str, str], **extra: str) -> dict[str, str]:
@@ -329,6 +405,7 @@ def _build_collector(home: Path, environ: Mapping[str, str]) -> Path:
             cwd=home,
             env=_go_env(environ, GOBIN=str(gobin)),
             log=log,
+            what=f"installing the collector builder {core}",
         )
 
     out_dir = home / "build" / target.name
@@ -344,7 +421,13 @@ def _build_collector(home: Path, environ: Mapping[str, str]) -> Path:
     manifest_path = out_dir / "builder-config.yaml"
     manifest_path.write_text(manifest)
     _log(f"building otelcol-joblogger {dist} (first run only; several minutes) ...")
-    _run([str(builder), "--config", str(manifest_path)], cwd=out_dir, env=_go_env(environ), log=log)
+    _run(
+        [str(builder), "--config", str(manifest_path)],
+        cwd=out_dir,
+        env=_go_env(environ),
+        log=log,
+        what=f"building otelcol-joblogger {dist}",
+    )
     built = out_dir / "otelcol-joblogger"
     if not built.exists():
         raise StackError(f"the builder did not produce {built}\n{_tail(log)}")
@@ -363,6 +446,7 @@ def _build_go_tool(
     version: str,
     package: str,
     ldflags: str = "-s -w",
+    tags: str = "",
     **go_env: str,
 ) -> Path:
     """Build ``package`` from the tool module in ``build_dir`` unless the cached binary matches it.
@@ -371,7 +455,7 @@ def _build_go_tool(
     change of the tool module rebuilds and nothing else does.
     """
     files = [build_dir / n for n in ("go.mod", "go.sum", "tools.go")]
-    target = home / "bin" / f"{name}-{version}-{_digest(*files)}"
+    target = home / "bin" / f"{name}-{version}-{_digest(*files, extra=tags)}"
     if target.exists():
         return target
     go = _go(environ)
@@ -387,11 +471,17 @@ def _build_go_tool(
         shutil.copy2(f, src / f.name)
     _log(f"building {name} {version} (first run only; several minutes) ...")
     out = src / name
+    env = _go_env(environ, **go_env)
+    what = f"building {name}"
+    tag_args = [f"-tags={tags}"] if tags else []
+    packages = _count_packages(go, [*tag_args, package], cwd=src, env=env, log=log, what=what)
     _run(
-        [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), package],
+        [go, "build", "-v", *tag_args, "-trimpath", f"-ldflags={ldflags}", "-o", str(out), package],
         cwd=src,
-        env=_go_env(environ, **go_env),
+        env=env,
         log=log,
+        what=what,
+        packages=packages,
     )
     _install(out, target)
     shutil.rmtree(src, ignore_errors=True)
@@ -439,9 +529,38 @@ def _install(built: Path, target: Path) -> None:
     tmp.replace(target)
 
 
-def _ensure_prometheus(environ: Mapping[str, str]) -> Path:
-    """Return the Prometheus binary, installing Debian's package if it is missing."""
-    return _ensure_debian_binary("prometheus", "prometheus", ">= 2.42", "JOBLOGGER_STACK_PROMETHEUS_BIN", environ)
+def _build_prometheus(home: Path, environ: Mapping[str, str]) -> tuple[Path, Path]:
+    """Build Prometheus and promtool from their tool module (backends/prometheus/build).
+
+    ``JOBLOGGER_STACK_PROMETHEUS_BIN`` / ``JOBLOGGER_STACK_PROMTOOL_BIN`` use other binaries instead.
+    """
+    version = prometheus_version()
+    built: list[Path] = []
+    for name in ("prometheus", "promtool"):
+        override = environ.get(f"JOBLOGGER_STACK_{name.upper()}_BIN")
+        if override:
+            built.append(Path(override))
+            continue
+        built.append(
+            _build_go_tool(
+                home,
+                environ,
+                build_dir=PROMETHEUS_BUILD_DIR,
+                name=name,
+                version=version,
+                package=f"{PROMETHEUS_MODULE}/cmd/{name}",
+                ldflags=(
+                    "-s -w"
+                    f" -X github.com/prometheus/common/version.Version={version}"
+                    " -X github.com/prometheus/common/version.Branch=HEAD"
+                ),
+                # Only the static/file/HTTP service discovery the stack's config uses: the
+                # cloud SDKs of the other discovery plugins are most of a full build's time.
+                tags="remove_all_sd",
+                CGO_ENABLED="0",
+            )
+        )
+    return built[0], built[1]
 
 
 def ensure_redis(environ: Mapping[str, str] | None = None) -> Path:
@@ -487,7 +606,7 @@ def _ensure_debian_binary(
 
 @contextlib.contextmanager
 def _no_service_start() -> Iterator[None]:
-    """Keep dpkg from starting a packaged service (Prometheus, Redis): we run our own."""
+    """Keep dpkg from starting a packaged service (Redis): we run our own."""
     policy = Path("/usr/sbin/policy-rc.d")
     if policy.exists():
         yield
@@ -515,11 +634,13 @@ def ensure_built(environ: Mapping[str, str] | None = None) -> Binaries:
     home = _home(env)
     home.mkdir(parents=True, exist_ok=True)
     with _locked(home):
-        prometheus = _ensure_prometheus(env)
+        prometheus, promtool = _build_prometheus(home, env)
         collector = _build_collector(home, env)
         jaeger = _build_jaeger(home, env)
         victorialogs = _build_victorialogs(home, env)
-    return Binaries(collector=collector, jaeger=jaeger, prometheus=prometheus, victorialogs=victorialogs)
+    return Binaries(
+        collector=collector, jaeger=jaeger, prometheus=prometheus, victorialogs=victorialogs, promtool=promtool
+    )
 
 
 @contextlib.contextmanager
@@ -551,14 +672,6 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
         "--web.enable-lifecycle",
         "--enable-feature=exemplar-storage",
     ]
-    # Debian's binary defaults to its own console paths; pass them explicitly
-    # where they exist so the flags are the same for any Prometheus binary.
-    for flag, path in (
-        ("--web.console.templates", "/etc/prometheus/consoles"),
-        ("--web.console.libraries", "/etc/prometheus/console_libraries"),
-    ):
-        if Path(path).is_dir():
-            prom_argv.append(f"{flag}={path}")
     return [
         _Service(
             name="prometheus",
@@ -577,6 +690,7 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
                 "JAEGER_QUERY_HTTP_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_QUERY_PORT']}",
                 "JAEGER_QUERY_GRPC_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_QUERY_GRPC_PORT']}",
                 "JAEGER_HEALTH_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_HEALTH_PORT']}",
+                "JAEGER_BADGER_DIR": str(home / "data" / "jaeger"),
             },
             ready_url=f"{urls.jaeger}/api/services",
             configs=(JAEGER_CONFIG,),

@@ -156,12 +156,13 @@ class LogCallsMixin(RunState):
         *,
         exc_info: object = None,
         stacklevel: object = 1,
+        site: tuple[str, int, str] | None = None,
     ) -> None:
         try:
             if _signals.reentered():  # from a signal handler, inside one of our SDK calls: run it right after
                 _signals.defer(
                     functools.partial(
-                        self._log, level, message, context, fields, exc_info=exc_info, stacklevel=stacklevel
+                        self._log, level, message, context, fields, exc_info=exc_info, stacklevel=stacklevel, site=site
                     )
                 )
                 return
@@ -193,7 +194,7 @@ class LogCallsMixin(RunState):
             attrs = _sanitize.context_attributes(context, self._secret_keys, self._warn)
             exc = None if exc_info is None or exc_info is False else self._exc_tuple(exc_info)
             skip = 0 if stacklevel == 1 else self._extra_frames(stacklevel)
-            self._emit(level, levelno, text, attrs, to_stdlib, exc_info=exc, skip=skip)
+            self._emit(level, levelno, text, attrs, to_stdlib, exc_info=exc, skip=skip, site=site)
         except Exception as error:  # noqa: BLE001 - never raise into the job
             self._internal_error(level, error)
 
@@ -231,11 +232,13 @@ class LogCallsMixin(RunState):
         reserved: bool = False,
         exc_info: _ExcTuple | None = None,
         skip: int = 0,
+        site: tuple[str, int, str] | None = None,
     ) -> None:
         """Add the span event (within the budget, or in a ``reserved`` slot) and the stdlib record.
 
         The record's call site (file, line, function) is the job's code that called
-        joblogger, plus ``skip`` frames up, never joblogger's own.
+        joblogger, plus ``skip`` frames up, never joblogger's own; or ``site`` when given
+        (a bridged stdlib record keeps its own).
         """
         with self._lock:
             slot = self._stage or self._run
@@ -250,7 +253,7 @@ class LogCallsMixin(RunState):
         with _signals.sdk():
             self._emit_in_section(
                 slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,
-                exc_admitted=exc_admitted, exc_info=exc_info, stage=stage, skip=skip,
+                exc_admitted=exc_admitted, exc_info=exc_info, stage=stage, skip=skip, site=site,
             )  # fmt: skip
 
     def _emit_in_section(
@@ -267,6 +270,7 @@ class LogCallsMixin(RunState):
         exc_info: _ExcTuple | None,
         stage: str | None,
         skip: int,
+        site: tuple[str, int, str] | None = None,
     ) -> None:
         """The SDK and stdlib part of :meth:`_emit`, inside a ``_signals.sdk()`` section."""
         if admitted:
@@ -288,7 +292,7 @@ class LogCallsMixin(RunState):
         if stage is not None:
             extra[semconv.JOB_STAGE] = stage
         # One record for both paths, naming the job's code as its call site.
-        path, line, func = _callsite.caller(skip)
+        path, line, func = site if site is not None else _callsite.caller(skip)
         record = pylog.makeRecord(pylog.name, levelno, path, line, text, (), exc_info, func, extra)
         token = otel_context.attach(slot.ctx)
         try:

@@ -321,6 +321,50 @@ class ProgressMixin(RunState):
             yield item
             next(self._ticks)
 
+    # --- for bridges that mirror another counter (``joblogger.tqdm``); never per item -----------
+    @guarded
+    def _begin_phase(self, total: int | None) -> None:
+        """Start counting a pass from 0: a new phase if anything was counted in the current one.
+
+        ``total=None`` keeps a total set earlier while nothing was counted against it (as ``track()``).
+        """
+        if self._summary is not None:
+            return
+        now = self._clock()
+        with self._lock:
+            if self.current != 0:
+                self._phase_base = self._tally.processed()
+                self._phase_adjust = 0
+                self._rate_anchor = (now, 0)
+                self._total = total
+            elif total is not None:
+                self._total = total
+
+    @guarded
+    def _shift_phase(self, delta: int) -> None:
+        """Move the phase's count by ``delta`` for display only (``job.entities.processed`` is untouched)."""
+        if self._summary is not None:
+            return
+        with self._lock:
+            self._phase_adjust += delta
+
+    @guarded
+    def _set_phase_total(self, total: int | None) -> None:
+        """Set the current phase's total without starting a new phase (None: unknown)."""
+        if self._summary is not None:
+            return
+        with self._lock:
+            self._total = total
+
+    @guarded
+    def _set_message(self, text: str | None, only_if: str | None = None) -> None:
+        """Set (or clear) the step message; with ``only_if``, only while the message is still ``only_if``."""
+        if self._summary is not None:
+            return
+        with self._lock:
+            if only_if is None or self._message == only_if:
+                self._message = text
+
     @guarded
     def _unknown_total_phase(self) -> None:
         """Start a phase of unknown total if the current one counted against a known total."""

@@ -16,7 +16,16 @@ from typing import Any
 from ._schedule import OVERLAP_POLICIES, Schedule
 from ._state import pylog
 
-__all__ = ["ENV_VAR", "add_options", "apply_args", "apply_env", "default_schedule", "env_value", "from_spec"]
+__all__ = [
+    "ENV_VAR",
+    "add_options",
+    "apply_args",
+    "apply_env",
+    "default_schedule",
+    "env_value",
+    "from_spec",
+    "schedule_of",
+]
 
 ENV_VAR = "JOBLOGGER_SCHEDULE"
 _default: Schedule | None = None
@@ -73,12 +82,18 @@ def apply_env(environ: Mapping[str, str] = os.environ) -> None:
         pylog.warning("joblogger: ignoring %s=%r: %s", ENV_VAR, raw, exc)
 
 
+def schedule_of(args: argparse.Namespace) -> Schedule | None:
+    """The Schedule of parsed options, None without ``--schedule`` (ValueError if bad)."""
+    value = env_value(args)
+    return None if value is None else from_spec(json.loads(value))
+
+
 def apply_args(args: argparse.Namespace) -> None:
     """Make the schedule of parsed options this process's default (``joblogger demo --schedule``)."""
     global _default
-    value = env_value(args)
-    if value is not None:
-        _default = from_spec(json.loads(value))
+    schedule = schedule_of(args)
+    if schedule is not None:
+        _default = schedule
 
 
 def default_schedule() -> Schedule | None:

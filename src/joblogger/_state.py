@@ -158,6 +158,7 @@ class RunState:
             *,
             exc_info: object = None,
             stacklevel: object = 1,
+            site: tuple[str, int, str] | None = None,
         ) -> None: ...
         def _emit(
             self,
@@ -170,6 +171,7 @@ class RunState:
             reserved: bool = False,
             exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None,
             skip: int = 0,
+            site: tuple[str, int, str] | None = None,
         ) -> None: ...
 
     def _outcome_attributes(self, space: int | None, recorded: dict[str, int] | None = None) -> dict[str, int]:

@@ -1,18 +1,22 @@
 """The ``joblogger`` command: ``joblogger demo`` and ``joblogger run -- COMMAND``.
 
 Exit codes: 0 when the job succeeded; 1 when it failed; 130 when interrupted
-(Ctrl-C); 2 for a usage error; for ``run``, the command's own exit status: ``run``
-*replaces* itself with the command (``exec``, as ``opentelemetry-instrument``
-does), so signals reach the command exactly once and its status is the one the
-shell sees.
+(Ctrl-C); 2 for a usage error; for ``run``, the command's own exit status. For a
+Python program ``run`` *replaces* itself with the command (``exec``, as
+``opentelemetry-instrument`` does), so signals reach the command exactly once and
+its status is the one the shell sees. Any other command runs as a child that
+``run`` supervises (:mod:`joblogger._command`): signals are forwarded to it once,
+and ``run`` exits with its status (128+N when signal N killed it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,8 @@ examples:
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 joblogger demo
                                         also send it to the collector (see README: "See it in Grafana")
   joblogger run -- python my_job.py     run your script with joblogger configured
+  joblogger run --job nightly-backup -- /usr/local/bin/backup.sh
+                                        any other command: one run, its output lines as its logs
   joblogger run --schedule "0 3 * * *" --tz Europe/Berlin --max-runtime 2h -- python nightly.py
                                         ... and export its schedule (docs/schedules.md)
 
@@ -158,9 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run a command with joblogger configured from the environment",
-        description="Run COMMAND (a Python program) with joblogger configured: OTLP export when "
-        "OTEL_EXPORTER_OTLP_ENDPOINT is set, and the terminal view. Like opentelemetry-instrument.",
+        description="Run COMMAND with joblogger configured: OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT "
+        "is set. A Python program runs in-process with the terminal view, like opentelemetry-instrument; "
+        "any other command (a shell script, a binary) becomes one run: its output lines are passed "
+        "through unchanged and logged, its exit status is the run's result (docs/commands.md).",
     )
+    run.add_argument("--job", default=None, help="job name of a command's run (default: the program's name)")
+    run.add_argument("--run-id", default=None, help="run id of a command's run (default: random)")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     view_flags(run)
     _schedule_env.add_options(run)
@@ -206,12 +216,16 @@ def _run(args: argparse.Namespace) -> int:
     if not argv:
         print("joblogger run: give a command after --, e.g. joblogger run -- python my_job.py", file=sys.stderr)
         return 2
-    env = dict(os.environ)
+    from ._command import is_python_command
+
     try:
         schedule = _schedule_env.env_value(args)
     except ValueError as exc:
         print(f"joblogger run: {exc}", file=sys.stderr)
         return 2
+    if not is_python_command(argv):
+        return _run_command(args, argv)
+    env = dict(os.environ)
     env.pop(_schedule_env.ENV_VAR, None)
     if schedule is not None:
         env[_schedule_env.ENV_VAR] = schedule
@@ -230,6 +244,34 @@ def _run(args: argparse.Namespace) -> int:
         print(f"joblogger run: cannot start {argv[0]!r}: {exc}", file=sys.stderr)
         return 127
     return 0  # not reached: exec does not return
+
+
+def _job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``create_job_logger`` keyword options of a command's run, from the ``run`` flags."""
+    schedule = _schedule_env.schedule_of(args)
+    return {} if schedule is None else {"schedule": schedule}
+
+
+def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
+    """Supervise a command that is not a Python program as one run (see joblogger._command)."""
+    from . import otlp
+    from ._command import run_command, start_command_run
+
+    # The output is the command's alone: job records are exported, never printed (stderr lines
+    # would otherwise come out twice, through logging's last-resort handler).
+    logging.getLogger("joblogger").setLevel(logging.CRITICAL + 1)
+    # No SIGTERM handler of joblogger's: the supervisor forwards signals to the command instead.
+    telemetry = otlp.configure(otlp=_export_wanted(), console=False, handle_sigterm=False)
+    try:
+        job = start_command_run(argv, job_name=args.job, run_id=args.run_id, **_job_options(args))
+        return run_command(argv, job)
+    finally:
+        # The command has ended: a late SIGTERM or Ctrl-C must not cut the (bounded) final flush short
+        # nor replace the command's exit status; as for Python programs, it is dropped.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(ValueError):  # not the main thread: nothing to hold
+                signal.signal(signum, signal.SIG_IGN)
+        telemetry.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

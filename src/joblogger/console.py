@@ -395,6 +395,11 @@ class ConsoleView:
 _VIEWS: weakref.WeakSet[ConsoleView] = weakref.WeakSet()
 
 
+def drawing() -> bool:
+    """Whether a view of this process is drawing now (``joblogger.tqdm`` then hides its own bars)."""
+    return any(view._thread is not None for view in list(_VIEWS))
+
+
 def _forget_views_in_child() -> None:
     """A terminal view belongs to the process that started it: a forked child draws nothing of it.
 

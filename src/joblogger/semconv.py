@@ -44,6 +44,12 @@ JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX: Final = "job.events.dropped_by_level."
 ERROR_TYPE: Final = "error.type"
 #: OpenTelemetry's process attribute: the exit code of a run ended by ``SystemExit``.
 PROCESS_EXIT_CODE: Final = "process.exit.code"
+#: OpenTelemetry's process attributes on the run span of a command under ``joblogger run``
+#: (not Python): the command's process id and its executable's name (``pg_dump``).
+PROCESS_PID: Final = "process.pid"
+PROCESS_EXECUTABLE_NAME: Final = "process.executable.name"
+#: OpenTelemetry's log attribute: the stream (``stdout``, ``stderr``) a command's output line came from.
+LOG_IOSTREAM: Final = "log.iostream"
 #: ``run.start``, ``stage.start`` or ``checkpoint``: present on snapshot spans only.
 JOB_SNAPSHOT_KIND: Final = "job.snapshot.kind"
 #: Prefix of per-level log call counts on run and snapshot spans: ``job.logs.<level>``.

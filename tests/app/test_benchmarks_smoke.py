@@ -18,5 +18,5 @@ def test_benchmark_quick_run_completes():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "measure" not in line]
-    assert len(rows) == 19, proc.stdout
+    assert len(rows) == 21, proc.stdout
     assert "quick smoke run" in proc.stdout

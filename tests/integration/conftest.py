@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,28 @@ def _load_stack() -> ModuleType:
 
 
 stack_module = _load_stack()
+
+#: The test suite's own stack sits beside a developer's (`stack.py up`: default home and
+#: ports) instead of inside it: its runs, series and firing alerts never land there.
+TEST_PORT_OFFSET = 10_000
+
+
+def _isolate_test_stack(environ: dict[str, str]) -> None:
+    """Default the stack's home and ports to the test suite's own (explicit settings win)."""
+    for name, default in stack_module.PORT_DEFAULTS.items():
+        environ.setdefault(name, str(default + TEST_PORT_OFFSET))
+    if "JOBLOGGER_STACK_HOME" not in environ:
+        shared = stack_module._home({})
+        home = shared.parent / "test-stack"
+        home.mkdir(parents=True, exist_ok=True)
+        # Binaries are shared: the first build on a machine serves both homes.
+        (shared / "bin").mkdir(parents=True, exist_ok=True)
+        if not (home / "bin").exists():
+            (home / "bin").symlink_to(shared / "bin", target_is_directory=True)
+        environ["JOBLOGGER_STACK_HOME"] = str(home)
+
+
+_isolate_test_stack(os.environ)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -19,8 +20,6 @@ collect_ignore = ["conftest.py"]
 if importlib.util.find_spec("joblogger") is None:  # src layout, package not installed in this venv
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
-#: Debian bookworm's prometheus package ships promtool 2.42, the version the rules target.
-PROMTOOL_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 #: Debian bookworm's prometheus-alertmanager package ships amtool 0.25, the compose image's release.
 AMTOOL_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus-alertmanager"
 
@@ -39,10 +38,23 @@ def _tool(name: str, install: str) -> str:
     return path
 
 
+def _stack_script() -> ModuleType:
+    """scripts/stack.py as a module (it is not a package); one module object for every test directory."""
+    name = "joblogger_stack"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts/stack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def promtool() -> str:
-    """Path of promtool, installed from Debian's prometheus package when missing."""
-    return _tool("promtool", PROMTOOL_INSTALL)
+    """Path of the promtool built with the stack's Prometheus (scripts/stack.py; built on first use)."""
+    return str(_stack_script().ensure_built().promtool)
 
 
 @pytest.fixture(scope="session")

@@ -83,8 +83,25 @@ def _stack_script() -> ModuleType:
 
 
 def test_expected_services() -> None:
-    """The stack has the collector, the three backends, Grafana and Alertmanager."""
-    assert set(_services()) == {"otel-collector", "jaeger", "prometheus", "victorialogs", "grafana", "alertmanager"}
+    """The stack has the collector, the three backends, Grafana, Alertmanager and the volume-owner step."""
+    assert set(_services()) == {
+        "otel-collector", "jaeger", "jaeger-data-owner", "prometheus", "victorialogs", "grafana", "alertmanager",
+    }  # fmt: skip
+
+
+def test_jaeger_keeps_run_history_on_a_volume() -> None:
+    """Jaeger stores traces in Badger on a named volume its uid owns; the config reads the directory from env."""
+    jaeger = _services()["jaeger"]
+    env = _environment("jaeger")
+    assert "jaeger-data:" + env["JAEGER_BADGER_DIR"] in jaeger["volumes"]
+    owner = _services()["jaeger-data-owner"]
+    assert owner["command"][:3] == ["chown", "-R", "10001:10001"] and "jaeger-data:/badger" in owner["volumes"]
+    assert jaeger["depends_on"]["jaeger-data-owner"]["condition"] == "service_completed_successfully"
+    config = yaml.safe_load((REPO_ROOT / "backends/jaeger/config.yaml").read_text())
+    (backend,) = config["extensions"]["jaeger_storage"]["backends"].values()
+    assert backend["badger"]["ephemeral"] is False
+    assert "${env:JAEGER_BADGER_DIR" in backend["badger"]["directories"]["keys"]
+    assert "${env:JAEGER_RETENTION" in backend["badger"]["ttl"]["spans"]
 
 
 @pytest.mark.parametrize("service", sorted(_services()))
@@ -152,11 +169,12 @@ def test_prometheus_flags() -> None:
 
 
 def test_prometheus_version_matches_promtool(promtool: str) -> None:
-    """The Prometheus image is the release whose promtool tests the rules here (Debian's 2.42)."""
+    """The Prometheus image is the release the local stack builds, whose promtool tests the rules here."""
     version = subprocess.run([promtool, "--version"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"version (\d+\.\d+)", version)
+    match = re.search(r"version (\d+\.\d+\.\d+)", version)
     assert match is not None, version
-    assert _services()["prometheus"]["image"].startswith(f"prom/prometheus:v{match.group(1)}.")
+    assert match.group(1) == _stack_script().prometheus_version()
+    assert _services()["prometheus"]["image"] == f"prom/prometheus:v{match.group(1)}"
 
 
 def test_alertmanager_config_valid(amtool: str) -> None:
@@ -246,7 +264,7 @@ def test_victorialogs_env_flags_same_as_local_stack(tmp_path: Path) -> None:
     assert ("victorialogs-data", "/victoria-logs-data", "rw") in _mounts(svc)
     assert svc["ports"] == ["127.0.0.1:9428:9428"]
     stack = _stack_script()
-    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs")))
+    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs", "promtool")))
     local = {s.name: s for s in stack._services(bins, tmp_path, {})}["victorialogs"]
     assert list(local.argv[1:]) == svc["command"]
     assert set(local.env) == set(env)
@@ -267,7 +285,7 @@ def test_collector_sends_logs_to_victorialogs(tmp_path: Path) -> None:
     assert exporter["headers"] == {"VL-Stream-Fields": "service.name,job.name"}
     assert config["service"]["pipelines"]["logs"]["exporters"] == ["otlphttp/victorialogs"]
     stack = _stack_script()
-    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs")))
+    bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs", "promtool")))
     collector = {s.name: s for s in stack._services(bins, tmp_path, {})}["collector"]
     assert collector.env["VICTORIALOGS_OTLP_LOGS_ENDPOINT"] == "http://127.0.0.1:9428/insert/opentelemetry/v1/logs"
     moved = {s.name: s for s in stack._services(bins, tmp_path, {"JOBLOGGER_STACK_VICTORIALOGS_PORT": "19428"})}
@@ -294,9 +312,15 @@ def test_builder_manifest_lists_exactly_the_components_used() -> None:
         assert declared == names, f"{kind} declared but not used: {declared - names}"
 
 
-def test_grafana_installs_pinned_logs_plugin() -> None:
-    """Grafana installs the VictoriaLogs plugin, pinned, before provisioning, and waits for VictoriaLogs."""
+def test_grafana_installs_pinned_logs_plugin_without_depending_on_the_catalog() -> None:
+    """Grafana installs the VictoriaLogs plugin, pinned, in the background, and waits for VictoriaLogs.
+
+    ``GF_PLUGINS_PREINSTALL_SYNC`` (and the older ``GF_INSTALL_PLUGINS``) make Grafana's
+    start-up fail, and the container restart forever, when the plugin catalog is unreachable.
+    """
     grafana = _services()["grafana"]
-    assert _environment("grafana")["GF_PLUGINS_PREINSTALL_SYNC"] == f"{LOGS_PLUGIN}@0.26.3"
-    assert "GF_INSTALL_PLUGINS" not in _environment("grafana")
+    env = _environment("grafana")
+    assert env["GF_PLUGINS_PREINSTALL"] == f"{LOGS_PLUGIN}@0.26.3"
+    assert "GF_PLUGINS_PREINSTALL_SYNC" not in env
+    assert "GF_INSTALL_PLUGINS" not in env
     assert "victorialogs" in grafana["depends_on"]

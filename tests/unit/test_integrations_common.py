@@ -78,6 +78,27 @@ def test_stop_delivers_the_final_progress_and_unsubscribes() -> None:
     job.end()
 
 
+def test_the_first_call_waits_first_after_s_and_a_run_ending_sooner_costs_the_sink_nothing() -> None:
+    """With first_after_s the sink is first called after that delay; stop(final=False) before it: never."""
+    short, long_ = create_job_logger("r-short", "j"), create_job_logger("r-long", "j")
+    short_seen: list[dict[str, Any]] = []
+    long_seen: list[dict[str, Any]] = []
+    started = time.monotonic()
+    stop_short = publish_progress(short, short_seen.append, interval_s=0.05, first_after_s=0.4)
+    stop_long = publish_progress(long_, long_seen.append, interval_s=0.05, first_after_s=0.4)
+    short.set_progress(1)
+    long_.set_progress(1)
+    time.sleep(0.2)
+    stop_short(final=False)
+    assert short_seen == [] and long_seen == []
+    _wait_for(lambda: long_seen)
+    assert time.monotonic() - started >= 0.4
+    stop_long(final=False)
+    assert short_seen == []
+    short.end()
+    long_.end()
+
+
 def test_a_failing_sink_is_reported_once_and_never_reaches_the_job(caplog: pytest.LogCaptureFixture) -> None:
     def broken(meta: dict[str, Any]) -> None:
         raise ConnectionError("backend down")

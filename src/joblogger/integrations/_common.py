@@ -121,16 +121,21 @@ class _Publisher:
         self._thread: threading.Thread | None = None
         self._failed: set[int] = set()
 
-    def subscribe(self, job: JobLogger, sink: ProgressSink, interval_s: float) -> Callable[[], None]:
+    def subscribe(
+        self, job: JobLogger, sink: ProgressSink, interval_s: float, first_after_s: float = 0.0
+    ) -> Callable[[], None]:
+        every = max(0.05, float(interval_s))
         with self._lock:
             key = self._next_id
             self._next_id += 1
-            self._subs[key] = (weakref.ref(job), sink, max(0.05, float(interval_s)))
-            self._last[key] = (0.0, None)
+            self._subs[key] = (weakref.ref(job), sink, every)
+            # Due once first_after_s has passed (at once by default).
+            self._last[key] = (time.monotonic() + max(0.0, float(first_after_s)) - every, None)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="joblogger-native-progress", daemon=True)
                 self._thread.start()
-        self._wake.set()
+        if first_after_s <= 0:  # due now; otherwise the loop's own 0.1 s tick finds it
+            self._wake.set()
 
         def stop(final: bool = True) -> None:
             with self._lock:
@@ -206,9 +211,15 @@ _fork.register(_PUBLISHER.after_fork)
 
 
 def publish_progress(
-    job: JobLogger, sink: ProgressSink, interval_s: float = DEFAULT_PROGRESS_INTERVAL_S
+    job: JobLogger,
+    sink: ProgressSink,
+    interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
+    first_after_s: float = 0.0,
 ) -> Callable[..., None]:
     """Call ``sink(progress_meta(job))`` when the run's progress changed, at most once per ``interval_s``.
+
+    The first call comes once the run has been subscribed for ``first_after_s``
+    (at once by default), so runs that end sooner cost the sink nothing.
 
     Returns ``stop(final=True)``: unsubscribe, and with ``final`` deliver the last
     progress (always: the framework's final state may overwrite it anyway). A sink that raises is
@@ -226,4 +237,4 @@ def publish_progress(
         3
         >>> _ = job.end()
     """
-    return _PUBLISHER.subscribe(job, sink, interval_s)
+    return _PUBLISHER.subscribe(job, sink, interval_s, first_after_s)

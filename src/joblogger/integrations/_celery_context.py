@@ -1,0 +1,124 @@
+"""What a Celery task execution carries (settings, request attributes, parent context) and the worker's set-up.
+
+Shared by :mod:`joblogger.integrations.celery` (the task's process) and
+:mod:`joblogger.integrations._celery_main` (the worker's main process).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Task
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+
+_log = logging.getLogger("joblogger")
+
+FRAMEWORK = "celery"
+#: Span attribute: the task was sent by celery beat (``True``), and the entry name where the scheduler carries it.
+ATTR_BEAT = "celery.beat"
+ATTR_BEAT_ENTRY = "celery.beat.entry"
+#: Span attribute: why the attempt ended that way (retry reason, signal, time limit, revoke, Ignore/Reject).
+ATTR_END_REASON = "celery.end.reason"
+
+
+class _RequestGetter(Getter[Any]):
+    """Reads trace headers (``traceparent``...) from a Celery request (message headers are its attributes)."""
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        value = getattr(carrier, key, None)
+        if value is None:  # eager apply(headers=...) keeps them apart
+            headers = getattr(carrier, "headers", None)
+            value = headers.get(key) if isinstance(headers, dict) else None
+        return [value] if isinstance(value, str) else None
+
+    def keys(self, carrier: Any) -> list[str]:
+        return []
+
+
+_GETTER = _RequestGetter()
+#: What _configure() set up in this process (reset in a forked child by configure() returning its own).
+_telemetry: list[Any] = [None]
+_state = threading.local()
+
+
+class _Settings:
+    __slots__ = ("configure", "default", "progress_interval_s", "providers")
+
+    def __init__(
+        self,
+        configure: bool | Mapping[str, Any],
+        default: bool,
+        progress_interval_s: float,
+        providers: dict[str, Any],
+    ) -> None:
+        self.configure = configure
+        self.default = default
+        self.progress_interval_s = progress_interval_s
+        self.providers = providers
+
+
+def _is_prefork(worker: Any) -> bool:
+    pool = getattr(worker, "pool_cls", None)
+    name = pool if isinstance(pool, str) else f"{getattr(pool, '__module__', '')}.{getattr(pool, '__name__', '')}"
+    return "prefork" in name or name.rsplit(":", 1)[-1] in ("processes", "prefork")
+
+
+def _configure(settings: _Settings, *, after_fork: bool) -> None:
+    """Set up OpenTelemetry in this worker process; never raises into Celery."""
+    try:
+        from .. import otlp
+
+        options = dict(settings.configure) if isinstance(settings.configure, Mapping) else {}
+        options.setdefault("handle_sigterm", False)  # Celery owns the worker's signals
+        telemetry = otlp.configure(**options)
+        _telemetry[0] = telemetry
+        if after_fork and telemetry.reused_existing:
+            otlp.after_fork()  # the application's own providers, inherited from the parent
+    except Exception as exc:  # noqa: BLE001 - a telemetry set-up problem must not stop the worker
+        _log.warning("joblogger: setting up OpenTelemetry in the Celery worker failed: %r", exc)
+
+
+def _enabled(task: Task | type[Task], settings: _Settings) -> bool:
+    flag = getattr(task, "joblogger", None)
+    return settings.default if flag is None else bool(flag)
+
+
+def _attributes(request: Any) -> tuple[str | None, str | None, int, dict[str, object]]:
+    delivery = getattr(request, "delivery_info", None) or {}
+    queue = delivery.get("routing_key") or delivery.get("exchange") or None
+    retries = getattr(request, "retries", 0)
+    attempt = (retries if isinstance(retries, int) else 0) + 1
+    extra: dict[str, object] = {}
+    if getattr(request, "celery_beat_task", False):
+        extra[ATTR_BEAT] = True
+        entry = getattr(request, "periodic_task_name", None)  # django-celery-beat sets it
+        if isinstance(entry, str) and entry:
+            extra[ATTR_BEAT_ENTRY] = entry
+    return queue, getattr(request, "hostname", None), attempt, extra
+
+
+def _parent(request: Any) -> otel_context.Context | None:
+    """The current context when it has a span (the Celery instrumentation's), else the producer's, else None."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    extracted = propagate.extract(request, getter=_GETTER)
+    return extracted if trace.get_current_span(extracted).get_span_context().is_valid else None
+
+
+def _inject_trace_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Carry the producer's trace context in the task message unless something already did."""
+    try:
+        if headers is None or "traceparent" in headers:
+            return
+        if trace.get_current_span().get_span_context().is_valid:
+            propagate.inject(headers)
+    except Exception as exc:  # noqa: BLE001 - never break sending a task
+        _log.warning("joblogger: could not add the trace context to a Celery task: %r", exc)
+
+
+# --- what the worker's main process sees: the task's process was killed -------------------------
