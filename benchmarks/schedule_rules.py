@@ -4,7 +4,7 @@ Run:   .venv/bin/python benchmarks/schedule_rules.py [--jobs 1000] [--repeats 5]
 
 Writes synthetic series for ``--jobs`` scheduled jobs as OpenMetrics text, turns them
 into TSDB blocks with ``promtool tsdb create-blocks-from openmetrics``, starts the real
-Prometheus binary (the one scripts/stack.py uses) on those blocks in a temporary
+Prometheus and promtool that scripts/stack.py builds on those blocks in a temporary
 directory, and times every expression of the ``joblogger.schedule.*`` rule groups
 with ``/api/v1/query?stats=all`` at the end of the data: Prometheus's own execution
 time and the samples it touched, median of ``--repeats``.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import socket
 import statistics
 import subprocess
@@ -38,6 +37,10 @@ from typing import Any, TextIO
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import stack as stack_script  # noqa: E402
+
 RULES = ROOT / "backends" / "prometheus" / "alerts.yml"
 BUCKETS = ("0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "120", "300", "600", "1800", "3600", "7200",
            "14400", "43200", "86400", "+Inf")  # fmt: skip
@@ -178,9 +181,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--every", type=int, default=15, help="export interval of the long-lived workers, seconds")
-    parser.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
     args = parser.parse_args()
-    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    binaries = stack_script.ensure_built()  # the stack's own Prometheus and promtool (built on first use)
+    prometheus, promtool = str(binaries.prometheus), str(binaries.promtool)
     rules = [
         (r.get("alert") or r.get("record"), r["expr"])
         for g in yaml.safe_load(RULES.read_text())["groups"]
@@ -208,7 +211,7 @@ def main() -> int:
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
-            [args.prometheus, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+            [prometheus, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -223,7 +226,7 @@ def main() -> int:
                         raise
                     time.sleep(0.5)
             _wait_for_compaction(work / "data")
-            print(f"\nPrometheus {_version(args.prometheus)}, {args.jobs:,} scheduled jobs, median of {args.repeats}")
+            print(f"\nPrometheus {_version(prometheus)}, {args.jobs:,} scheduled jobs, median of {args.repeats}")
             print(f"{'rule':52} {'series':>7} {'samples':>12} {'exec ms':>9}")
             total = 0.0
             for name, expr in rules:
