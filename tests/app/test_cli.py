@@ -259,3 +259,12 @@ def test_run_rejects_a_bad_schedule_as_a_usage_error():
             [*JOBLOGGER, "run", *options, "--", "true"], capture_output=True, text=True, env=_env(), check=False
         )
         assert proc.returncode == 2 and text in proc.stderr, proc.stderr
+
+
+def test_run_schedule_options_reach_a_command_run():
+    """For a non-Python command, --schedule ... becomes the run's schedule= (the supervisor's own run)."""
+    from joblogger import Schedule, cli
+
+    args = cli._parser().parse_args(["run", "--schedule", "every 5m", "--grace", "30s", "--", "/bin/true"])
+    assert cli._job_options(args) == {"schedule": Schedule(every="5m", grace=30)}
+    assert cli._job_options(cli._parser().parse_args(["run", "--", "/bin/true"])) == {}
