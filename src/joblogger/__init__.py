@@ -14,22 +14,27 @@ Example:
 """
 
 from ._current import current_job
+from ._declare import declare_schedule
 from ._decorator import job
 from ._format import format_count, format_duration
-from ._logger import MILESTONE, JobLogger, create_job_logger
+from ._logger import MILESTONE, JobLogger, create_job_logger, observe_runs
 from ._results import SignalExit
+from ._schedule import Schedule
 from ._summary import Summary
 from ._version import __version__
 
 __all__ = [
     "MILESTONE",
     "JobLogger",
+    "Schedule",
     "SignalExit",
     "Summary",
     "__version__",
     "create_job_logger",
     "current_job",
+    "declare_schedule",
     "format_count",
     "format_duration",
     "job",
+    "observe_runs",
 ]

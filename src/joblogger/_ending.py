@@ -255,6 +255,10 @@ class EndingMixin(RunState):
             self._tally.ended = True
             _registry.discard(self)
             self._hub.flush_outcomes(self._tally)
+            if self._schedule is not None:
+                self._hub.schedules.end(
+                    self._tally.job, self, self._wall_started + duration_s, duration_s, result=result, processed=current
+                )
             self._hub.end(self, self._tally)
             self._finalizer.detach()
         for observer in _registry.end_observers():

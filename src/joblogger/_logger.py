@@ -39,6 +39,8 @@ from ._logcalls import LogCallsMixin
 from ._metrics import hub_for
 from ._progress import ProgressMixin
 from ._ratelimit import DEFAULT_LOG_RATE_LIMITS, rate_limits
+from ._schedule import Schedule
+from ._schedule_env import default_schedule
 from ._snapshots import ensure_checkpointer, snapshots_default
 from ._spans import SpanSlot
 from ._stages import StagesMixin
@@ -138,6 +140,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         run_id_on_metrics: bool | None = None,
         snapshots: bool | None = None,
         log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
+        schedule: Schedule | None = None,
     ) -> None:
         self._warn = _sanitize.Warner("joblogger: ")
         job_run_id, job_name = _identity(job_run_id, job_name, run_id, name, self._warn)
@@ -225,6 +228,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._tally.ctx = self._run.ctx
         self._gauge_attrs = None  # built when a collection first reads them
         self._finalizer = self._hub.start(self, self._tally)
+        overlapping = self._start_schedule(schedule)
         _registry.add(self)
         for observer in _registry.observers():
             try:
@@ -234,6 +238,33 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         if self._snapshots:
             self._snapshot(self._run, semconv.SNAPSHOT_RUN_START)
             ensure_checkpointer(active_runs)  # type: ignore[arg-type]
+        if overlapping and self._schedule is not None and self._schedule.overlap != "allow":
+            self.warning(
+                f"Run overlaps {overlapping} other active run(s) of {name} in this process "
+                f"(schedule overlap policy: {self._schedule.overlap})"
+            )
+
+    def _start_schedule(self, schedule: object) -> int:
+        """Report the run's start to the schedule gauges; returns the job's other active runs here."""
+        self._schedule = None
+        self._wall_started = 0.0
+        if schedule is None:
+            schedule = default_schedule()  # joblogger run --schedule
+        if schedule is None:
+            return 0
+        if not isinstance(schedule, Schedule):
+            self._warn(
+                "schedule-type", "schedule= expects a joblogger.Schedule, got %s; ignored", type(schedule).__name__
+            )
+            return 0
+        try:
+            self._wall_started = time.time()
+            others = self._hub.schedules.start(self._tally.job, schedule, self, self._wall_started)
+        except Exception as exc:  # noqa: BLE001 - never raise into the job
+            self._internal_error("schedule", exc)
+            return 0
+        self._schedule = schedule
+        return others
 
     # --- read-only state -------------------------------------------------------
     @property
@@ -272,6 +303,11 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         return self._summary
 
     @property
+    def schedule(self) -> Schedule | None:
+        """The run's :class:`joblogger.Schedule` (its own, or ``joblogger run --schedule``'s), or None."""
+        return self._schedule
+
+    @property
     def span(self) -> Span:
         """The run span (for attaching your own child spans)."""
         return self._run.span
@@ -308,6 +344,7 @@ def create_job_logger(
     run_id_on_metrics: bool | None = None,
     snapshots: bool | None = None,
     log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
+    schedule: Schedule | None = None,
 ) -> JobLogger:
     """Start a run of ``job_name`` and return its :class:`JobLogger`.
 
@@ -345,6 +382,10 @@ def create_job_logger(
             suppressed (still counted in ``job.logs``) and reported in the summary. Default
             :data:`DEFAULT_LOG_RATE_LIMITS` (20/s with bursts of 200); ``{}`` turns limits off.
             Milestones, warnings and errors are never limited.
+        schedule: The job's :class:`joblogger.Schedule` (cron or interval, grace, runtime limits,
+            overlap policy): the run then exports the job's schedule gauges, from which the bundled
+            alert rules detect missed, overdue, too-short, empty and overlapping runs
+            (docs/schedules.md). Anything else is reported once and ignored.
 
     Example:
         >>> from joblogger import create_job_logger
@@ -369,4 +410,5 @@ def create_job_logger(
         run_id_on_metrics=run_id_on_metrics,
         snapshots=snapshots,
         log_rate_limits=log_rate_limits,
+        schedule=schedule,
     )

@@ -34,6 +34,7 @@ from opentelemetry import metrics
 from . import _fork, semconv
 from ._observe import GAUGES, MAX_INT, ActiveRun, ObserveMixin
 from ._runrecords import RunRecorder
+from ._schedule_board import ScheduleBoard
 from ._tally import Ticks, new_ticks
 from ._version import __version__
 
@@ -80,6 +81,7 @@ class Hub(ObserveMixin):
         "outcomes",
         "produced",
         "records",
+        "schedules",
     )
 
     def __init__(self, meter_provider: metrics.MeterProvider) -> None:
@@ -118,6 +120,8 @@ class Hub(ObserveMixin):
         self.outcomes = meter.create_counter(
             semconv.METRIC_OUTCOMES, unit="{outcome}", description="Outcomes recorded with add_outcome, by key."
         )
+        #: Per-job schedule gauges of the runs that declare a Schedule (see _schedule_board).
+        self.schedules = ScheduleBoard(meter)
         self._instruments = (
             meter.create_observable_up_down_counter(
                 semconv.METRIC_RUNS_ACTIVE,
@@ -357,6 +361,7 @@ def _forget_parent_runs() -> None:
         hub._slots.clear()
         hub._job_logs.clear()
         hub.records.reset_after_fork()
+        hub.schedules.forget_runs()
 
 
 _fork.register(_forget_parent_runs)

@@ -33,6 +33,20 @@ def observe_runs(callback: Callable[[_R], None], on_end: Callable[[_R], None] | 
 
     Returns the function that stops both. Observers must be quick and must not
     raise; a failing observer is reported once by the run and otherwise ignored.
+    ``callback`` runs on the thread that starts the run, once it has started;
+    ``on_end`` on the thread that ends it, once it has ended (``job.result`` is
+    set). docs/schedules.md uses them to mirror runs to check-in services.
+
+    Example:
+        >>> from joblogger import create_job_logger, observe_runs
+        >>> seen = []
+        >>> stop = observe_runs(lambda job: seen.append(("start", job.job_name)),
+        ...                     lambda job: seen.append((job.result, job.job_name)))
+        >>> with create_job_logger("r1", "nightly"):
+        ...     pass
+        >>> stop()
+        >>> seen
+        [('start', 'nightly'), ('success', 'nightly')]
     """
     _RUN_OBSERVERS.append(callback)  # type: ignore[arg-type]
     if on_end is not None:

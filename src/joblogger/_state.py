@@ -22,6 +22,7 @@ from . import _outcome_attrs, _sanitize, semconv
 if TYPE_CHECKING:
     from ._metrics import Hub
     from ._ratelimit import TokenBucket
+    from ._schedule import Schedule
     from ._spans import SpanSlot
     from ._summary import Summary
     from ._tally import Tally, Ticks
@@ -71,6 +72,7 @@ class RunState:
         "_run",
         "_run_id",
         "_run_id_on_metrics",
+        "_schedule",
         "_secret_keys",
         "_snapshot_attr_limit",
         "_snapshots",
@@ -83,6 +85,7 @@ class RunState:
         "_ticks",
         "_total",
         "_tracer",
+        "_wall_started",
         "_warn",
     )
 
@@ -111,6 +114,10 @@ class RunState:
     _run: SpanSlot
     _run_id: str
     _run_id_on_metrics: bool
+    #: The run's Schedule (its own or joblogger run's default), None for an unscheduled run.
+    _schedule: Schedule | None
+    #: Unix time of the start of a scheduled run (0.0 otherwise).
+    _wall_started: float
     _outcome_room: int | None
     _secret_keys: tuple[str, ...]
     _snapshot_attr_limit: int | None

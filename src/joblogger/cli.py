@@ -21,13 +21,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import _schedule_env
 from ._version import __version__
 
 __all__ = ["bootstrap", "configure_from_env", "main"]
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 #: Variables ``joblogger run`` sets for the command; the bootstrap removes them once applied.
-_BOOTSTRAP_VARS = ("JOBLOGGER_BOOTSTRAP", "JOBLOGGER_CONSOLE", "JOBLOGGER_PLAIN", "JOBLOGGER_DEBUG")
+_BOOTSTRAP_VARS = (
+    "JOBLOGGER_BOOTSTRAP",
+    "JOBLOGGER_CONSOLE",
+    "JOBLOGGER_PLAIN",
+    "JOBLOGGER_DEBUG",
+    _schedule_env.ENV_VAR,
+)
 _BOOTSTRAP_DIR = str(Path(__file__).with_name("_bootstrap"))
 _bootstrapped = False
 
@@ -53,6 +60,8 @@ examples:
   joblogger run -- python my_job.py     run your script with joblogger configured
   joblogger run --job nightly-backup -- /usr/local/bin/backup.sh
                                         any other command: one run, its output lines as its logs
+  joblogger run --schedule "0 3 * * *" --tz Europe/Berlin --max-runtime 2h -- python nightly.py
+                                        ... and export its schedule (docs/schedules.md)
 
 exit codes: 0 success, 1 the job failed, 130 interrupted, 2 usage error;
 'run' returns the command's own exit code.
@@ -75,6 +84,7 @@ def configure_from_env() -> Any:
     """Configure telemetry the way ``joblogger run`` does, from ``JOBLOGGER_*`` and ``OTEL_*`` variables."""
     from . import otlp
 
+    _schedule_env.apply_env()
     console: bool | dict[str, Any] = False
     if os.environ.get("JOBLOGGER_CONSOLE", "1") != "0":
         console = _view_options(
@@ -149,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fail", action="store_true", help="fail halfway through, to see a failed run")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on stdout at the end")
     view_flags(demo)
+    _schedule_env.add_options(demo)
 
     run = commands.add_parser(
         "run",
@@ -162,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default=None, help="run id of a command's run (default: random)")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     view_flags(run)
+    _schedule_env.add_options(run)
     return parser
 
 
@@ -172,6 +184,11 @@ def _demo(args: argparse.Namespace) -> int:
     console: bool | dict[str, Any] = (
         False if args.no_console else _view_options(plain=args.plain, debug=args.debug, verbose=args.verbose)
     )
+    try:
+        _schedule_env.apply_args(args)
+    except ValueError as exc:
+        print(f"joblogger demo: {exc}", file=sys.stderr)
+        return 2
     telemetry = otlp.configure(otlp=_export_wanted(), console=console)
     try:
         summary = run_match_scores(
@@ -201,9 +218,17 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from ._command import is_python_command
 
+    try:
+        schedule = _schedule_env.env_value(args)
+    except ValueError as exc:
+        print(f"joblogger run: {exc}", file=sys.stderr)
+        return 2
     if not is_python_command(argv):
         return _run_command(args, argv)
     env = dict(os.environ)
+    env.pop(_schedule_env.ENV_VAR, None)
+    if schedule is not None:
+        env[_schedule_env.ENV_VAR] = schedule
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_BOOTSTRAP_DIR, env.get("PYTHONPATH", "")) if p)
     env["JOBLOGGER_BOOTSTRAP"] = "1"
     env["JOBLOGGER_CONSOLE"] = "0" if args.no_console else "1"
@@ -223,7 +248,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _job_options(args: argparse.Namespace) -> dict[str, Any]:
     """``create_job_logger`` keyword options of a command's run, from the ``run`` flags."""
-    return {}
+    schedule = _schedule_env.schedule_of(args)
+    return {} if schedule is None else {"schedule": schedule}
 
 
 def _run_command(args: argparse.Namespace, argv: list[str]) -> int:

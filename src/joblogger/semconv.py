@@ -123,6 +123,20 @@ METRIC_PROGRESS_ETA: Final = "job.progress.eta"
 METRIC_ENTITIES_PROCESSED: Final = "job.entities.processed"
 METRIC_OUTCOMES: Final = "job.outcomes"
 METRIC_LOGS: Final = "job.logs"
+# Schedule gauges (docs/schedules.md): one series per job, exported by processes that ran (or
+# declared) a job with a Schedule. Times are unix seconds; the alert rules compare them with time().
+METRIC_SCHEDULE_NEXT_EXPECTED: Final = "job.schedule.next_expected"
+METRIC_SCHEDULE_INTERVAL: Final = "job.schedule.interval"
+METRIC_SCHEDULE_GRACE: Final = "job.schedule.grace"
+METRIC_SCHEDULE_MAX_RUNTIME: Final = "job.schedule.max_runtime"
+METRIC_SCHEDULE_MIN_RUNTIME: Final = "job.schedule.min_runtime"
+METRIC_SCHEDULE_OVERLAP_POLICY: Final = "job.schedule.overlap_policy"
+METRIC_SCHEDULE_LAST_START: Final = "job.schedule.last_start"
+METRIC_SCHEDULE_LAST_END: Final = "job.schedule.last_end"
+METRIC_SCHEDULE_LAST_SUCCESS: Final = "job.schedule.last_success"
+METRIC_SCHEDULE_LAST_DURATION: Final = "job.schedule.last_duration"
+METRIC_SCHEDULE_LAST_PROCESSED: Final = "job.schedule.last_processed"
+METRIC_SCHEDULE_ACTIVE_SINCE: Final = "job.schedule.active_since"
 
 #: name -> (instrument kind, unit). Kinds: counter, updowncounter, histogram, gauge.
 METRICS: Final[dict[str, tuple[str, str]]] = {
@@ -137,6 +151,18 @@ METRICS: Final[dict[str, tuple[str, str]]] = {
     METRIC_ENTITIES_PROCESSED: ("counter", "{entity}"),
     METRIC_OUTCOMES: ("counter", "{outcome}"),
     METRIC_LOGS: ("counter", "{log}"),
+    METRIC_SCHEDULE_NEXT_EXPECTED: ("gauge", "s"),
+    METRIC_SCHEDULE_INTERVAL: ("gauge", "s"),
+    METRIC_SCHEDULE_GRACE: ("gauge", "s"),
+    METRIC_SCHEDULE_MAX_RUNTIME: ("gauge", "s"),
+    METRIC_SCHEDULE_MIN_RUNTIME: ("gauge", "s"),
+    METRIC_SCHEDULE_OVERLAP_POLICY: ("gauge", "{policy}"),
+    METRIC_SCHEDULE_LAST_START: ("gauge", "s"),
+    METRIC_SCHEDULE_LAST_END: ("gauge", "s"),
+    METRIC_SCHEDULE_LAST_SUCCESS: ("gauge", "s"),
+    METRIC_SCHEDULE_LAST_DURATION: ("gauge", "s"),
+    METRIC_SCHEDULE_LAST_PROCESSED: ("gauge", "{entity}"),
+    METRIC_SCHEDULE_ACTIVE_SINCE: ("gauge", "s"),
 }
 
 _UNIT_SUFFIX: Final = {"s": "seconds", "1": "ratio"}

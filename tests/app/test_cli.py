@@ -222,3 +222,49 @@ def test_run_without_command_is_usage_error():
     proc = subprocess.run([*JOBLOGGER, "run"], capture_output=True, text=True, env=_env(), check=False)
     assert proc.returncode == 2
     assert "give a command after --" in proc.stderr
+
+
+SCHEDULED_JOB = """
+import os
+from joblogger import create_job_logger, semconv
+from joblogger.testing import capture
+
+with capture() as cap:
+    with cap.job_logger("r1", "nightly"):
+        pass
+    gauges = {p.name: p.value for p in cap.metrics() if p.name.startswith("job.schedule.")}
+print(gauges[semconv.METRIC_SCHEDULE_NEXT_EXPECTED] - gauges[semconv.METRIC_SCHEDULE_LAST_START],
+      gauges[semconv.METRIC_SCHEDULE_MAX_RUNTIME], gauges[semconv.METRIC_SCHEDULE_OVERLAP_POLICY],
+      os.environ.get("JOBLOGGER_SCHEDULE"))
+"""
+
+
+def test_run_schedule_options_reach_the_runs_of_the_command(tmp_path: Path):
+    """`joblogger run --schedule 'every 90s' --max-runtime 5m --overlap warn` schedules the command's runs."""
+    script = tmp_path / "scheduled.py"
+    script.write_text(SCHEDULED_JOB)
+    proc = subprocess.run(
+        [*JOBLOGGER, "run", "--no-console", "--schedule", "every 90s", "--max-runtime", "5m", "--overlap", "warn",
+         "--", sys.executable, str(script)],
+        capture_output=True, text=True, timeout=120, env=_env(), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["90.0", "300.0", "1", "None"]  # the variable is gone once applied
+
+
+def test_run_rejects_a_bad_schedule_as_a_usage_error():
+    """A bad cron expression or a limit without --schedule exits 2 with the reason, before running anything."""
+    for options, text in ((["--schedule", "61 * * * *"], "bad cron expression"), (["--grace", "5m"], "--schedule")):
+        proc = subprocess.run(
+            [*JOBLOGGER, "run", *options, "--", "true"], capture_output=True, text=True, env=_env(), check=False
+        )
+        assert proc.returncode == 2 and text in proc.stderr, proc.stderr
+
+
+def test_run_schedule_options_reach_a_command_run():
+    """For a non-Python command, --schedule ... becomes the run's schedule= (the supervisor's own run)."""
+    from joblogger import Schedule, cli
+
+    args = cli._parser().parse_args(["run", "--schedule", "every 5m", "--grace", "30s", "--", "/bin/true"])
+    assert cli._job_options(args) == {"schedule": Schedule(every="5m", grace=30)}
+    assert cli._job_options(cli._parser().parse_args(["run", "--", "/bin/true"])) == {}

@@ -40,7 +40,14 @@ from dashboard_queries import (
 JOB = "match-scores"
 USERS = 1200  # 36 skipped users (3%), 2 errors
 SPEED = 0.25  # about 25 s: long enough to sample the live panels
-POST_RUN_TIMEOUT_S = 180.0  # 1-minute range steps and the 2-minute windows of Last result
+POST_RUN_TIMEOUT_S = 180.0
+#: The demo runs declare a schedule, so the Schedule health panel has the job's row.
+SCHEDULE = (
+    "--schedule",
+    "every 1h",
+    "--max-runtime",
+    "1h",
+)  # 1-minute range steps and the 2-minute windows of Last result
 DATASOURCES = REPO_ROOT / "dashboards" / "provisioning" / "datasources" / "datasources.yaml"
 
 
@@ -53,7 +60,7 @@ def provisioned_datasources() -> dict[str, dict[str, Any]]:
 def demo(stack: Any, service: str, run_id: str, *args: str) -> subprocess.Popen[str]:
     """Start `joblogger demo` as a real process exporting to the stack."""
     return subprocess.Popen(
-        [sys.executable, "-m", "joblogger", "demo", "--run-id", run_id, "--no-console", "--json", *args],
+        [sys.executable, "-m", "joblogger", "demo", "--run-id", run_id, "--no-console", "--json", *SCHEDULE, *args],
         env=job_env(stack, service),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,6 +13,8 @@ from semconv_names import LABELS, METRICS
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "backends" / "prometheus"
 RULES = PROMETHEUS_DIR / "alerts.yml"
 RULE_TESTS = PROMETHEUS_DIR / "alerts.test.yml"
+#: Every promtool test file of the rules (the schedule rules have their own; the DST case evaluates every 30m).
+RULE_TEST_FILES = (RULE_TESTS, PROMETHEUS_DIR / "alerts.schedule.test.yml", PROMETHEUS_DIR / "alerts.dst.test.yml")
 
 EXPECTED_ALERTS = {
     "JobErrorsRecorded",
@@ -21,6 +23,12 @@ EXPECTED_ALERTS = {
     "JobRunStalled",
     "JobRunVanished",
     "JobNotSucceeded",
+    "JobRunMissed",
+    "JobRunOverdue",
+    "JobRunTooShort",
+    "JobRunEmpty",
+    "JobRunOverlap",
+    "JobScheduleNoSuccess",
 }
 
 
@@ -39,9 +47,10 @@ def test_promtool_check_rules(promtool: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_promtool_unit_tests(promtool: str) -> None:
+@pytest.mark.parametrize("tests", [path.name for path in RULE_TEST_FILES])
+def test_promtool_unit_tests(promtool: str, tests: str) -> None:
     """Every promtool unit test of the rules passes."""
-    result = _run(promtool, "test", "rules", RULE_TESTS.name)
+    result = _run(promtool, "test", "rules", tests)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -65,8 +74,8 @@ def test_alert_has_severity_and_annotations(alert: str) -> None:
 @pytest.mark.parametrize("alert", sorted(EXPECTED_ALERTS))
 def test_alert_has_unit_tests_firing_and_not_firing(alert: str) -> None:
     """alerts.test.yml checks every alert both firing and not firing."""
-    doc = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))
-    cases = [c for t in doc["tests"] for c in t.get("alert_rule_test", []) if c["alertname"] == alert]
+    docs = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in RULE_TEST_FILES]
+    cases = [c for d in docs for t in d["tests"] for c in t.get("alert_rule_test", []) if c["alertname"] == alert]
     assert any(c.get("exp_alerts") for c in cases), "no case where the alert fires"
     assert any(not c.get("exp_alerts") for c in cases), "no case where the alert stays silent"
 

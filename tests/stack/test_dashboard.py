@@ -120,6 +120,7 @@ def test_expected_panels() -> None:
         "Failed runs: $job": "table",
         "Live log": "logs",
         "Interrupted runs (process stopped reporting)": "table",
+        "Schedule health": "table",
     }
     assert {t: by_title[t]["type"] for t in expected if t in by_title} == expected
 
@@ -363,6 +364,10 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             {"series": f'job_progress_current{{{p5}, job_run_slot="1", job_stage="load"}}', "values": "0+2x30"},
             {"series": f'job_progress_ratio{{{p5}, job_run_slot="1", job_stage="load"}}', "values": "0.25x30"},
             {"series": f"job_runs_active{{{p5}}}", "values": "2x30"},
+            # four earlier runs of 30-300 s: typical (p50) duration 165 s
+            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="30"}}', "values": "0x30"},
+            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="300"}}', "values": "4x30"},
+            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="+Inf"}}', "values": "4x30"},
             # a success from a worker at 100s, then a failure from a one-sample process at 200s
             {"series": f'job_runs_total{{{p1}, job_result="success"}}', "values": "_x10 1+0x16"},
             {
@@ -412,6 +417,22 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
                 ],
             },
             {
+                "expr": queries[("Active runs", "G")],
+                "eval_time": "3m",
+                "exp_samples": [{"labels": lbl, "value": 165} for lbl in (row, row3, slot0, slot1)],
+            },
+            {
+                # typical left = p50 - running time, never below 0
+                "expr": queries[("Active runs", "H")],
+                "eval_time": "3m",
+                "exp_samples": [
+                    {"labels": row, "value": 45},
+                    {"labels": row3, "value": 105},
+                    {"labels": slot0, "value": 0},
+                    {"labels": slot1, "value": 0},
+                ],
+            },
+            {
                 "expr": queries[("Last result per job (24 h)", "A")],
                 "eval_time": "4m",
                 "exp_samples": [{"labels": '{job_name="import", job_result="failure"}', "value": 240000}],
@@ -440,3 +461,74 @@ def test_last_result_colours_every_result() -> None:
     [mappings] = [prop["value"] for prop in override["properties"] if prop["id"] == "mappings"]
     mapped = {value for mapping in mappings for value in mapping["options"]}
     assert mapped == set(semconv.RESULTS)
+
+
+def test_schedule_health_evaluates_as_intended(promtool: str, tmp_path: Path) -> None:
+    """On synthetic recorded schedule series, Schedule health gives each job its times, state and typical duration."""
+    queries = {(q.title, q.ref_id): q.query for q in dashboard_queries(service="billing", job=None)}
+    series = []
+    # At minute 12 (720 s): "ok" ran at minute 10 and is next due at minute 20; "late" was due at minute 10
+    # (grace 60 s); "failing" (every 60 s, grace 10 s) last succeeded at 60 s, more than 3 x 60 + 10 s ago;
+    # "busy" has a run active.
+    for job, success, nxt, interval, grace in (
+        ("ok", 660, 1200, 600, 60),
+        ("late", 60, 600, 600, 60),
+        ("failing", 60, 780, 60, 10),
+        ("busy", 600, 1200, 600, 60),
+    ):
+        for name, value in (
+            ("last_start_seconds:max", 600),
+            ("first_start_seconds:min", 60),
+            ("last_success_seconds:max", success),
+            ("next_expected_seconds:latest", nxt),
+            ("interval_seconds:latest", interval),
+            ("grace_seconds:latest", grace),
+        ):
+            series.append(
+                {"series": f'job_name:job_schedule_{name}{{job="billing", job_name="{job}"}}', "values": f"{value}x20"}
+            )
+    w1 = 'job="billing", instance="w1"'
+    series.append({"series": f'job_schedule_active_since_seconds{{{w1}, job_name="busy"}}', "values": "600x20"})
+    # "ok": 10 earlier runs of 10-30 s: p50 20 s, p90 28 s
+    for le, count in (("10", 0), ("30", 10), ("+Inf", 10)):
+        bucket = f'job_run_duration_seconds_bucket{{{w1}, job_name="ok", job_result="success", le="{le}"}}'
+        series.append({"series": bucket, "values": f"{count}x20"})
+    ok = '{job="billing", job_name="ok"}'
+    case = {
+        "interval": "1m",
+        "input_series": series,
+        "promql_expr_test": [
+            {
+                "expr": queries[("Schedule health", "D")],
+                "eval_time": "12m",
+                "exp_samples": [
+                    {"labels": '{job_name="ok"}', "value": 0},
+                    {"labels": '{job_name="busy"}', "value": 1},
+                    {"labels": '{job_name="failing"}', "value": 2},
+                    {"labels": '{job_name="late"}', "value": 3},
+                ],
+            },
+            {
+                "expr": queries[("Schedule health", "C")],
+                "eval_time": "12m",
+                "exp_samples": [
+                    {"labels": f'{{job="billing", job_name="{job}"}}', "value": 1000 * nxt}
+                    for job, nxt in (("ok", 1200), ("late", 600), ("failing", 780), ("busy", 1200))
+                ],
+            },
+            {
+                "expr": queries[("Schedule health", "F")],
+                "eval_time": "12m",
+                "exp_samples": [{"labels": ok, "value": 20}],
+            },
+            {
+                "expr": queries[("Schedule health", "G")],
+                "eval_time": "12m",
+                "exp_samples": [{"labels": ok, "value": 28}],
+            },
+        ],
+    }
+    path = tmp_path / "schedule_health.test.yml"
+    path.write_text(yaml.safe_dump({"evaluation_interval": "1m", "tests": [case]}, width=10_000), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

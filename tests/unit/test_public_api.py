@@ -14,8 +14,8 @@ from joblogger.testing import Capture
 def test_all_is_pinned() -> None:
     """joblogger.__all__ is exactly the documented API and every name resolves."""
     assert sorted(joblogger.__all__) == sorted([
-        "MILESTONE", "JobLogger", "SignalExit", "Summary", "__version__", "create_job_logger", "current_job",
-        "format_count", "format_duration", "job",
+        "MILESTONE", "JobLogger", "Schedule", "SignalExit", "Summary", "__version__", "create_job_logger",
+        "current_job", "declare_schedule", "format_count", "format_duration", "job", "observe_runs",
     ])  # fmt: skip
     for name in joblogger.__all__:
         assert getattr(joblogger, name) is not None
@@ -109,6 +109,18 @@ CONTRACT_METRICS = {
     "job.entities.processed": ("counter", "{entity}", "job_entities_processed_total"),
     "job.outcomes": ("counter", "{outcome}", "job_outcomes_total"),
     "job.logs": ("counter", "{log}", "job_logs_total"),
+    "job.schedule.next_expected": ("gauge", "s", "job_schedule_next_expected_seconds"),
+    "job.schedule.interval": ("gauge", "s", "job_schedule_interval_seconds"),
+    "job.schedule.grace": ("gauge", "s", "job_schedule_grace_seconds"),
+    "job.schedule.max_runtime": ("gauge", "s", "job_schedule_max_runtime_seconds"),
+    "job.schedule.min_runtime": ("gauge", "s", "job_schedule_min_runtime_seconds"),
+    "job.schedule.overlap_policy": ("gauge", "{policy}", "job_schedule_overlap_policy"),
+    "job.schedule.last_start": ("gauge", "s", "job_schedule_last_start_seconds"),
+    "job.schedule.last_end": ("gauge", "s", "job_schedule_last_end_seconds"),
+    "job.schedule.last_success": ("gauge", "s", "job_schedule_last_success_seconds"),
+    "job.schedule.last_duration": ("gauge", "s", "job_schedule_last_duration_seconds"),
+    "job.schedule.last_processed": ("gauge", "{entity}", "job_schedule_last_processed"),
+    "job.schedule.active_since": ("gauge", "s", "job_schedule_active_since_seconds"),
 }
 
 
@@ -143,7 +155,7 @@ def _kind(data: object) -> str:
 
 def test_emitted_instruments_match_semconv(cap: Capture) -> None:
     """Every instrument joblogger emits has the name, kind and unit semconv declares, under scope joblogger."""
-    job = cap.job_logger("r", "api-job")
+    job = cap.job_logger("r", "api-job", schedule=joblogger.Schedule(every="1h", max_runtime="1h", min_runtime=1))
     job.set_total(10, "users")
     job.set_stage("S")
     job.increment_progress(2)
