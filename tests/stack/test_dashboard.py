@@ -23,6 +23,10 @@ from semconv_names import ATTRIBUTE_KEYS, LABELS, METRICS
 
 from joblogger import semconv
 
+#: Prometheus' own series of the rules' alerts, and their labels (`severity` is the rules' own label).
+ALERT_SERIES = {"ALERTS", "ALERTS_FOR_STATE"}
+ALERT_LABELS = {"alertname", "alertstate", "severity"}
+
 #: Recording rules of backends/prometheus/alerts.yml, which dashboard queries may use too.
 RECORDED = {
     str(rule["record"])
@@ -91,11 +95,14 @@ def test_dashboard_variables() -> None:
 
 def test_panel_ids_unique_and_grid_not_overlapping() -> None:
     """Panel ids are unique and no two panels share grid cells."""
-    panels = list(iter_panels(load_dashboard()))
+    dashboard = load_dashboard()
+    panels = list(iter_panels(dashboard))
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
+    # Panels of a collapsed row keep where they go when it opens (Grafana moves what follows down).
+    collapsed = [p for row in dashboard["panels"] if row.get("collapsed") for p in row.get("panels", [])]
     cells: dict[tuple[int, int], str] = {}
-    for p in panels:
+    for p in [p for p in panels if p not in collapsed]:
         g = p["gridPos"]
         assert g["x"] >= 0 and g["x"] + g["w"] <= 24
         for x in range(g["x"], g["x"] + g["w"]):
@@ -263,8 +270,8 @@ def test_promql_names_come_from_semconv() -> None:
     problems = []
     for expr in exprs:
         names = promql_names(expr)
-        problems += [f"metric {m} in {expr}" for m in names.metrics - METRICS - RECORDED]
-        problems += [f"label {lbl} in {expr}" for lbl in names.labels - LABELS]
+        problems += [f"metric {m} in {expr}" for m in names.metrics - METRICS - RECORDED - ALERT_SERIES]
+        problems += [f"label {lbl} in {expr}" for lbl in names.labels - LABELS - ALERT_LABELS]
         problems += [f"function {f} in {expr}" for f in names.unknown_functions]
     assert problems == []
 
@@ -532,3 +539,94 @@ def test_schedule_health_evaluates_as_intended(promtool: str, tmp_path: Path) ->
     path.write_text(yaml.safe_dump({"evaluation_interval": "1m", "tests": [case]}, width=10_000), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_panel_queries_an_empty_trace_id_on_first_load() -> None:
+    """A panel that shows the trace `$trace_id` sits in a collapsed row: nothing asks Jaeger for `/api/traces/`.
+
+    Grafana queries the panels of a collapsed row only when it is opened; the variable is empty on load.
+    """
+    dashboard = load_dashboard()
+    in_collapsed = {p["id"] for row in dashboard["panels"] if row.get("collapsed") for p in row.get("panels", [])}
+    trace_panels = [
+        p for p in iter_panels(dashboard) if any("$trace_id" in str(t.get("query", "")) for t in p.get("targets", []))
+    ]
+    assert trace_panels
+    assert {p["id"] for p in trace_panels} <= in_collapsed
+
+
+def test_only_per_job_panels_sit_in_the_repeated_row() -> None:
+    """A row repeated per job holds only panels about that job (their titles name it): nothing repeats needlessly."""
+    rows = sorted((p for p in load_dashboard()["panels"]), key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    repeat = None
+    for panel in rows:
+        if panel["type"] == "row":
+            repeat = panel.get("repeat")
+            continue
+        if repeat:
+            assert f"${repeat}" in panel["title"], f"{panel['title']!r} repeats once per {repeat}"
+
+
+def test_interval_bars_end_at_their_point() -> None:
+    """Bars of `increase(...[$__interval])` cover the interval before their timestamp (barAlignment -1)."""
+    checked = 0
+    for panel in iter_panels(load_dashboard()):
+        custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
+        uses_interval = any("[$__interval]" in str(t.get("expr", "")) for t in panel.get("targets", []))
+        if custom.get("drawStyle") == "bars" and uses_interval:
+            assert custom.get("barAlignment") == -1, panel["title"]
+            checked += 1
+    assert checked >= 3
+
+
+def test_descriptions_are_distinct() -> None:
+    """Every panel says what it shows in its own words (no copied descriptions)."""
+    descriptions = [p["description"] for p in iter_panels(load_dashboard()) if p["type"] != "row"]
+    assert all(descriptions)
+    assert len(descriptions) == len(set(descriptions))
+
+
+def test_run_duration_quantiles_cover_at_least_an_hour_per_point() -> None:
+    """Quantiles over 1-minute windows of a job with a few hundred runs a day are interpolation noise."""
+    (panel,) = [p for p in iter_panels(load_dashboard()) if p["title"].startswith("Run duration")]
+    assert panel["interval"] == "1h"
+    assert all("[$__interval]" in t["expr"] for t in panel["targets"])
+
+
+def test_firing_alerts_are_on_the_dashboard() -> None:
+    """A table and an annotation show the rules' firing alerts; Grafana also gets Alertmanager as a data source."""
+    dashboard = load_dashboard()
+    (table,) = [p for p in iter_panels(dashboard) if p["title"] == "Firing alerts"]
+    assert 'ALERTS{alertstate="firing"' in table["targets"][0]["expr"]
+    annotations = [a for a in dashboard["annotations"]["list"] if "ALERTS" in str(a.get("expr", ""))]
+    assert annotations and annotations[0]["enable"] is True
+    assert any(ds["type"] == "alertmanager" and ds["url"] == "http://alertmanager:9093" for ds in _datasources())
+
+
+def _lost_in_round_trip(ours: Any, theirs: Any, path: str = "") -> list[str]:
+    """Keys and values of ``ours`` that ``theirs`` lacks or changed (additions, e.g. defaults, are fine)."""
+    if isinstance(ours, dict):
+        if not isinstance(theirs, dict):
+            return [f"{path}: {type(theirs).__name__}"]
+        lost: list[str] = []
+        for key, value in ours.items():
+            where = f"{path}/{key}"
+            lost += [f"{where} lost"] if key not in theirs else _lost_in_round_trip(value, theirs[key], where)
+        return lost
+    if isinstance(ours, list):
+        if not isinstance(theirs, list) or len(ours) != len(theirs):
+            return [f"{path}: list changed"]
+        pairs = enumerate(zip(ours, theirs, strict=True))
+        return [lost for i, (a, b) in pairs for lost in _lost_in_round_trip(a, b, f"{path}[{i}]")]
+    return [] if ours == theirs else [f"{path}: {ours!r} -> {theirs!r}"]
+
+
+def test_dashboard_round_trips_through_the_grafana_foundation_sdk_models() -> None:
+    """Grafana's own dashboard schema (grafana-foundation-sdk models) reads the whole dashboard: nothing is lost."""
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    ours = load_dashboard()
+    model = Dashboard.from_json(ours)
+    theirs = json.loads(json.dumps(model.to_json(), default=lambda o: o.to_json()))
+    assert _lost_in_round_trip(ours, theirs) == []
+    assert [p["id"] for p in theirs["panels"]] == [p["id"] for p in ours["panels"]]
