@@ -29,6 +29,15 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 joblogger_celery.instrument(app, progress_interval_s=0.2)
+if os.environ.get("CELERY_TEST_BEAT_QUEUE"):  # for `celery -A _celery_tasks beat` in the beat test
+    app.conf.beat_schedule = {
+        "every-second-count": {
+            "task": "jl.count",
+            "schedule": 1.0,
+            "args": (2,),
+            "options": {"queue": os.environ["CELERY_TEST_BEAT_QUEUE"]},
+        }
+    }
 
 
 @worker_process_init.connect(weak=False)

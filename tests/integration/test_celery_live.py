@@ -283,13 +283,55 @@ def test_progress_is_the_task_state_while_it_runs_and_the_producer_is_the_parent
         assert span["traceID"] == f"{trace_id:032x}"
         assert any(ref["spanID"] == f"{span_id:016x}" for ref in span["references"])
         assert tags_of(span)["job.worker"] == worker.hostname
-        # What celery beat sends (its celery_beat_task header; django-celery-beat adds periodic_task_name).
+        # Headers a scheduler may set itself (django-celery-beat sends periodic_task_name): kept as given.
         beat_headers = {"celery_beat_task": True, "periodic_task_name": "nightly-count"}
         beat = tasks.count.apply_async((2,), queue=worker.queue, headers=beat_headers)
         beat.get(timeout=30)
         [(span, _)] = wait_runs(stack, worker.service, beat.id, 1)
         assert (tags_of(span)["celery.beat"], tags_of(span)["celery.beat.entry"]) == (True, "nightly-count")
         assert "celery.beat" not in tags_of(run_spans(stack, worker.service, result.id)[0][0])
+    finally:
+        worker.stop()
+
+
+def test_tasks_sent_by_celery_beat_are_runs_that_name_their_schedule_entry(
+    stack: Any, redis_url: str, tasks: Any, tmp_path: Path
+) -> None:
+    """A real `celery beat` (Celery's own scheduler, instrumented by the same app) and a worker.
+
+    Celery's scheduler marks nothing in the messages it sends; instrument() in the beat process
+    adds the entry's name, so each scheduled execution's run says which entry sent it.
+    """
+    worker = Worker(stack, redis_url, "solo", tmp_path, instrumentor=False)
+    beat_log = tmp_path / "beat.log"
+    env = dict(worker.env, CELERY_TEST_BEAT_QUEUE=worker.queue)
+    try:
+        with beat_log.open("w") as out:
+            beat = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "_celery_tasks", "beat", "--loglevel", "INFO",
+                 "-s", str(tmp_path / "beat-schedule")],
+                cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            spans = eventually(
+                lambda: (
+                    [
+                        s
+                        for t in jaeger_traces(stack, worker.service, {"celery.beat.entry": "every-second-count"})
+                        for s in t["spans"]
+                        if "job.result" in tags_of(s) and "job.snapshot.kind" not in tags_of(s)
+                    ]
+                    or None
+                ),
+                "a run sent by celery beat",
+                60,
+            )
+        finally:
+            beat.terminate()
+            beat.wait(30)
+        tags = tags_of(spans[0])
+        assert tags["celery.beat"] is True and tags["job.name"] == "jl.count" and tags["job.result"] == "success"
+        assert "Scheduler: Sending due task every-second-count" in beat_log.read_text(errors="replace")
     finally:
         worker.stop()
 

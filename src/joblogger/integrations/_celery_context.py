@@ -6,6 +6,8 @@ Shared by :mod:`joblogger.integrations.celery` (the task's process) and
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Mapping
@@ -96,7 +98,7 @@ def _attributes(request: Any) -> tuple[str | None, str | None, int, dict[str, ob
     extra: dict[str, object] = {}
     if getattr(request, "celery_beat_task", False):
         extra[ATTR_BEAT] = True
-        entry = getattr(request, "periodic_task_name", None)  # django-celery-beat sets it
+        entry = getattr(request, "periodic_task_name", None)  # instrument() in beat, django-celery-beat
         if isinstance(entry, str) and entry:
             extra[ATTR_BEAT_ENTRY] = entry
     return queue, getattr(request, "hostname", None), attempt, extra
@@ -110,15 +112,50 @@ def _parent(request: Any) -> otel_context.Context | None:
     return extracted if trace.get_current_span(extracted).get_span_context().is_valid else None
 
 
+#: The celery beat schedule entry being sent by this thread (set around ``Scheduler.apply_async``).
+_BEAT_ENTRY: contextvars.ContextVar[str | None] = contextvars.ContextVar("joblogger_celery_beat_entry", default=None)
+
+
 def _inject_trace_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    """Carry the producer's trace context in the task message unless something already did."""
+    """Carry the producer's trace context in the task message unless something already did.
+
+    A message that celery beat sends also gets ``celery_beat_task`` and, unless the scheduler
+    set one, ``periodic_task_name`` (the schedule entry's name): Celery's own scheduler marks
+    nothing, so without this a worker cannot tell a scheduled task from any other.
+    """
     try:
-        if headers is None or "traceparent" in headers:
+        if headers is None:
+            return
+        entry = _BEAT_ENTRY.get()
+        if entry is not None:
+            headers.setdefault("celery_beat_task", True)
+            headers.setdefault("periodic_task_name", entry)
+        if "traceparent" in headers:
             return
         if trace.get_current_span().get_span_context().is_valid:
             propagate.inject(headers)
     except Exception as exc:  # noqa: BLE001 - never break sending a task
         _log.warning("joblogger: could not add the trace context to a Celery task: %r", exc)
+
+
+def mark_beat_sends() -> None:
+    """Wrap ``celery.beat.Scheduler.apply_async`` (once) so the messages it sends name their entry."""
+    from celery import beat
+
+    original = beat.Scheduler.apply_async
+    if getattr(original, "__joblogger_beat__", False):
+        return
+
+    @functools.wraps(original)
+    def apply_async(self: Any, entry: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _BEAT_ENTRY.set(str(getattr(entry, "name", "") or getattr(entry, "task", "")))
+        try:
+            return original(self, entry, *args, **kwargs)
+        finally:
+            _BEAT_ENTRY.reset(token)
+
+    apply_async.__joblogger_beat__ = True  # type: ignore[attr-defined]
+    beat.Scheduler.apply_async = apply_async  # type: ignore[method-assign]
 
 
 # --- what the worker's main process sees: the task's process was killed -------------------------

@@ -71,6 +71,7 @@ from ._celery_context import (
     _Settings,
     _state,
     _telemetry,
+    mark_beat_sends,
 )
 from ._celery_main import _on_main_process_failure, _on_revoked
 from ._common import DEFAULT_PROGRESS_INTERVAL_S, publish_progress, start_task_run
@@ -156,6 +157,7 @@ def instrument(
     signals.worker_process_init.connect(on_worker_process_init, weak=False)
     signals.worker_process_shutdown.connect(on_worker_process_shutdown, weak=False)
     signals.before_task_publish.connect(_inject_trace_context, weak=False)
+    mark_beat_sends()  # in a `celery beat` process: the messages name their schedule entry
     signals.task_revoked.connect(functools.partial(_on_revoked, app, settings), weak=False)
     signals.task_failure.connect(functools.partial(_on_main_process_failure, app, settings), weak=False)
 
