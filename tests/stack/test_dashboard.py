@@ -415,10 +415,11 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             {
                 "expr": queries[("Active runs", "F")],
                 "eval_time": "3m",
-                # r3 began at 100s: older than a minute, so its start has 30 s resolution (seen at 120s)
+                # r3 began at 100s (stage extract): its start is the run's, kept by the recording rule
+                # (evaluated every 10 s here) across its move to stage load
                 "exp_samples": [
                     {"labels": row, "value": 120},
-                    {"labels": row3, "value": 60},
+                    {"labels": row3, "value": 80},
                     {"labels": slot0, "value": 180},
                     {"labels": slot1, "value": 180},
                 ],
@@ -434,7 +435,7 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
                 "eval_time": "3m",
                 "exp_samples": [
                     {"labels": row, "value": 45},
-                    {"labels": row3, "value": 105},
+                    {"labels": row3, "value": 85},
                     {"labels": slot0, "value": 0},
                     {"labels": slot1, "value": 0},
                 ],
@@ -454,8 +455,13 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             },
         ],
     }
+    # The run-start recording rule the running-time columns read, evaluated like Prometheus does.
+    rules = yaml.safe_load((REPO_ROOT / "backends/prometheus/alerts.yml").read_text(encoding="utf-8"))
+    start_group = [g for g in rules["groups"] if g["name"] == "joblogger.runs.start"]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": start_group}), encoding="utf-8")
     path = tmp_path / "dashboard_queries.test.yml"
-    path.write_text(yaml.safe_dump({"evaluation_interval": "1m", "tests": [case]}, width=10_000), encoding="utf-8")
+    test_file = {"rule_files": ["rules.yml"], "evaluation_interval": "10s", "tests": [case]}
+    path.write_text(yaml.safe_dump(test_file, width=10_000), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -586,11 +592,11 @@ def test_descriptions_are_distinct() -> None:
     assert len(descriptions) == len(set(descriptions))
 
 
-def test_run_duration_quantiles_cover_at_least_an_hour_per_point() -> None:
+def test_run_duration_quantiles_cover_an_hour_per_point() -> None:
     """Quantiles over 1-minute windows of a job with a few hundred runs a day are interpolation noise."""
     (panel,) = [p for p in iter_panels(load_dashboard()) if p["title"].startswith("Run duration")]
-    assert panel["interval"] == "1h"
-    assert all("[$__interval]" in t["expr"] for t in panel["targets"])
+    for target in panel["targets"]:  # a sliding hour: the latest point still shows the last minutes' runs
+        assert "[1h]" in target["expr"] and "$__interval" not in target["expr"]
 
 
 def test_firing_alerts_are_on_the_dashboard() -> None:
