@@ -83,9 +83,10 @@ def _stack_script() -> ModuleType:
 
 
 def test_expected_services() -> None:
-    """The stack has the collector, the three backends, Grafana, Alertmanager and the volume-owner step."""
+    """The collector, the three backends, Grafana, Alertmanager, the volume-owner step; Tempo (tempo profile)."""
     assert set(_services()) == {
         "otel-collector", "jaeger", "jaeger-data-owner", "prometheus", "victorialogs", "grafana", "alertmanager",
+        "tempo",
     }  # fmt: skip
 
 
