@@ -26,6 +26,7 @@ measure an empty selection.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import statistics
 import sys
@@ -34,13 +35,20 @@ import time
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from promdata import ROOT, BlockFiles, binaries, create_blocks, get, serve, steps, version
 
-sys.path.insert(0, str(ROOT / "tests" / "stack"))
-
-from dashboard_queries import dashboard_queries
+# tests/stack/dashboard_queries.py, loaded by path: this script has the same module name.
+_spec = importlib.util.spec_from_file_location(
+    "stack_dashboard_queries", ROOT / "tests" / "stack" / "dashboard_queries.py"
+)
+assert _spec is not None and _spec.loader is not None
+_board = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _board  # dataclasses look their module up
+_spec.loader.exec_module(_board)
+dashboard_queries: Callable[..., list[Any]] = _board.dashboard_queries
 
 RULES = ROOT / "backends" / "prometheus" / "alerts.yml"
 PROMETHEUS_YML = ROOT / "backends" / "prometheus" / "prometheus.yml"
