@@ -212,6 +212,15 @@ def workload(now: float) -> list[tuple[str, str, float, Callable[[str, float], o
     return items
 
 
+def _extra(spec: str) -> tuple[str, str, float, Callable[[str, float], object]]:
+    name, _, expr = spec.partition("=")
+
+    def instant(base: str, t: float) -> object:
+        return get(base, "/api/v1/query", {"query": expr, "time": f"{t:.3f}"})
+
+    return "extra", name, PANEL_BOUND_MS, instant
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-per-day", type=int, default=10_000)
@@ -219,6 +228,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
     parser.add_argument("--quick", action="store_true", help="200 runs, one repeat, no compaction wait")
+    parser.add_argument(
+        "--expr", action="append", default=[], metavar="NAME=PROMQL",
+        help="also time this instant query (e.g. a part of a slow panel query); repeatable",
+    )  # fmt: skip
+    parser.add_argument("--only-expr", action="store_true", help="time only the --expr queries")
     args = parser.parse_args()
     if args.quick:
         args.runs_per_day, args.repeats = 200, 1
@@ -243,7 +257,7 @@ def main() -> int:
             print(f"| {'kind':8} | {'query':90} | {'ms':>9} | {'bound ms':>8} | result |")
             print(f"|{'-' * 10}|{'-' * 92}|{'-' * 11}|{'-' * 10}|--------|")
             failed = 0
-            for kind, name, bound, request in workload(now):
+            for kind, name, bound, request in [*([] if args.only_expr else workload(now)), *map(_extra, args.expr)]:
                 times: list[float] = []
                 error = ""
                 for _ in range(args.repeats):
