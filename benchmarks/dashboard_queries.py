@@ -37,8 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import promdata
 import yaml
-from promdata import ROOT, BlockFiles, binaries, create_blocks, get, serve, steps, version
+from promdata import ROOT, BlockFiles, binaries, create_blocks, serve, steps, version
 
 # tests/stack/dashboard_queries.py, loaded by path: this script has the same module name.
 _spec = importlib.util.spec_from_file_location(
@@ -59,6 +60,16 @@ BUCKETS = ("0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "120", "300"
 LEVELS = ("debug", "info", "milestone", "warning", "error")
 NICE_STEPS = (15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600)
 PANEL_BOUND_MS = 1000.0
+
+
+#: Per request, seconds (``--timeout``): Prometheus's own query ``timeout`` and the HTTP client's.
+request_timeout = 120.0
+
+
+def get(base: str, path: str, params: dict[str, str]) -> object:
+    """A Prometheus API request that Prometheus itself abandons after ``request_timeout``."""
+    limit = {"timeout": f"{request_timeout:g}s"} if "label" not in path else {}
+    return promdata.get(base, path, {**params, **limit}, request_timeout + 5)
 
 
 def _duration_s(text: str) -> int:
@@ -234,6 +245,8 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--only-expr", action="store_true", help="time only the --expr queries")
     args = parser.parse_args()
+    global request_timeout
+    request_timeout = args.timeout
     if args.quick:
         args.runs_per_day, args.repeats = 200, 1
     prometheus, promtool = binaries()
