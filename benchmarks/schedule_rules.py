@@ -21,25 +21,15 @@ reads, 2 hours for the others), hourly for a week for the duration buckets.
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import stack as stack_script  # noqa: E402
+from promdata import ROOT, BlockFiles, binaries, create_blocks, query, serve, version
+from promdata import steps as _steps
 
 RULES = ROOT / "backends" / "prometheus" / "alerts.yml"
 BUCKETS = ("0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "120", "300", "600", "1800", "3600", "7200",
@@ -59,7 +49,6 @@ RECORDED_2H = (
 )  # fmt: skip
 RECORDED_1D = "job_name:job_schedule_last_processed:latest"
 INTERVAL_S = 600
-BLOCK_S = 7200
 
 
 def gauge_values(run_start: float, now: float) -> dict[str, float]:
@@ -79,33 +68,6 @@ def gauge_values(run_start: float, now: float) -> dict[str, float]:
         "job_schedule_active_since_seconds": 0,
         "job_runs_active": 0,
     }
-
-
-class BlockFiles:
-    """OpenMetrics files, one per 2-hour TSDB block range: promtool re-reads its whole input for every
-    block range it covers, so one file per range keeps the import linear in the data."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.files: dict[int, TextIO] = {}
-
-    def write(self, name: str, labels: str, points: Iterator[tuple[float, float]]) -> int:
-        labels = labels.replace(", ", ",")  # OpenMetrics: no spaces between labels
-        count = 0
-        for stamp, value in points:
-            block = int(stamp // BLOCK_S)
-            out = self.files.get(block)
-            if out is None:
-                out = self.files[block] = (self.folder / f"{block}.om").open("w", encoding="utf-8")
-            out.write(f"{name}{{{labels}}} {value} {stamp:.3f}\n")
-            count += 1
-        return count
-
-    def close(self) -> list[Path]:
-        for out in self.files.values():
-            out.write("# EOF\n")
-            out.close()
-        return [self.folder / f"{block}.om" for block in sorted(self.files)]
 
 
 def generate(out: BlockFiles, jobs: int, now: float, every: int) -> int:
@@ -155,35 +117,13 @@ def _raw(recorded: str) -> str:
     return "job_schedule_last_start_seconds" if base.endswith("first_start_seconds") else base
 
 
-def _steps(start: float, end: float, step: float) -> Iterator[float]:
-    t = start - (start % step) + step
-    while t <= end:
-        yield t
-        t += step
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _query(base: str, expr: str, at: float) -> dict[str, Any]:
-    params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}", "stats": "all"})
-    with urllib.request.urlopen(f"{base}/api/v1/query?{params}", timeout=300) as resp:
-        body = json.loads(resp.read())
-    assert body["status"] == "success", body
-    return body["data"]  # type: ignore[no-any-return]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--every", type=int, default=15, help="export interval of the long-lived workers, seconds")
     args = parser.parse_args()
-    binaries = stack_script.ensure_built()  # the stack's own Prometheus and promtool (built on first use)
-    prometheus, promtool = str(binaries.prometheus), str(binaries.promtool)
+    prometheus, promtool = binaries()  # the stack's own Prometheus and promtool (built on first use)
     rules = [
         (r.get("alert") or r.get("record"), r["expr"])
         for g in yaml.safe_load(RULES.read_text())["groups"]
@@ -200,69 +140,20 @@ def main() -> int:
         sources = files.close()
         print(f"generated {samples:,} samples for {args.jobs:,} jobs in {time.monotonic() - t0:.0f} s", flush=True)
         t0 = time.monotonic()
-        for source in sources:
-            subprocess.run(
-                [promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(source), str(work / "data")],
-                check=True,
-            )
-            source.unlink()
+        create_blocks(promtool, sources, work / "data")
         print(f"promtool created the blocks in {time.monotonic() - t0:.0f} s", flush=True)
-        (work / "prometheus.yml").write_text("global: {}\n")
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [prometheus, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/-/ready", timeout=2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise
-                    time.sleep(0.5)
-            _wait_for_compaction(work / "data")
-            print(f"\nPrometheus {_version(prometheus)}, {args.jobs:,} scheduled jobs, median of {args.repeats}")
+        with serve(prometheus, work) as base:
+            print(f"\nPrometheus {version(prometheus)}, {args.jobs:,} scheduled jobs, median of {args.repeats}")
             print(f"{'rule':52} {'series':>7} {'samples':>12} {'exec ms':>9}")
             total = 0.0
             for name, expr in rules:
-                runs = [_query(base, expr, now) for _ in range(args.repeats)]
+                runs = [query(base, expr, now) for _ in range(args.repeats)]
                 exec_s = statistics.median(float(r["stats"]["timings"]["execTotalTime"]) for r in runs)
                 touched = int(runs[0]["stats"]["samples"]["totalQueryableSamples"])
                 total += exec_s
                 print(f"{name:52} {len(runs[0]['result']):>7,} {touched:>12,} {exec_s * 1000:>9.1f}")
             print(f"{'all schedule rules, one evaluation':52} {'':>7} {'':>12} {total * 1000:>9.1f}")
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
     return 0
-
-
-def _blocks(data: Path) -> int:
-    return sum(1 for d in data.iterdir() if d.is_dir() and len(d.name) == 26 and (d / "meta.json").exists())
-
-
-def _wait_for_compaction(data: Path, timeout: float = 600.0) -> None:
-    """Let Prometheus merge promtool's 2-hour blocks, as it does with its own data over time."""
-    t0 = time.monotonic()
-    before, last, stable_since = _blocks(data), -1, time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        count = _blocks(data)
-        if count != last:
-            last, stable_since = count, time.monotonic()
-        elif time.monotonic() - stable_since > 150:  # compaction runs every minute: two idle rounds
-            break
-        time.sleep(5)
-    print(f"Prometheus compacted {before} blocks into {last} in {time.monotonic() - t0:.0f} s", flush=True)
-
-
-def _version(binary: str) -> str:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
-    return out.split()[2] if out.startswith("prometheus, version") else "?"
 
 
 if __name__ == "__main__":
