@@ -7,9 +7,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from repo_scripts import stack_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,23 +38,10 @@ def _tool(name: str, install: str) -> str:
     return path
 
 
-def _stack_script() -> ModuleType:
-    """scripts/stack.py as a module (it is not a package); one module object for every test directory."""
-    name = "joblogger_stack"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts/stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def promtool() -> str:
     """Path of the promtool built with the stack's Prometheus (scripts/stack.py; built on first use)."""
-    return str(_stack_script().ensure_built().promtool)
+    return str(stack_script().ensure_built().promtool)
 
 
 @pytest.fixture(scope="session")

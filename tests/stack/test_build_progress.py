@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_compose import _stack_script
+from repo_scripts import stack_script
 
-stack = _stack_script()
+stack = stack_script()
 
 
 def test_a_long_build_step_prints_heartbeats_with_packages_compiled(

@@ -6,16 +6,15 @@ The VictoriaLogs checks also hold docker-compose.yml and the local stack
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from repo_scripts import stack_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -67,19 +66,6 @@ def test_compose_matches_compose_spec() -> None:
         [*command, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def _stack_script() -> ModuleType:
-    """scripts/stack.py as a module (it is not a package)."""
-    name = "joblogger_stack"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts/stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_expected_services() -> None:
@@ -174,7 +160,7 @@ def test_prometheus_version_matches_promtool(promtool: str) -> None:
     version = subprocess.run([promtool, "--version"], capture_output=True, text=True, check=True).stdout
     match = re.search(r"version (\d+\.\d+\.\d+)", version)
     assert match is not None, version
-    assert match.group(1) == _stack_script().prometheus_version()
+    assert match.group(1) == stack_script().prometheus_version()
     assert _services()["prometheus"]["image"] == f"prom/prometheus:v{match.group(1)}"
 
 
@@ -249,7 +235,7 @@ def test_victorialogs_image_matches_local_build() -> None:
     match = re.search(r"^require github\.com/VictoriaMetrics/VictoriaLogs (v\S+)$", go_mod, re.M)
     assert match is not None
     assert _services()["victorialogs"]["image"] == f"victoriametrics/victoria-logs:{match.group(1)}"
-    assert _stack_script()._victorialogs_version() == match.group(1)
+    assert stack_script()._victorialogs_version() == match.group(1)
 
 
 def test_victorialogs_env_flags_same_as_local_stack(tmp_path: Path) -> None:
@@ -264,7 +250,7 @@ def test_victorialogs_env_flags_same_as_local_stack(tmp_path: Path) -> None:
     }
     assert ("victorialogs-data", "/victoria-logs-data", "rw") in _mounts(svc)
     assert svc["ports"] == ["127.0.0.1:9428:9428"]
-    stack = _stack_script()
+    stack = stack_script()
     bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs", "promtool")))
     local = {s.name: s for s in stack._services(bins, tmp_path, {})}["victorialogs"]
     assert list(local.argv[1:]) == svc["command"]
@@ -285,7 +271,7 @@ def test_collector_sends_logs_to_victorialogs(tmp_path: Path) -> None:
     )
     assert exporter["headers"] == {"VL-Stream-Fields": "service.name,job.name"}
     assert config["service"]["pipelines"]["logs"]["exporters"] == ["otlphttp/victorialogs"]
-    stack = _stack_script()
+    stack = stack_script()
     bins = stack.Binaries(*(tmp_path / n for n in ("otelcol", "jaeger", "prometheus", "victoria-logs", "promtool")))
     collector = {s.name: s for s in stack._services(bins, tmp_path, {})}["collector"]
     assert collector.env["VICTORIALOGS_OTLP_LOGS_ENDPOINT"] == "http://127.0.0.1:9428/insert/opentelemetry/v1/logs"

@@ -7,17 +7,15 @@ docs/stack.md, "Tempo users"). The TraceQL check is structural (tests/stack/trac
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 from dashboard_queries import iter_panels
+from repo_scripts import tempo_dashboard_script
 from semconv_names import ATTRIBUTE_KEYS
 from traceql_check import attributes, problems
 
@@ -35,18 +33,6 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 DEFAULT_SERVICES = {
     "otel-collector", "jaeger", "jaeger-data-owner", "prometheus", "victorialogs", "grafana", "alertmanager",
 }  # fmt: skip
-
-
-def _script() -> ModuleType:
-    name = "joblogger_tempo_dashboard"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts/tempo_dashboard.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _yaml(path: Path) -> Any:
@@ -67,7 +53,7 @@ def _datasources() -> dict[str, dict[str, Any]]:
 
 
 def _traceql_queries() -> list[str]:
-    doc = _script().load_traceql()
+    doc = tempo_dashboard_script().load_traceql()
     entries = [e["tempo"] for e in doc["panels"].values()] + [doc["explore_link"]["tempo"]]
     return [e["query"] for e in entries]
 
@@ -170,8 +156,10 @@ def test_tempo_overlay_sends_traces_to_jaeger_and_tempo() -> None:
 
 def test_generated_dashboard_has_not_drifted() -> None:
     """dashboards/joblogger-tempo.json is exactly what scripts/tempo_dashboard.py makes of joblogger.json."""
-    assert TEMPO_BOARD.read_text(encoding="utf-8") == _script().expected_text(), "run scripts/tempo_dashboard.py"
-    assert _script().main(["--check"]) == 0
+    assert TEMPO_BOARD.read_text(encoding="utf-8") == tempo_dashboard_script().expected_text(), (
+        "run scripts/tempo_dashboard.py"
+    )
+    assert tempo_dashboard_script().main(["--check"]) == 0
 
 
 def test_tempo_dashboard_identity() -> None:
@@ -229,7 +217,7 @@ def test_tempo_dashboard_datasources_provisioned_and_exemplars_go_to_tempo() -> 
 
 def test_traceql_file_states_the_jaeger_queries_it_replaces() -> None:
     """traceql.yaml's `jaeger` entries are the queries of joblogger.json, so a changed Jaeger panel shows up here."""
-    doc = _script().load_traceql()
+    doc = tempo_dashboard_script().load_traceql()
     source = {p["id"]: p for p in iter_panels(_board(JAEGER_BOARD))}
     for panel_id, entry in doc["panels"].items():
         (target,) = source[panel_id]["targets"]
@@ -270,7 +258,7 @@ def test_traceql_uses_semconv_attributes_and_the_run_span() -> None:
 
 def test_failed_runs_match_every_failing_result() -> None:
     """Failed runs lists failure, error and timeout, the results JobRunFailed counts."""
-    failed = _script().load_traceql()["panels"][12]["tempo"]["query"]
+    failed = tempo_dashboard_script().load_traceql()["panels"][12]["tempo"]["query"]
     assert 'span.job.result =~ "failure|error|timeout"' in failed
 
 
@@ -290,7 +278,7 @@ def test_a_new_jaeger_panel_without_traceql_fails_generation() -> None:
     extra["id"] = 999
     source["panels"].append(extra)
     with pytest.raises(SystemExit, match="panel 999"):
-        _script().generate(source, _script().load_traceql())
+        tempo_dashboard_script().generate(source, tempo_dashboard_script().load_traceql())
 
 
 def test_run_detail_stays_collapsed() -> None:

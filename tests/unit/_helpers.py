@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
@@ -85,3 +87,23 @@ def assert_telemetry_valid(cap: Capture) -> None:
 def attrs(span: Any) -> dict[str, Any]:
     """A span's attributes as a plain dict."""
     return dict(span.attributes or {})
+
+
+def in_child(body: Callable[[], Any]) -> Any:
+    """Run ``body()`` in a forked child; return what it returned (JSON) or fail with its error."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            result = {"ok": body()}
+        except BaseException as exc:
+            result = {"error": repr(exc)}
+        os.write(write_fd, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as pipe:
+        result = json.loads(pipe.read() or b"{}")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "error" not in result, result["error"]
+    return result["ok"]

@@ -7,7 +7,6 @@ unit tests with the lowest), so they pin the SDK-private layout that
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -19,6 +18,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from joblogger import _fork, _otlp_fork, _registry, otlp, semconv
 from joblogger.testing import Capture
+
+from ._helpers import in_child
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 
@@ -90,26 +91,6 @@ def test_one_after_fork_hook_per_concern_and_no_direct_registration():
     assert direct == []
 
 
-def _in_child(body) -> dict:  # type: ignore[no-untyped-def, type-arg]
-    """Run ``body()`` in a forked child; return what it returned (JSON) or fail with its error."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            result = {"ok": body()}
-        except BaseException as exc:
-            result = {"error": repr(exc)}
-        os.write(write_fd, json.dumps(result).encode())
-        os._exit(0)
-    os.close(write_fd)
-    _, status = os.waitpid(pid, 0)
-    with os.fdopen(read_fd, "rb") as pipe:
-        result = json.loads(pipe.read() or b"{}")
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert "error" not in result, result["error"]
-    return result["ok"]
-
-
 @needs_fork
 def test_a_run_active_at_the_fork_is_detached_in_the_child(cap: Capture):
     """The child's copy of the parent's run never ends, counts or exports it; the parent's run is intact."""
@@ -130,7 +111,7 @@ def test_a_run_active_at_the_fork_is_detached_in_the_child(cap: Capture):
             "active": [r.job_run_id for r in _registry.active_runs()],  # type: ignore[attr-defined]
         }
 
-    assert _in_child(child) == {"result": "detached", "ended_spans": [], "runs": 0, "active": []}
+    assert in_child(child) == {"result": "detached", "ended_spans": [], "runs": 0, "active": []}
     job.increment_progress(50)
     summary = job.log_summary()
     assert summary.result == "success"

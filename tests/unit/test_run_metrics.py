@@ -3,7 +3,6 @@ with its own providers, SDK instruments with the application's, and the same num
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -16,7 +15,7 @@ from joblogger import create_job_logger, semconv
 from joblogger._producer import ProgressProducer
 from joblogger.testing import Capture
 
-from ._helpers import FakeClock
+from ._helpers import FakeClock, in_child
 
 RUN_METRICS = (semconv.METRIC_RUNS, semconv.METRIC_RUN_DURATION, semconv.METRIC_STAGE_DURATION)
 # Durations on both sides of bucket bounds (a bound itself belongs to its bucket), and past the last one.
@@ -151,22 +150,13 @@ def test_a_forked_child_exports_only_its_own_runs(cap: Capture) -> None:
     """Runs the parent ended before the fork are the parent's: the child's series start empty."""
     cap.job_logger("before", "forking").log_summary()
     assert cap.metric_value(semconv.METRIC_RUNS) == 1
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            before = cap.metric_value(semconv.METRIC_RUNS)
-            cap.job_logger("in-child", "forking").log_summary()
-            result = {"before": before, "after": cap.metric_value(semconv.METRIC_RUNS)}
-        except BaseException as exc:
-            result = {"error": repr(exc)}
-        os.write(write_fd, json.dumps(result).encode())
-        os._exit(0)
-    os.close(write_fd)
-    _, status = os.waitpid(pid, 0)
-    with os.fdopen(read_fd, "rb") as pipe:
-        result = json.loads(pipe.read() or b"{}")
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> dict[str, float]:
+        before = cap.metric_value(semconv.METRIC_RUNS)
+        cap.job_logger("in-child", "forking").log_summary()
+        return {"before": before, "after": cap.metric_value(semconv.METRIC_RUNS)}
+
+    result = in_child(child)
     assert result == {"before": 0, "after": 1}
     assert cap.metric_value(semconv.METRIC_RUNS) == 1
 

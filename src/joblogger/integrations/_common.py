@@ -20,14 +20,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 
 from .. import _fork, semconv
 from .._logger import JobLogger, create_job_logger
 
-__all__ = ["DEFAULT_PROGRESS_INTERVAL_S", "progress_meta", "publish_progress", "start_task_run"]
+__all__ = ["DEFAULT_PROGRESS_INTERVAL_S", "mark_untracked", "progress_meta", "publish_progress", "start_task_run"]
 
 _log = logging.getLogger("joblogger")
 
@@ -35,6 +35,7 @@ _log = logging.getLogger("joblogger")
 DEFAULT_PROGRESS_INTERVAL_S = 1.0
 
 ProgressSink = Callable[[dict[str, Any]], None]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def start_task_run(
@@ -75,6 +76,21 @@ def start_task_run(
     finally:
         if token is not None:
             otel_context.detach(token)
+
+
+def mark_untracked(func: _F, mark: str) -> _F:
+    """Set ``func.<mark> = "untracked"`` (an integration leaves such functions out); warn once if it cannot.
+
+    Example:
+        >>> def heartbeat(): ...
+        >>> mark_untracked(heartbeat, "__joblogger_example__").__joblogger_example__
+        'untracked'
+    """
+    try:
+        setattr(func, mark, "untracked")
+    except (AttributeError, TypeError):
+        _log.warning("joblogger: untracked(%r): cannot mark this object; it stays tracked", func)
+    return func
 
 
 def progress_meta(job: JobLogger) -> dict[str, Any]:

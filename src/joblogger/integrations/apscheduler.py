@@ -52,7 +52,7 @@ from apscheduler.util import iscoroutinefunction_partial
 
 from .. import semconv
 from .._logger import JobLogger
-from ._common import start_task_run
+from ._common import mark_untracked, start_task_run
 
 __all__ = [
     "ATTR_EXECUTOR",
@@ -90,11 +90,7 @@ def untracked(func: _F) -> _F:
         >>> getattr(heartbeat, "__joblogger_apscheduler__")
         'untracked'
     """
-    try:
-        setattr(func, _MARK, "untracked")
-    except (AttributeError, TypeError):
-        _log.warning("joblogger: untracked(%r): cannot mark this object; it stays tracked", func)
-    return func
+    return mark_untracked(func, _MARK)
 
 
 class _Instrumentation:

@@ -49,7 +49,7 @@ from opentelemetry import propagate
 
 from .. import semconv
 from .._logger import JobLogger
-from ._common import start_task_run
+from ._common import mark_untracked, start_task_run
 
 __all__ = ["CARRIER_KEY", "enqueue_job", "instrument", "untracked", "wrap"]
 
@@ -81,11 +81,7 @@ def untracked(coroutine: _F) -> _F:
         >>> getattr(heartbeat, "__joblogger_arq__")
         'untracked'
     """
-    try:
-        setattr(coroutine, _MARK, "untracked")
-    except (AttributeError, TypeError):
-        _log.warning("joblogger: untracked(%r): cannot mark this object; it stays tracked", coroutine)
-    return coroutine
+    return mark_untracked(coroutine, _MARK)
 
 
 def _worker_name() -> str:
