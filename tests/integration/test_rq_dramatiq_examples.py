@@ -38,10 +38,11 @@ def run_spans_of_trace(stack: Any, trace_id: str, n: int) -> list[dict[str, Any]
     def probe() -> list[dict[str, Any]] | None:
         spans = get_json(f"{stack.jaeger}/api/traces/{trace_id}")["data"][0]["spans"]
         runs = [s for s in spans if "job.result" in tags_of(s)]
-        return (spans, runs) if len(runs) >= n else None  # type: ignore[return-value]
+        producers = [s for s in spans if s["operationName"] == "nightly-import"]
+        # The producer's span comes from another process and batch than the workers' runs: wait for both.
+        return (producers[0], runs) if len(runs) >= n and producers else None  # type: ignore[return-value]
 
-    spans, runs = eventually(probe, f"{n} run spans in trace {trace_id}")  # type: ignore[misc]
-    producer = next(s for s in spans if s["operationName"] == "nightly-import")
+    producer, runs = eventually(probe, f"{n} run spans and the producer span in trace {trace_id}")  # type: ignore[misc]
     for run in runs:
         assert run["references"][0]["spanID"] == producer["spanID"]
     return runs
