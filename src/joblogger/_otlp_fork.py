@@ -33,6 +33,7 @@ import uuid
 from typing import Any
 
 from . import _fork
+from ._bounded import call_bounded
 
 __all__ = [
     "after_fork",
@@ -221,11 +222,7 @@ def _flush_when_runs_end(telemetry: Any) -> None:
     timeout_s = min(RUN_END_FLUSH_TIMEOUT_S, float(telemetry.export_timeout_s))
 
     def flush(_run: Any) -> None:
-        worker = threading.Thread(
-            target=telemetry.force_flush, args=(timeout_s,), name="joblogger-run-end-flush", daemon=True
-        )
-        worker.start()
-        worker.join(timeout_s)
+        call_bounded(lambda: telemetry.force_flush(timeout_s), timeout_s, "joblogger-run-end-flush")
 
     def started(_run: Any) -> None:
         pass

@@ -11,10 +11,11 @@ application's own (drop-in) SDK providers alike; providers without
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from opentelemetry import metrics, trace
+
+from .._bounded import call_bounded
 
 __all__ = ["DEFAULT_FLUSH_TIMEOUT_S", "flush_global_providers"]
 
@@ -62,9 +63,5 @@ def flush_global_providers(timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> bool:
         >>> flush_global_providers(0.5)
         True
     """
-    worker = threading.Thread(
-        target=_flush_all, args=(max(1, int(timeout_s * 1000)),), name="joblogger-flush", daemon=True
-    )
-    worker.start()
-    worker.join(max(0.0, float(timeout_s)))
-    return not worker.is_alive()
+    millis = max(1, int(timeout_s * 1000))
+    return call_bounded(lambda: _flush_all(millis), timeout_s, "joblogger-flush")
