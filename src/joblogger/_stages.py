@@ -19,6 +19,9 @@ class StagesMixin(RunState):
     def set_stage(self, stage: str, message: str | None = None) -> None:
         """End the current stage and start ``stage``; logs the milestone ``Starting: <stage>``.
 
+        The milestone is a log record (and a ``job.logs`` count), not a span event: the
+        stage span's own name and start time say it.
+
         Example:
             >>> from joblogger import create_job_logger
             >>> job = create_job_logger("r", "j")
@@ -47,11 +50,8 @@ class StagesMixin(RunState):
             span = self._tracer.start_span(
                 name,
                 context=self._run.ctx,
-                attributes={
-                    semconv.JOB_NAME: self._job_name,
-                    semconv.JOB_RUN_ID: self._run_id,
-                    semconv.JOB_STAGE: name,
-                },
+                # Only job.stage: job.name and job.run.id are the parent run span's (docs/telemetry.md).
+                attributes={semconv.JOB_STAGE: name},
             )
         with self._lock:
             self._stage = SpanSlot(span, self._event_budget, now, self._tally.processed())
@@ -64,7 +64,7 @@ class StagesMixin(RunState):
             slot = self._stage
         if self._snapshots:
             self._snapshot(slot, semconv.SNAPSHOT_STAGE_START)
-        self._log(semconv.LEVEL_MILESTONE, f"Starting: {name}", None, None)
+        self._record_only(semconv.LEVEL_MILESTONE, f"Starting: {name}")
 
     def _snapshot(self, slot: SpanSlot, kind: str) -> None:
         """Emit an already-ended snapshot span under ``slot`` (see ``_snapshots``)."""

@@ -168,10 +168,12 @@ class RunState:
             to_stdlib: bool,
             *,
             reserved: bool = False,
+            event: bool = True,
             exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None,
             skip: int = 0,
             site: tuple[str, int, str] | None = None,
         ) -> None: ...
+        def _record_only(self, level: str, text: str) -> None: ...
 
     def _outcome_attributes(self, space: int | None, recorded: dict[str, int] | None = None) -> dict[str, int]:
         """``job.outcomes.<key>`` span attributes of ``recorded`` (default: the recorded outcomes) within ``space``."""
