@@ -248,6 +248,7 @@ class LogCallsMixin(RunState):
         *,
         reserved: bool = False,
         event: bool = True,
+        in_section: bool = False,
         exc_info: _ExcTuple | None = None,
         skip: int = 0,
         site: tuple[str, int, str] | None = None,
@@ -256,7 +257,8 @@ class LogCallsMixin(RunState):
 
         The record's call site (file, line, function) is the job's code that called
         joblogger, plus ``skip`` frames up, never joblogger's own; or ``site`` when given
-        (a bridged stdlib record keeps its own).
+        (a bridged stdlib record keeps its own). ``in_section``: the caller is already inside a
+        ``_signals.sdk()`` section (the run's end), so no nested one is entered.
         """
         with self._lock:
             slot = self._stage or self._run
@@ -270,6 +272,12 @@ class LogCallsMixin(RunState):
             # The exception event takes a slot of its own, in the same budget.
             exc_admitted = exc_info is not None and admitted and slot.admit(level)
             stage = self._stage_name
+        if in_section:
+            self._emit_in_section(
+                slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,
+                exc_admitted=exc_admitted, exc_info=exc_info, stage=stage, skip=skip, site=site,
+            )  # fmt: skip
+            return
         with _signals.sdk():
             self._emit_in_section(
                 slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,

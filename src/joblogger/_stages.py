@@ -100,13 +100,18 @@ class StagesMixin(RunState):
         return semconv.STAGE_OTHER
 
     def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None:
-        processed = self._tally.processed() - slot.processed_at_start
         with _signals.sdk():
-            slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+            self._close_stage_in_section(slot, label, now)
+
+    def _close_stage_in_section(self, slot: SpanSlot, label: str, now: float) -> None:
+        """:meth:`_close_stage` for a caller already inside a ``_signals.sdk()`` section (the run's end)."""
+        processed = self._tally.processed() - slot.processed_at_start
+        slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+        if slot.dropped:
             with self._lock:
                 for level, n in slot.dropped.items():
                     self._dropped[level] = self._dropped.get(level, 0) + n
-            self._hub.records.record_stage(self._tally.job, label, max(0.0, now - slot.started_at), slot.span, slot.ctx)
+        self._hub.records.record_stage(self._tally.job, label, max(0.0, now - slot.started_at), slot.span, slot.ctx)
 
     def _refresh_gauge_attrs(self) -> None:
         """Forget the progress-gauge attributes (caller holds the lock); rebuilt when a collection reads them.
