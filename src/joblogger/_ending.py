@@ -213,7 +213,7 @@ class EndingMixin(RunState):
         # One signals section around the end-of-run SDK work (see _signals; sections nest).
         with _signals.sdk():
             if stage is not None:
-                self._close_stage(stage, stage_label, now)
+                self._close_stage_in_section(stage, stage_label, now)
             # The summary line is the run's last log record: on the run span, counted as a milestone.
             self._emit(
                 semconv.LEVEL_MILESTONE,
@@ -222,6 +222,7 @@ class EndingMixin(RunState):
                 {},
                 pylog.isEnabledFor(MILESTONE),
                 reserved=True,
+                in_section=True,
             )
             self._tally.count_log(semconv.LEVEL_MILESTONE)
             logs[semconv.LEVEL_MILESTONE] = ticks_value(self._tally.log_ticks[semconv.LEVEL_MILESTONE])

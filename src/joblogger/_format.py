@@ -202,6 +202,14 @@ def ordered_outcomes(
         {'updates': 5, 'skipped': 2, 'warnings': 2}
     """
     merged: dict[str, int] = {}
+    if not recorded:  # most small runs: only the log counts can add anything
+        errors = log_counts.get(semconv.LEVEL_ERROR, 0)
+        if errors:
+            merged[semconv.OUTCOME_ERRORS] = errors
+        warnings = log_counts.get(semconv.LEVEL_WARNING, 0)
+        if warnings:
+            merged[semconv.OUTCOME_WARNINGS] = warnings
+        return merged
     for key in LEADING_OUTCOMES:
         if recorded.get(key):
             merged[key] = recorded[key]

@@ -198,6 +198,23 @@ class LogCallsMixin(RunState):
         except Exception as error:  # noqa: BLE001 - never raise into the job
             self._internal_error(level, error)
 
+    def _record_only(self, level: str, text: str) -> None:
+        """A log call of joblogger's own that is a record and a ``job.logs`` count, but no span event.
+
+        For ``Starting: <stage>``, which the stage span itself states. Costs two counter
+        ticks and a level check when no handler or log exporter wants the record.
+        """
+        try:
+            tally = self._tally
+            next(tally.log_ticks[level])
+            next(tally.job_logs[level])
+            levelno = LEVELNO[level]
+            to_stdlib = pylog.isEnabledFor(levelno)
+            if to_stdlib or _logexport.wanted(levelno, False):
+                self._emit(level, levelno, redact_text(text), {}, to_stdlib, event=False)
+        except Exception as error:  # noqa: BLE001 - never raise into the job
+            self._internal_error(level, error)
+
     def _exc_tuple(self, exc_info: object) -> _ExcTuple | None:
         """``exc_info=`` as :mod:`logging` reads it; junk and "no exception" are ignored with a warning."""
         if isinstance(exc_info, BaseException):
@@ -230,19 +247,24 @@ class LogCallsMixin(RunState):
         to_stdlib: bool,
         *,
         reserved: bool = False,
+        event: bool = True,
+        in_section: bool = False,
         exc_info: _ExcTuple | None = None,
         skip: int = 0,
         site: tuple[str, int, str] | None = None,
     ) -> None:
-        """Add the span event (within the budget, or in a ``reserved`` slot) and the stdlib record.
+        """Add the span event (within the budget, or in a ``reserved`` slot; none if not ``event``) and the record.
 
         The record's call site (file, line, function) is the job's code that called
         joblogger, plus ``skip`` frames up, never joblogger's own; or ``site`` when given
-        (a bridged stdlib record keeps its own).
+        (a bridged stdlib record keeps its own). ``in_section``: the caller is already inside a
+        ``_signals.sdk()`` section (the run's end), so no nested one is entered.
         """
         with self._lock:
             slot = self._stage or self._run
-            if reserved:
+            if not event:
+                admitted = False
+            elif reserved:
                 slot.used += 1
                 admitted = True
             else:
@@ -250,6 +272,12 @@ class LogCallsMixin(RunState):
             # The exception event takes a slot of its own, in the same budget.
             exc_admitted = exc_info is not None and admitted and slot.admit(level)
             stage = self._stage_name
+        if in_section:
+            self._emit_in_section(
+                slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,
+                exc_admitted=exc_admitted, exc_info=exc_info, stage=stage, skip=skip, site=site,
+            )  # fmt: skip
+            return
         with _signals.sdk():
             self._emit_in_section(
                 slot, level, levelno, text, attrs, to_stdlib=to_stdlib, admitted=admitted,

@@ -280,6 +280,8 @@ class Hub(ObserveMixin):
 
     def job_label(self, job_name: str) -> str | None:
         """Metric label for ``job_name``, or None when the cap folded it into ``other``."""
+        if job_name in self._jobs:  # seen before (every run but the job's first): no lock
+            return job_name
         with self._lock:
             if job_name in self._jobs:
                 return job_name
@@ -302,6 +304,9 @@ class Hub(ObserveMixin):
 
     def cap_value(self, kind: str, job: str, value: str, limit: int) -> bool:
         """True when ``value`` may be a label of ``kind`` for ``job`` (at most ``limit`` distinct per process)."""
+        seen = self._caps.get((kind, job))
+        if seen is not None and value in seen:  # seen before: no lock (sets only grow)
+            return True
         with self._lock:
             seen = self._caps.setdefault((kind, job), set())
             if value in seen:

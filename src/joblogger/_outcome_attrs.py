@@ -73,6 +73,8 @@ def outcome_attributes(recorded: Mapping[str, int], space: int | None) -> tuple[
         >>> outcome_attributes({"a": 1, "b": 2, "c": 3}, 8)
         ({'job.outcomes.a': 1, 'job.outcomes.other': 5}, 2)
     """
+    if not recorded:
+        return {}, 0
     prefix = semconv.JOB_OUTCOMES_PREFIX
     standard = [key for key in _FIXED if key in recorded]
     custom = [key for key in recorded if key not in _format.STANDARD_OUTCOMES and key != semconv.OUTCOME_OTHER]

@@ -55,6 +55,10 @@ class Outcome:
     exit_code: int | None = None
 
 
+#: What a run that ended without an exception gets (frozen, so one instance serves every run).
+_ENDED_NORMALLY = Outcome(semconv.RESULT_SUCCESS)
+
+
 def exit_code(exc: SystemExit) -> int:
     """The process exit code a ``SystemExit`` stands for, as the interpreter computes it.
 
@@ -80,7 +84,7 @@ def classify(exc: BaseException | None) -> Outcome:
         2
     """
     if exc is None:
-        return Outcome(semconv.RESULT_SUCCESS)
+        return _ENDED_NORMALLY
     if isinstance(exc, SignalExit):
         return Outcome(semconv.RESULT_CANCELLATION, exc, exit_code(exc))
     if isinstance(exc, SystemExit):

@@ -21,7 +21,7 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
-from . import _callsite
+from . import _callsite, _fork
 from ._redact import (
     REDACTED,
     VALUE_FIELD,
@@ -57,6 +57,19 @@ _SORT_LIMIT = 1_024
 WARNING_SINKS: list[Callable[[logging.LogRecord, bool], None]] = []
 
 
+#: Guards the lazy creation of a Warner's thread-local queue.
+_LOCAL_LOCK = threading.Lock()
+
+
+def _new_local_lock() -> None:
+    """In a forked child: another thread of the parent may have held the lock at the fork."""
+    global _LOCAL_LOCK
+    _LOCAL_LOCK = threading.Lock()
+
+
+_fork.register(_new_local_lock)
+
+
 class Warner:
     """Emits each kind of warning at most once per owner (one job run).
 
@@ -71,14 +84,16 @@ class Warner:
         #: the text before each warning, or what makes it (called at the first warning: most runs have none).
         self._prefix = prefix
         self._seen: set[str] = set()
-        self._local = threading.local()
+        #: per-thread queue of ``deferred()``, made at its first use (most runs never defer a warning).
+        self._local: threading.local | None = None
 
     def __call__(self, kind: str, message: str, *args: object) -> None:
         """Log ``message`` as a warning unless ``kind`` was already reported."""
         if kind in self._seen:
             return
         self._seen.add(kind)
-        queue = getattr(self._local, "queue", None)
+        local = self._local
+        queue = None if local is None else getattr(local, "queue", None)
         if queue is not None:
             queue.append((kind, message, args))
         else:
@@ -103,15 +118,21 @@ class Warner:
     @contextmanager
     def deferred(self) -> Iterator[None]:
         """Queue warnings raised in the block; emit them after it."""
-        if getattr(self._local, "queue", None) is not None:
+        local = self._local
+        if local is None:
+            with _LOCAL_LOCK:  # two threads deferring at once for the first time make one
+                local = self._local
+                if local is None:
+                    local = self._local = threading.local()
+        if getattr(local, "queue", None) is not None:
             yield
             return
         queue: list[tuple[str, str, tuple[object, ...]]] = []
-        self._local.queue = queue
+        local.queue = queue
         try:
             yield
         finally:
-            self._local.queue = None
+            local.queue = None
             for kind, message, args in queue:
                 self._emit(kind, message, args)
 

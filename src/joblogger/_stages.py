@@ -19,6 +19,9 @@ class StagesMixin(RunState):
     def set_stage(self, stage: str, message: str | None = None) -> None:
         """End the current stage and start ``stage``; logs the milestone ``Starting: <stage>``.
 
+        The milestone is a log record (and a ``job.logs`` count), not a span event: the
+        stage span's own name and start time say it.
+
         Example:
             >>> from joblogger import create_job_logger
             >>> job = create_job_logger("r", "j")
@@ -47,11 +50,8 @@ class StagesMixin(RunState):
             span = self._tracer.start_span(
                 name,
                 context=self._run.ctx,
-                attributes={
-                    semconv.JOB_NAME: self._job_name,
-                    semconv.JOB_RUN_ID: self._run_id,
-                    semconv.JOB_STAGE: name,
-                },
+                # Only job.stage: job.name and job.run.id are the parent run span's (docs/telemetry.md).
+                attributes={semconv.JOB_STAGE: name},
             )
         with self._lock:
             self._stage = SpanSlot(span, self._event_budget, now, self._tally.processed())
@@ -64,7 +64,7 @@ class StagesMixin(RunState):
             slot = self._stage
         if self._snapshots:
             self._snapshot(slot, semconv.SNAPSHOT_STAGE_START)
-        self._log(semconv.LEVEL_MILESTONE, f"Starting: {name}", None, None)
+        self._record_only(semconv.LEVEL_MILESTONE, f"Starting: {name}")
 
     def _snapshot(self, slot: SpanSlot, kind: str) -> None:
         """Emit an already-ended snapshot span under ``slot`` (see ``_snapshots``)."""
@@ -100,13 +100,18 @@ class StagesMixin(RunState):
         return semconv.STAGE_OTHER
 
     def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None:
-        processed = self._tally.processed() - slot.processed_at_start
         with _signals.sdk():
-            slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+            self._close_stage_in_section(slot, label, now)
+
+    def _close_stage_in_section(self, slot: SpanSlot, label: str, now: float) -> None:
+        """:meth:`_close_stage` for a caller already inside a ``_signals.sdk()`` section (the run's end)."""
+        processed = self._tally.processed() - slot.processed_at_start
+        slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
+        if slot.dropped:
             with self._lock:
                 for level, n in slot.dropped.items():
                     self._dropped[level] = self._dropped.get(level, 0) + n
-            self._hub.records.record_stage(self._tally.job, label, max(0.0, now - slot.started_at), slot.span, slot.ctx)
+        self._hub.records.record_stage(self._tally.job, label, max(0.0, now - slot.started_at), slot.span, slot.ctx)
 
     def _refresh_gauge_attrs(self) -> None:
         """Forget the progress-gauge attributes (caller holds the lock); rebuilt when a collection reads them.

@@ -19,6 +19,9 @@ def _ignore(*args: object) -> None:
 #: What a ticks counter can count to (2**62 increments: centuries at 100 million a second).
 _TICKS_SPAN = 2**62
 
+#: The range every ticks counter iterates (immutable, so one serves all).
+_TICKS_RANGE = range(_TICKS_SPAN)
+
 #: A ticks counter: ``next()`` counts one (a single C call, atomic under the GIL, no lock).
 Ticks = Iterator[int]
 
@@ -31,7 +34,7 @@ def new_ticks() -> Ticks:
     (``__length_hint__``, the items left), where ``itertools.count`` can only be
     read by parsing its ``repr()`` (4x slower; its ``__reduce__`` is deprecated).
     """
-    return iter(range(_TICKS_SPAN))
+    return iter(_TICKS_RANGE)
 
 
 def ticks_value(ticks: Ticks) -> int:
@@ -89,7 +92,7 @@ class Tally:
         #: set before the key's ticks exist, so a reader that sees a key finds its label.
         self.labels: dict[str, str] = {}
         self.outcome_extra: dict[str, int] = {}
-        self.log_ticks = {level: new_ticks() for level in semconv.LEVELS}
+        self.log_ticks = {level: iter(_TICKS_RANGE) for level in semconv.LEVELS}
         #: the job's log counters, shared by all its runs in this process (set by the metrics hub);
         #: job.logs reads these, so a collection costs the same whatever the number of active runs.
         self.job_logs = _UNREGISTERED if job_logs is None else job_logs

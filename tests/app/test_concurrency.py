@@ -82,9 +82,12 @@ def test_thousand_asyncio_jobs_and_eight_threads_of_jobs_at_once():
         spans = cap.spans()
         runs = {s.attributes[semconv.JOB_RUN_ID]: s for s in spans if s.parent is None}
         assert len(runs) == 1200
+        by_span_id = {run.context.span_id: run for run in runs.values()}
         for span in spans:
-            if span.parent is not None:  # stage spans: children of their own run's span
-                run = runs[span.attributes[semconv.JOB_RUN_ID]]
-                assert span.parent.span_id == run.context.span_id
+            if span.parent is not None:  # stage spans: children of their own run's span, in its trace
+                run = by_span_id[span.parent.span_id]
                 assert span.context.trace_id == run.context.trace_id
+                if span.name == "Saving":  # its "saved" event is its own run's
+                    (event,) = span.events
+                    assert f"async-{event.attributes['i']}" == run.attributes[semconv.JOB_RUN_ID]
         assert len([s for s in spans if s.name == "Saving"]) == 1000

@@ -250,6 +250,11 @@ def test_ordered_outcomes_errors_warnings_default_to_log_counts() -> None:
     assert _format.ordered_outcomes({"errors": 2}, logs) == {"errors": 2, "warnings": 150}
     assert _format.ordered_outcomes({"warnings": 0}, logs) == {"errors": 4}
     assert _format.ordered_outcomes({}, {}) == {}
+    # nothing recorded (the fast path most small runs take): the log counts alone, errors first
+    assert list(_format.ordered_outcomes({}, {"warning": 2, "error": 1, "info": 9}).items()) == [
+        ("errors", 1), ("warnings", 2),
+    ]  # fmt: skip
+    assert _format.ordered_outcomes({}, {"warning": 3}) == {"warnings": 3}
 
 
 @pytest.mark.parametrize(

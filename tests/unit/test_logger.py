@@ -74,7 +74,11 @@ def test_create_job_logger_takes_injected_providers(cap: Capture, clock: FakeClo
 
 
 def test_set_stage_ends_previous_and_logs_milestone(cap: Capture, clock: FakeClock) -> None:
-    """set_stage ends the previous stage span, starts a child of the run span and logs "Starting: <stage>"."""
+    """set_stage ends the previous stage span, starts a child of the run span and logs "Starting: <stage>".
+
+    The milestone is a log record and a count, not a span event: the stage span's name and start say it.
+    The stage span carries only ``job.stage`` (``job.name`` and ``job.run.id`` are the run span's).
+    """
     job = cap.job_logger("r", "j")
     job.set_stage("A", "Loading")
     assert (job.stage, job.message, job.progress_text) == ("A", "Loading", "A (loading)")
@@ -83,15 +87,31 @@ def test_set_stage_ends_previous_and_logs_milestone(cap: Capture, clock: FakeClo
     assert (job.stage, job.message) == ("B", None)
     a = stage_span(cap, "A")
     assert a.parent is not None and a.parent.span_id == job.span.get_span_context().span_id
-    assert [e.name for e in a.events] == ["Starting: A"]
-    assert attrs(a) == {semconv.JOB_NAME: "j", semconv.JOB_RUN_ID: "r", semconv.JOB_STAGE: "A",
-                        semconv.JOB_PROGRESS_CURRENT: 0}  # fmt: skip
+    assert [e.name for e in a.events] == []
+    assert attrs(a) == {semconv.JOB_STAGE: "A", semconv.JOB_PROGRESS_CURRENT: 0}
     clock.advance(7)
     job.log_summary()
     durations = {p.attributes[semconv.JOB_STAGE]: (p.value, p.histogram_sum) for p in cap.metrics()
                  if p.name == semconv.METRIC_STAGE_DURATION}  # fmt: skip
     assert durations == {"A": (1, 3.0), "B": (1, 7.0)}
     assert job.log_counts["milestone"] == 3  # two stage starts and the summary
+
+
+def test_stage_start_is_a_log_record_not_a_span_event(cap: Capture, caplog: pytest.LogCaptureFixture) -> None:
+    """``Starting: <stage>`` reaches logging (with the stage's context) and job.logs, but adds no span event."""
+    caplog.set_level(MILESTONE, logger="joblogger")
+    job = cap.job_logger("r", "j")
+    job.set_stage("Loading")
+    job.milestone("half way")
+    job.log_summary()
+    stage = stage_span(cap, "Loading")
+    assert [e.name for e in stage.events] == ["half way"]
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("Starting: ")]
+    assert record.levelno == MILESTONE and record.getMessage() == "Starting: Loading"
+    assert getattr(record, semconv.JOB_STAGE) == "Loading"
+    assert getattr(record, semconv.JOB_RUN_ID) == "r"
+    assert job.log_counts["milestone"] == 3  # the stage start, half way and the summary
+    assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_LOG_LEVEL: "milestone"}) == 3
 
 
 def test_set_stage_never_resets_counts(cap: Capture) -> None:
@@ -306,7 +326,6 @@ def test_levels_become_events_with_context(cap: Capture) -> None:
     job.log_summary()
     stage = stage_span(cap, "S")
     assert [(e.name, dict(e.attributes or {})) for e in stage.events] == [
-        ("Starting: S", {semconv.JOB_LOG_LEVEL: "milestone"}),
         ("i", {"a": 1, "b": "two", semconv.JOB_LOG_LEVEL: "info"}),
         ("m", {"n": (1, 2, 3), semconv.JOB_LOG_LEVEL: "milestone"}),
         ("w", {"userId": "1234", semconv.JOB_LOG_LEVEL: "warning"}),
@@ -322,13 +341,13 @@ def test_debug_not_exported_by_default(cap: Capture) -> None:
     job.set_stage("S")
     job.debug("quiet", {"x": 1})
     job.log_summary()
-    assert levels(stage_span(cap, "S")) == ["milestone"]
+    assert levels(stage_span(cap, "S")) == []
     job2 = cap.job_logger("r2", "verbose", debug_events=True)
     job2.set_stage("T")
     job2.debug("loud", {"x": 1})
     job2.log_summary()
     t = stage_span(cap, "T")
-    assert [(e.name, levels(t)[i]) for i, e in enumerate(t.events)] == [("Starting: T", "milestone"), ("loud", "debug")]
+    assert [(e.name, levels(t)[i]) for i, e in enumerate(t.events)] == [("loud", "debug")]
     assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_NAME: "default", semconv.JOB_LOG_LEVEL: "debug"}) == 1
     assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_NAME: "verbose", semconv.JOB_LOG_LEVEL: "debug"}) == 1
 
@@ -751,7 +770,7 @@ def test_default_event_budget_keeps_high_levels(cap: Capture) -> None:
     stage = stage_span(cap, "S")
     assert len(stage.events) == 128 and stage.dropped_events == 0
     kept = levels(stage)[:-1]
-    assert kept.count("error") == 20 and kept.count("milestone") == 1
+    assert kept.count("error") == 20 and kept.count("milestone") == 0
     assert 0 < kept.count("info") < 127 - 20 and 0 < kept.count("warning") < 50
     assert [e.name for e in stage.events if e.name.startswith("w")] == [f"w{i}" for i in range(kept.count("warning"))]
     closing = stage.events[-1]
@@ -769,7 +788,7 @@ def test_default_event_budget_keeps_high_levels(cap: Capture) -> None:
 def test_small_event_budget(cap: Capture) -> None:
     """With a small budget, debug and info go first; milestones, warnings and errors stay until exhausted."""
     job = cap.job_logger("r", "j", event_budget=8, debug_events=True)
-    job.set_stage("S")  # 1 milestone
+    job.set_stage("S")  # a milestone record, no span event
     for i in range(10):
         job.debug(f"d{i}")
         job.info(f"i{i}")
@@ -782,21 +801,22 @@ def test_small_event_budget(cap: Capture) -> None:
     assert len(stage.events) <= 8 and stage.dropped_events == 0
     *kept, closing = stage.events
     names = [e.name for e in kept]
-    assert names[0] == "Starting: S"
+    assert names[0] == "d0"
     assert "w0" in names and "e0" in names  # kept although lower levels were already being dropped
     low_kept = [n for n in names if n[0] in "di"]
     assert 0 < len(low_kept) < 20
     dropped = {
         k.removeprefix(semconv.JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX): v for k, v in (closing.attributes or {}).items()
     }
-    emitted = {"milestone": 1, "debug": 10, "info": 10, "warning": 10, "error": 1}
+    emitted = {"milestone": 0, "debug": 10, "info": 10, "warning": 10, "error": 1}
     kept_levels = levels(stage)[:-1]
     for level, n in emitted.items():
         assert kept_levels.count(level) + dropped.get(level, 0) == n, level
     assert dropped["warning"] > 0
     assert attrs(stage)[semconv.JOB_EVENTS_DROPPED] == sum(dropped.values())
     for level, n in emitted.items():
-        assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_LOG_LEVEL: level}) == n + (level == "milestone")
+        # milestones: the stage start and the summary line are log calls too (records, no stage events)
+        assert cap.metric_value(semconv.METRIC_LOGS, **{semconv.JOB_LOG_LEVEL: level}) == n + 2 * (level == "milestone")
 
 
 def test_event_budget_reserves_room_for_exception_and_summary(cap: Capture) -> None:
@@ -962,7 +982,7 @@ def test_capture_helpers() -> None:
         assert [s.name for s in c.spans()] == ["S", "helper-job"]
         assert [(e.span, e.name, e.level) for e in c.events("warning")] == [("S", "w", "warning")]
         assert c.events("warning")[0].attributes["userId"] == "1"
-        assert len(c.events()) == 3
+        assert len(c.events()) == 2  # the warning and the summary line ("Starting: S" is no span event)
         with pytest.raises(AssertionError):
             c.span("missing")
         assert c.metric_value(semconv.METRIC_RUNS) == 1

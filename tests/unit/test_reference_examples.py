@@ -14,8 +14,6 @@ from joblogger.testing import Capture
 
 from ._helpers import FakeClock, assert_telemetry_valid, attrs
 
-STAGE_ATTRS = (semconv.JOB_NAME, semconv.JOB_RUN_ID, semconv.JOB_STAGE)
-
 
 def live_log(records: list[logging.LogRecord]) -> list[str]:
     """The job's own stdlib records as the reference guide prints them: ``[LEVEL] message``."""
@@ -23,15 +21,17 @@ def live_log(records: list[logging.LogRecord]) -> list[str]:
 
 
 def run_and_stages(cap: Capture, job_name: str, stages: list[str]) -> tuple[Any, list[Any]]:
-    """The run span and its stage spans (checked to be its children, in order, with the stage attributes)."""
+    """The run span and its stage spans (checked to be its children, in order, with the stage attributes).
+
+    A stage span carries only ``job.stage``: ``job.name`` and ``job.run.id`` are the run span's.
+    """
     run = cap.span(job_name)
     children = [s for s in cap.spans() if s.parent is not None and s.parent.span_id == run.context.span_id]
     children.sort(key=lambda s: s.start_time)
     assert [s.name for s in children] == stages
     for span in children:
         a = attrs(span)
-        assert a[semconv.JOB_NAME] == job_name
-        assert a[semconv.JOB_RUN_ID] == attrs(run)[semconv.JOB_RUN_ID]
+        assert semconv.JOB_NAME not in a and semconv.JOB_RUN_ID not in a
         assert a[semconv.JOB_STAGE] == span.name
         assert span.context.trace_id == run.context.trace_id
     stage_ids = {s.context.span_id for s in children}
@@ -102,17 +102,16 @@ def test_quick_start(cap: Capture, clock: FakeClock, caplog: pytest.LogCaptureFi
         "updates": 1, "inserts": 5, "deletes": 2, "skipped": 1, "errors": 1, "warnings": 1,
     }  # fmt: skip
     run, (stage,) = run_and_stages(cap, "my-job-name", ["Scoring users"])
-    assert event_view(stage) == [
-        ("Starting: Scoring users", "milestone"),
+    assert event_view(stage) == [  # "Starting: Scoring users" is a record only (the live log above)
         ("Processing batch 1", "info"),
         ("Phase 1 complete", "milestone"),
         ("User 1234 has no quiz data, skipping", "warning"),
         ("Failed to process user 5678", "error"),
     ]
-    assert stage.events[1].attributes == {"batchSize": 500, semconv.JOB_LOG_LEVEL: "info"}
-    assert stage.events[2].attributes == {"usersScored": 2500, semconv.JOB_LOG_LEVEL: "milestone"}
-    assert stage.events[3].attributes == {"userId": 1234, semconv.JOB_LOG_LEVEL: "warning"}
-    assert stage.events[4].attributes == {"userId": 5678, "error": "timeout", semconv.JOB_LOG_LEVEL: "error"}
+    assert stage.events[0].attributes == {"batchSize": 500, semconv.JOB_LOG_LEVEL: "info"}
+    assert stage.events[1].attributes == {"usersScored": 2500, semconv.JOB_LOG_LEVEL: "milestone"}
+    assert stage.events[2].attributes == {"userId": 1234, semconv.JOB_LOG_LEVEL: "warning"}
+    assert stage.events[3].attributes == {"userId": 5678, "error": "timeout", semconv.JOB_LOG_LEVEL: "error"}
     assert event_view(run) == [(summary.line, "milestone")]
     assert live_log(caplog.records) == [
         "[MILESTONE] Starting: Scoring users",
@@ -357,21 +356,19 @@ def test_match_scores_complete_example(cap: Capture, clock: FakeClock, caplog: p
     assert attrs(run)["job.logs.warning"] == 150 and attrs(run)["job.logs.error"] == 2
     assert [attrs(s)[semconv.JOB_PROGRESS_CURRENT] for s in stages] == [0, 0, 5000, 0]
     init, fetch, scoring, final = stages
-    assert event_view(init) == [("Starting: Initializing", "milestone"), ("Configuration loaded", "info")]
-    assert init.events[1].attributes == {
+    assert event_view(init) == [("Configuration loaded", "info")]  # "Starting: ..." is a record, no event
+    assert init.events[0].attributes == {
         "algorithmVersion": "v1", "weights": '{"location": 0.3, "skill": 0.7}', semconv.JOB_LOG_LEVEL: "info",
     }  # fmt: skip
-    assert event_view(fetch) == [
-        ("Starting: Fetching users", "milestone"), ("Loaded 5,000 users to process", "milestone"),
-    ]  # fmt: skip
-    assert event_view(final) == [("Starting: Finalizing", "milestone"), ("All users processed", "milestone")]
-    assert dict(final.events[1].attributes or {}) == {
+    assert event_view(fetch) == [("Loaded 5,000 users to process", "milestone")]
+    assert event_view(final) == [("All users processed", "milestone")]
+    assert dict(final.events[0].attributes or {}) == {
         "totalUsers": 5000, "totalScores": 235750, "totalSkipped": 150, semconv.JOB_LOG_LEVEL: "milestone",
     }  # fmt: skip
     assert event_view(run) == [(line, "milestone")]
 
-    # The scoring stage logged 1 + 150 + 2 + 50 events: over the default budget of 128, low levels go first
-    emitted = {"milestone": 1, "warning": 150, "error": 2, "info": 50}
+    # The scoring stage logged 150 + 2 + 50 events: over the default budget of 128, low levels go first
+    emitted = {"warning": 150, "error": 2, "info": 50}
     assert len(scoring.events) <= semconv_budget()
     assert scoring.dropped_events == 0  # the SDK itself dropped nothing
     *kept, closing = scoring.events
@@ -383,13 +380,12 @@ def test_match_scores_complete_example(cap: Capture, clock: FakeClock, caplog: p
     for level, n in emitted.items():
         assert kept_levels.count(level) + dropped.get(level, 0) == n, level
     assert attrs(scoring)[semconv.JOB_EVENTS_DROPPED] == sum(dropped.values()) == sum(emitted.values()) - len(kept)
-    assert kept[0].name == "Starting: Scoring users"
     assert [e.name for e in kept if (e.attributes or {})[semconv.JOB_LOG_LEVEL] == "error"] == [
         "Failed to process user 1005", "Failed to process user 1017",
     ]  # fmt: skip
     assert dropped.get("info", 0) > 0  # info went before any warning was dropped
-    first_dropped_warning = 1 + 2 + 150 - dropped.get("warning", 0)
-    assert kept_levels.count("warning") + 3 == first_dropped_warning
+    first_dropped_warning = 2 + 150 - dropped.get("warning", 0)
+    assert kept_levels.count("warning") + 2 == first_dropped_warning
     assert summary.events_dropped == dropped
 
     # Metrics
@@ -449,7 +445,6 @@ def test_api_reference_examples(cap: Capture, clock: FakeClock) -> None:
         cap, "api-examples", ["Scanning database", "Processing batch 1", "Saving results"]
     )
     assert event_view(batch) == [
-        ("Starting: Processing batch 1", "milestone"),
         ("Batch processed", "info"),
         ("Phase 1 complete", "milestone"),
         ("Missing quiz data", "warning"),
@@ -535,8 +530,8 @@ def test_pattern_unknown_total(cap: Capture, clock: FakeClock) -> None:
     run, (stage,) = run_and_stages(cap, "orphan-cleanup", ["Scanning for orphaned files"])
     assert semconv.JOB_PROGRESS_TOTAL not in attrs(run)
     assert attrs(run)[semconv.JOB_ENTITY_TYPE] == "entities"
-    assert [e.name for e in stage.events][1:3] == ["Found 100 orphaned files so far", "Found 200 orphaned files so far"]
-    assert len(stage.events) == 13
+    assert [e.name for e in stage.events][0:2] == ["Found 100 orphaned files so far", "Found 200 orphaned files so far"]
+    assert len(stage.events) == 12
     assert_run_metrics(cap, "orphan-cleanup", "success", 25.0, ["Scanning for orphaned files"])
     assert cap.metric_value(semconv.METRIC_ENTITIES_PROCESSED, **{semconv.JOB_ENTITY_TYPE: "entities"}) == 1250
     assert cap.metric_value(semconv.METRIC_OUTCOMES, **{semconv.JOB_OUTCOME: "deletes"}) == 1250
@@ -574,8 +569,8 @@ def test_pattern_multi_phase(cap: Capture, clock: FakeClock) -> None:
     assert logger.summary.line == "Completed in 5.0s | Processed: 1,000 records"
     _, stages = run_and_stages(cap, "multi-phase", ["Fetching data", "Processing records", "Saving results"])
     assert [attrs(s)[semconv.JOB_PROGRESS_CURRENT] for s in stages] == [0, 1000, 0]
-    assert [e.name for e in stages[0].events] == ["Starting: Fetching data", "Fetched 1,000 records"]
-    assert [e.name for e in stages[2].events] == ["Starting: Saving results", "Results saved successfully"]
+    assert [e.name for e in stages[0].events] == ["Fetched 1,000 records"]
+    assert [e.name for e in stages[2].events] == ["Results saved successfully"]
     assert_run_metrics(cap, "multi-phase", "success", 5.0, ["Fetching data", "Processing records", "Saving results"])
     assert_telemetry_valid(cap)
 
@@ -639,9 +634,9 @@ def test_pattern_batch_processing(cap: Capture, clock: FakeClock, with_message: 
     assert logger.summary is not None
     assert logger.summary.line == "Completed in 20s | Processed: 10,000 users"
     _, (stage,) = run_and_stages(cap, "batch-job", ["Processing in batches"])
-    assert len(stage.events) == 21
-    assert stage.events[5].name == "Batch 5 complete"
-    assert stage.events[5].attributes == {"processed": 2500, "total": 10000, semconv.JOB_LOG_LEVEL: "info"}
+    assert len(stage.events) == 20
+    assert stage.events[4].name == "Batch 5 complete"
+    assert stage.events[4].attributes == {"processed": 2500, "total": 10000, semconv.JOB_LOG_LEVEL: "info"}
     assert cap.metric_value(semconv.METRIC_ENTITIES_PROCESSED) == 10_000
     assert_run_metrics(cap, "batch-job", "success", 20.0, ["Processing in batches"])
     assert_telemetry_valid(cap)
