@@ -32,7 +32,8 @@ from typing import Any, cast
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Tracer
 
-from . import _outcome_attrs, _redact, _registry, _sanitize, semconv
+from . import _children, _outcome_attrs, _redact, _registry, _sanitize, semconv
+from ._childcalls import ChildrenMixin
 from ._ending import EndingMixin
 from ._levels import MILESTONE
 from ._logcalls import LogCallsMixin
@@ -102,7 +103,7 @@ def _tracer_of(provider: trace.TracerProvider) -> Tracer:
     return tracer
 
 
-class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
+class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, ChildrenMixin):
     """Live feedback for one run of a background job.
 
     Create it with :func:`create_job_logger`. All methods are synchronous, never
@@ -141,6 +142,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         snapshots: bool | None = None,
         log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
         schedule: Schedule | None = None,
+        parent: object = None,
     ) -> None:
         self._warn = _sanitize.Warner("joblogger: ")
         job_run_id, job_name = _identity(job_run_id, job_name, run_id, name, self._warn)
@@ -179,7 +181,8 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
             DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, self._warn
         )
         self._limits = {}  # token buckets, made at the first debug/info call of their level
-        self._tracer = _tracer_of(tracer_provider or trace.get_tracer_provider())
+        self._tracer_provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer = _tracer_of(self._tracer_provider)
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub = hub_for(self._meter_provider)
         # Default: the run id labels progress only where it costs the process nothing (produced mode).
@@ -216,7 +219,10 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         run_attrs[semconv.JOB_NAME] = name
         run_attrs[semconv.JOB_RUN_ID] = self._run_id
         run_attrs[semconv.JOB_RUN_SLOT] = self._hub.take_slot(self._tally)
-        span = self._tracer.start_span(name, attributes=run_attrs)
+        parent_ctx, links, parent_attrs, self._parent = _children.resolve_parent(parent, self._warn)
+        run_attrs.update(parent_attrs)
+        self._children = None
+        span = self._tracer.start_span(name, context=parent_ctx, links=links, attributes=run_attrs)
         # Outcome attributes get the room the span's attribute limit leaves (decided once).
         attr_limit = _outcome_attrs.span_attribute_limit(span)
         self._snapshot_attr_limit = attr_limit
@@ -228,6 +234,8 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._tally.ctx = self._run.ctx
         self._gauge_attrs = None  # built when a collection first reads them
         self._finalizer = self._hub.start(self, self._tally)
+        if self._parent is not None:
+            self._parent._board().started(self)
         overlapping = self._start_schedule(schedule)
         _registry.add(self)
         for observer in _registry.observers():
@@ -345,6 +353,7 @@ def create_job_logger(
     snapshots: bool | None = None,
     log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
     schedule: Schedule | None = None,
+    parent: object = None,
 ) -> JobLogger:
     """Start a run of ``job_name`` and return its :class:`JobLogger`.
 
@@ -386,6 +395,10 @@ def create_job_logger(
             overlap policy): the run then exports the job's schedule gauges, from which the bundled
             alert rules detect missed, overdue, too-short, empty and overlapping runs
             (docs/schedules.md). Anything else is reported once and ignored.
+        parent: The run this one is a child of (docs/children.md): a :class:`JobLogger` of this
+            process (prefer ``parent.child(name)``), or the carrier string of ``job.child_carrier()``
+            from another process. Default: the ``JOBLOGGER_PARENT`` environment variable's carrier
+            when no span is current, else none.
 
     Example:
         >>> from joblogger import create_job_logger
@@ -411,4 +424,5 @@ def create_job_logger(
         snapshots=snapshots,
         log_rate_limits=log_rate_limits,
         schedule=schedule,
+        parent=parent,
     )

@@ -54,7 +54,7 @@ class StagesMixin(RunState):
                 },
             )
         with self._lock:
-            self._stage = SpanSlot(span, self._event_budget, now, self._tally.processed())
+            self._stage = SpanSlot(span, self._event_budget, now, self.processed_total)
             self._tally.ctx = self._stage.ctx
             self._stage_name = name
             self._stage_label = label
@@ -100,7 +100,7 @@ class StagesMixin(RunState):
         return semconv.STAGE_OTHER
 
     def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None:
-        processed = self._tally.processed() - slot.processed_at_start
+        processed = self.processed_total - slot.processed_at_start
         with _signals.sdk():
             slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
             with self._lock:
