@@ -14,7 +14,7 @@ from joblogger import ChildReport, semconv
 from joblogger.testing import Capture
 
 from . import _children_work as work
-from ._helpers import FakeClock, joblogger_warnings
+from ._helpers import joblogger_warnings
 
 
 def _run_span(cap: Capture, run_id: str) -> trace.Span:
@@ -147,14 +147,18 @@ def test_environment_carrier_is_read_only_without_a_current_span(cap: Capture, m
 
 
 @pytest.mark.parametrize("carrier", ["{not json", '{"run_id": 3}', 42, "x" * 5000, {"job": "j"}])
-def test_a_bad_carrier_warns_once_and_the_run_starts_without_a_parent(cap: Capture, caplog: pytest.LogCaptureFixture, carrier: object) -> None:
+def test_a_bad_carrier_warns_once_and_the_run_starts_without_a_parent(
+    cap: Capture, caplog: pytest.LogCaptureFixture, carrier: object
+) -> None:
     job = cap.job_logger("c-9", "consumer", parent=carrier)
     job.end()
     assert "parent-carrier" in joblogger_warnings(caplog.records)
     assert semconv.JOB_PARENT_RUN_ID not in _run_span(cap, "c-9").attributes
 
 
-def test_child_reports_from_elsewhere_add_up_and_bad_ones_are_ignored(cap: Capture, caplog: pytest.LogCaptureFixture, clock: FakeClock) -> None:
+def test_child_reports_from_elsewhere_add_up_and_bad_ones_are_ignored(
+    cap: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
     job = cap.job_logger("p-10", "fleet")
     job.add_child_report(ChildReport("c", "w", "success", 40, {"inserts": 40}))
     job.add_child_report({"run_id": "d", "job": "w", "result": "failure", "processed": 2, "outcomes": {"inserts": 2}})
@@ -200,9 +204,8 @@ def test_map_on_processes_brings_counts_back_with_the_results(cap: Capture, meth
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_map_worker_that_dies_is_a_failed_child_not_a_hang(cap: Capture, method: str) -> None:
-    with cap.job_logger("p-13", "map") as job:
-        with pytest.raises(BrokenProcessPool):
-            job.map(work.die_on_three, range(8), workers=2, kind="process", mp_context=method)
+    with cap.job_logger("p-13", "map") as job, pytest.raises(BrokenProcessPool):
+        job.map(work.die_on_three, range(8), workers=2, kind="process", mp_context=method)
     assert job.summary is not None
     counts = job.summary.children
     assert counts["failed"] >= 1 and counts["ok"] + counts["failed"] == 8
