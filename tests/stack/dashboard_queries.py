@@ -207,6 +207,7 @@ def dashboard_queries(
     run: str | Sequence[str] | None = None,
     level: Sequence[str] | None = ("info", "milestone", "warning", "error"),
     trace_id: str = "",
+    parent_run: str = "",
     builtins: Mapping[str, str] | None = None,
 ) -> list[DashboardQuery]:
     """Return every panel and variable query with the variables substituted.
@@ -219,6 +220,7 @@ def dashboard_queries(
         run: Run id(s) for ``$run``; None means "All".
         level: Log levels for ``$level`` (the Live log panel); the default is the dashboard's.
         trace_id: Value of ``$trace_id``; the Run detail query is left out when empty.
+        parent_run: Value of ``$parent_run`` (the Children row's parent run id).
         builtins: Overrides for ``$__interval``, ``$__rate_interval``, ...
 
     Example:
@@ -232,6 +234,7 @@ def dashboard_queries(
         "run": run,
         "level": level,
         "trace_id": trace_id,
+        "parent_run": parent_run,
         **DEFAULT_BUILTINS,
         **(builtins or {}),
     }
