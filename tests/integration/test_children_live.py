@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live import eventually, jaeger_traces, job_env, scalar, tags_of
+from live import eventually, get_json, jaeger_traces, job_env, scalar, tags_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
+from dashboard_queries import dashboard_queries
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration
@@ -87,6 +90,15 @@ def test_map_children_are_children_of_the_parent_run_and_prometheus_adds_up(stac
     assert scalar(stack, f'sum(job_runs_total{{{sel}, job_result="failure"}})') == 1
     parent_sel = f'job="{service}", job_name="fan-out"'
     assert scalar(stack, f"sum(job_entities_processed_total{{{parent_sel}}})") in (None, 0)
+    # The dashboard's Children row finds the parent's trace, for its children and for its failed child.
+    searches = {
+        q.title: q.query
+        for q in dashboard_queries(service=service, parent_run=out["run_id"])
+        if q.datasource_type == "jaeger"
+    }
+    for title in (f"Traces with child runs of {out['run_id']}", f"Failed child runs of {out['run_id']}"):
+        found = get_json(f"{stack.jaeger}{searches[title]}&lookback=1h").get("data") or []
+        assert [t["traceID"] for t in found] == [parent["traceID"]], title
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])

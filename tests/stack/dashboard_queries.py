@@ -220,7 +220,7 @@ def dashboard_queries(
         run: Run id(s) for ``$run``; None means "All".
         level: Log levels for ``$level`` (the Live log panel); the default is the dashboard's.
         trace_id: Value of ``$trace_id``; the Run detail query is left out when empty.
-        parent_run: Value of ``$parent_run`` (the Children row's parent run id).
+        parent_run: Value of ``$parent_run``; the Children row's queries are left out when empty.
         builtins: Overrides for ``$__interval``, ``$__rate_interval``, ...
 
     Example:
@@ -275,6 +275,8 @@ def dashboard_queries(
                 # "All" Grafana repeats over every option, unknown here: such panels are left out.
                 if repeat and not job_values:
                     continue
+                if not parent_run and "$parent_run" in json.dumps(target):
+                    continue  # the Children row's panels need a parent run id (the row opens collapsed)
                 scopes: list[dict[str, str | Sequence[str] | None]] = (
                     [{**values, repeat: v} for v in job_values] if repeat else [values]
                 )

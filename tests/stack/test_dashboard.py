@@ -135,7 +135,7 @@ def test_expected_panels() -> None:
         "Live log": "logs",
         "Interrupted runs (process stopped reporting)": "table",
         "Schedule health": "table",
-        "Rolled-up progress: run $parent_run": "timeseries",
+        "Rolled-up progress of the parent run": "timeseries",
         "Traces with child runs of $parent_run": "table",
         "Failed child runs of $parent_run": "table",
     }
