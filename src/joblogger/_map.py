@@ -103,16 +103,34 @@ def _parent_configured() -> bool:
 
 
 def _executor(
+    parent: JobLogger,
+    *,
     kind: str,
-    workers: int | None,
+    workers: object,
     mp_context: BaseContext | str | None,
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> Executor:
+    """The pool; odd ``workers`` / ``mp_context`` are reported once and replaced by the defaults."""
+    count = None if workers is None else _sanitize.as_count(workers, "workers", parent._warn, allow_zero=False)
+    if initializer is not None and not callable(initializer):
+        parent._warn("map-initializer", "map(initializer=%r) is not callable; ignored", initializer)
+        initializer = None
     if kind == "thread":
-        return ThreadPoolExecutor(workers, "joblogger-map", initializer, initargs)
-    context = multiprocessing.get_context(mp_context) if isinstance(mp_context, str) else mp_context
-    return ProcessPoolExecutor(workers, context, _init_worker, (_parent_configured(), initializer, initargs))
+        return ThreadPoolExecutor(count, "joblogger-map", initializer, tuple(initargs))
+    context: BaseContext | None = None
+    if isinstance(mp_context, str):
+        try:
+            context = multiprocessing.get_context(mp_context)
+        except ValueError:
+            parent._warn("map-context", "map(mp_context=%r): unknown start method; using the default", mp_context)
+    elif isinstance(mp_context, BaseContext):
+        context = mp_context
+    elif mp_context is not None:
+        parent._warn(
+            "map-context", "map(mp_context=%r) is not a start method or context; using the default", mp_context
+        )
+    return ProcessPoolExecutor(count, context, _init_worker, (_parent_configured(), initializer, tuple(initargs)))
 
 
 def _settle(
@@ -151,18 +169,24 @@ def run_map(
     initargs: tuple[Any, ...],
 ) -> list[_R]:
     """The body of ``JobLogger.map``."""
+    if not callable(fn):
+        parent._warn("map-fn", "map(fn=%r): not callable; nothing ran", fn)
+        return []
+    try:
+        items = list(items)
+    except Exception as exc:  # noqa: BLE001 - bad input never raises into a job
+        parent._warn("map-items", "map(items=...) could not be iterated (%r); nothing ran", exc)
+        return []
     if kind not in KINDS:
         parent._warn("map-kind", "map(kind=%r): expected 'thread' or 'process'; using 'thread'", kind)
         kind = "thread"
     size = _sanitize.as_count(chunksize, "chunksize", parent._warn) or 1
     child_name = name or getattr(fn, "__name__", None) or "map"
-    try:
-        total: int | None = len(items)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - not sized: unknown total
-        total = None
-    if total is not None and parent.total is None:
-        parent.set_total(total)
-    with _executor(kind, workers, mp_context, initializer, initargs) as pool:
+    if parent.total is None:
+        parent.set_total(len(items))
+    with _executor(
+        parent, kind=kind, workers=workers, mp_context=mp_context, initializer=initializer, initargs=initargs
+    ) as pool:
         futures: list[Future[Any]]
         if kind == "thread":
             futures = [pool.submit(_thread_child, parent, child_name, fn, chunk) for chunk in _chunks(items, size)]

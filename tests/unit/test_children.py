@@ -211,3 +211,16 @@ def test_map_worker_that_dies_is_a_failed_child_not_a_hang(cap: Capture, method:
     assert counts["failed"] >= 1 and counts["ok"] + counts["failed"] == 8
     assert job.summary.entities_processed == counts["ok"]
     assert "never reported back" in " ".join(e.name for e in cap.events("warning"))
+
+
+def test_map_bad_input_warns_and_never_raises_into_the_job(cap: Capture, caplog: pytest.LogCaptureFixture) -> None:
+    with cap.job_logger("p-14", "map") as job:
+        assert job.map(42, [1, 2]) == []  # type: ignore[arg-type]
+        assert job.map(work.double, 7) == []  # type: ignore[arg-type]
+        assert job.map(work.double, [1, 2], workers="many") == [2, 4]  # type: ignore[arg-type]
+        assert job.map(work.double, [3], workers=0, kind="fiber", chunksize=-2) == [6]
+        assert job.map(work.double, [4], kind="process", mp_context="teleport", workers=1) == [8]
+        assert job.map(work.double, [5], kind="process", mp_context=3.5, initializer="x", workers=1) == [10]  # type: ignore[arg-type]
+    kinds = set(joblogger_warnings(caplog.records))
+    assert {"map-fn", "map-items", "map-kind", "map-context", "map-initializer"} <= kinds
+    assert job.summary is not None and job.summary.children["ok"] == 5
