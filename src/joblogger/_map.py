@@ -196,17 +196,18 @@ def run_map(
         wait(futures)
     results: list[_R] = []
     first: BaseException | None = None
-    lost = 0
+    lost: list[BaseException] = []
     for future in futures:
         values, error, gone = _settle(parent, future, kind, child_name)
         results.extend(values)
-        lost += gone
+        if gone and error is not None:
+            lost.append(error)
         if error is not None and first is None:
             first = error
     if lost:
         parent.warning(
-            f"{lost} {child_name} child run(s) never reported back: {type(first).__name__}: {first}",
-            lost_children=lost,
+            f"{len(lost)} {child_name} child run(s) never reported back: {type(lost[0]).__name__}: {lost[0]}",
+            lost_children=len(lost),
         )
     if first is not None:
         raise first
