@@ -161,6 +161,16 @@ def resolve_parent(
     - None: the ``JOBLOGGER_PARENT`` variable's carrier if set and this thread has no
       current span (a process's first run), else no parent.
     """
+    try:
+        return _resolve(parent, warn)
+    except Exception as exc:  # noqa: BLE001 - a run starts whatever its parent argument holds
+        warn("parent-internal", "internal error reading parent=%r (%r); the run has no parent", parent, exc)
+        return None, [], {}, None
+
+
+def _resolve(
+    parent: object, warn: Callable[..., None]
+) -> tuple[otel_context.Context | None, list[Link], dict[str, str], JobLogger | None]:
     from ._logger import JobLogger
 
     current = trace.get_current_span().get_span_context()
