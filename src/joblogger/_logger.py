@@ -20,11 +20,9 @@ untouched.
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -35,6 +33,7 @@ from opentelemetry.trace import Span, Tracer
 from . import _children, _outcome_attrs, _redact, _registry, _sanitize, semconv
 from ._childcalls import ChildrenMixin
 from ._ending import EndingMixin
+from ._identity import identity, looks_like_an_id
 from ._levels import MILESTONE
 from ._logcalls import LogCallsMixin
 from ._metrics import hub_for
@@ -53,35 +52,6 @@ from ._version import __version__
 __all__ = ["MILESTONE", "JobLogger", "active_runs", "create_job_logger", "observe_runs"]
 
 observe_runs = _registry.observe_runs
-
-_ID_LIKE = re.compile(
-    r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|[0-9a-f]{16,}|[0-9]{6,}", re.IGNORECASE
-)
-
-
-def _looks_like_an_id(text: str) -> bool:
-    """A UUID, a long hex string or a long decimal number: what run ids look like, not job names."""
-    return _ID_LIKE.fullmatch(text.strip()) is not None
-
-
-def _identity(
-    job_run_id: object, job_name: object, run_id: object, name: object, warn: _sanitize.Warner
-) -> tuple[object, object]:
-    """Resolve the positional and keyword forms of the run id and job name."""
-    if run_id is not None:
-        if job_run_id is not None and job_run_id is not run_id:
-            warn("run_id-twice", "both job_run_id and run_id given; using run_id=%r", run_id)
-        job_run_id = run_id
-    if name is not None:
-        if job_name is not None and job_name is not name:
-            warn("job_name-twice", "both job_name and name given; using name=%r", name)
-        job_name = name
-    if job_run_id is None:
-        job_run_id = uuid.uuid4().hex
-    if job_name is None:
-        warn("job_name-missing", "no job name given; using 'job'")
-        job_name = "job"
-    return job_run_id, job_name
 
 
 def active_runs() -> list[JobLogger]:
@@ -145,13 +115,13 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, Children
         parent: object = None,
     ) -> None:
         self._warn = _sanitize.Warner("joblogger: ")
-        job_run_id, job_name = _identity(job_run_id, job_name, run_id, name, self._warn)
+        job_run_id, job_name = identity(job_run_id, job_name, run_id, name, self._warn)
         self._run_id = _sanitize.as_text(job_run_id, "job_run_id", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
         name = _sanitize.as_text(job_name, "job_name", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
         if not name.strip():
             self._warn("job_name-empty", "job_name is empty; using 'job'")
             name = "job"
-        elif _looks_like_an_id(name) and not _looks_like_an_id(self._run_id):
+        elif looks_like_an_id(name) and not looks_like_an_id(self._run_id):
             self._warn(
                 "job_name-id",
                 "job_name %r looks like a run id and job_run_id %r like a name: the order is "
