@@ -224,3 +224,31 @@ def test_map_bad_input_warns_and_never_raises_into_the_job(cap: Capture, caplog:
     kinds = set(joblogger_warnings(caplog.records))
     assert {"map-fn", "map-items", "map-kind", "map-context", "map-initializer"} <= kinds
     assert job.summary is not None and job.summary.children["ok"] == 5
+
+
+def test_celery_tasks_sent_inside_a_run_carry_its_carrier_and_their_runs_are_its_children(cap: Capture) -> None:
+    pytest.importorskip("celery")
+    from types import SimpleNamespace
+
+    from joblogger.integrations import _celery_context, _common
+
+    outside: dict[str, object] = {}
+    _celery_context._inject_trace_context(outside)
+    assert semconv.HEADER_PARENT not in outside
+    with cap.job_logger("p-15", "producer"):
+        headers: dict[str, object] = {}
+        _celery_context._inject_trace_context(headers)
+        preset = {semconv.HEADER_PARENT: "kept"}
+        _celery_context._inject_trace_context(preset)
+    assert preset[semconv.HEADER_PARENT] == "kept"
+    assert json.loads(str(headers[semconv.HEADER_PARENT]))["run_id"] == "p-15"
+    request = SimpleNamespace(**headers)  # Celery's request: message headers are its attributes
+    carrier = _celery_context.parent_carrier(request)
+    task = _common.start_task_run(
+        "jl.count", "t-1", framework="celery", parent=_celery_context._parent(request), parent_run=carrier,
+        tracer_provider=cap.tracer_provider, meter_provider=cap.meter_provider,
+    )  # fmt: skip
+    task.end()
+    span, parent = _run_span(cap, "t-1"), _run_span(cap, "p-15")
+    assert span.attributes[semconv.JOB_PARENT_RUN_ID] == "p-15"
+    assert span.parent is not None and span.parent.span_id == parent.context.span_id
