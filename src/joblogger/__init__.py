@@ -13,6 +13,7 @@ Example:
     {'updates': 3}
 """
 
+from ._children import ChildReport
 from ._current import current_job
 from ._declare import declare_schedule
 from ._decorator import job
@@ -25,6 +26,7 @@ from ._version import __version__
 
 __all__ = [
     "MILESTONE",
+    "ChildReport",
     "JobLogger",
     "Schedule",
     "SignalExit",

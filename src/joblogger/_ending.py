@@ -12,6 +12,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Status, StatusCode
 
 from . import _format, _registry, _sanitize, _signals, semconv
+from ._children import children_text as _children_text
 from ._current import enter_job, exit_job
 from ._inflight import is_propagating
 from ._levels import MILESTONE
@@ -193,6 +194,11 @@ class EndingMixin(RunState):
             suppressed = {level: bucket.suppressed for level, bucket in self._limits.items() if bucket.suppressed}
             if suppressed:
                 line += f" | Logs suppressed: {_format.format_count(sum(suppressed.values()))}"
+            board = self._children
+            children = {} if board is None else board.counts()
+            children_part = _children_text(children)
+            if children_part:
+                line += f" | {children_part}"
             summary = Summary(
                 logs_suppressed=suppressed,
                 line=line,
@@ -203,6 +209,7 @@ class EndingMixin(RunState):
                 outcomes=outcomes,
                 duration_ms=duration_s * 1000.0,
                 events_dropped=dropped,
+                children=children,
             )
             if self._summary is not None:  # a signal handler on this thread ended the run meanwhile
                 return self._summary
@@ -242,6 +249,8 @@ class EndingMixin(RunState):
             for level, value in logs.items():
                 if value:
                     run_attrs[semconv.JOB_LOGS_PREFIX + level] = value
+            for state, value in children.items():
+                run_attrs[semconv.JOB_CHILDREN_PREFIX + state] = value
             if outcome.exit_code is not None and (recorded is not None or explicit is None):
                 run_attrs[semconv.PROCESS_EXIT_CODE] = outcome.exit_code
             status = None
@@ -255,6 +264,8 @@ class EndingMixin(RunState):
             self._hub.records.record_run(self._tally.job, result, duration_s, self._run.span, self._run.ctx)
             self._tally.ended = True
             _registry.discard(self)
+            if self._parent is not None:
+                self._parent._child_ended(self, result)
             self._hub.flush_outcomes(self._tally)
             if self._schedule is not None:
                 self._hub.schedules.end(

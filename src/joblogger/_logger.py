@@ -20,11 +20,9 @@ untouched.
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -32,8 +30,10 @@ from typing import Any, cast
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Tracer
 
-from . import _outcome_attrs, _redact, _registry, _sanitize, semconv
+from . import _children, _outcome_attrs, _redact, _registry, _sanitize, semconv
+from ._childcalls import ChildrenMixin
 from ._ending import EndingMixin
+from ._identity import identity, looks_like_an_id
 from ._levels import MILESTONE
 from ._logcalls import LogCallsMixin
 from ._metrics import hub_for
@@ -52,35 +52,6 @@ from ._version import __version__
 __all__ = ["MILESTONE", "JobLogger", "active_runs", "create_job_logger", "observe_runs"]
 
 observe_runs = _registry.observe_runs
-
-_ID_LIKE = re.compile(
-    r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|[0-9a-f]{16,}|[0-9]{6,}", re.IGNORECASE
-)
-
-
-def _looks_like_an_id(text: str) -> bool:
-    """A UUID, a long hex string or a long decimal number: what run ids look like, not job names."""
-    return _ID_LIKE.fullmatch(text.strip()) is not None
-
-
-def _identity(
-    job_run_id: object, job_name: object, run_id: object, name: object, warn: _sanitize.Warner
-) -> tuple[object, object]:
-    """Resolve the positional and keyword forms of the run id and job name."""
-    if run_id is not None:
-        if job_run_id is not None and job_run_id is not run_id:
-            warn("run_id-twice", "both job_run_id and run_id given; using run_id=%r", run_id)
-        job_run_id = run_id
-    if name is not None:
-        if job_name is not None and job_name is not name:
-            warn("job_name-twice", "both job_name and name given; using name=%r", name)
-        job_name = name
-    if job_run_id is None:
-        job_run_id = uuid.uuid4().hex
-    if job_name is None:
-        warn("job_name-missing", "no job name given; using 'job'")
-        job_name = "job"
-    return job_run_id, job_name
 
 
 def active_runs() -> list[JobLogger]:
@@ -102,7 +73,7 @@ def _tracer_of(provider: trace.TracerProvider) -> Tracer:
     return tracer
 
 
-class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
+class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, ChildrenMixin):
     """Live feedback for one run of a background job.
 
     Create it with :func:`create_job_logger`. All methods are synchronous, never
@@ -141,15 +112,16 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         snapshots: bool | None = None,
         log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
         schedule: Schedule | None = None,
+        parent: object = None,
     ) -> None:
         self._warn = _sanitize.Warner("joblogger: ")
-        job_run_id, job_name = _identity(job_run_id, job_name, run_id, name, self._warn)
+        job_run_id, job_name = identity(job_run_id, job_name, run_id, name, self._warn)
         self._run_id = _sanitize.as_text(job_run_id, "job_run_id", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
         name = _sanitize.as_text(job_name, "job_name", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
         if not name.strip():
             self._warn("job_name-empty", "job_name is empty; using 'job'")
             name = "job"
-        elif _looks_like_an_id(name) and not _looks_like_an_id(self._run_id):
+        elif looks_like_an_id(name) and not looks_like_an_id(self._run_id):
             self._warn(
                 "job_name-id",
                 "job_name %r looks like a run id and job_run_id %r like a name: the order is "
@@ -179,7 +151,8 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
             DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, self._warn
         )
         self._limits = {}  # token buckets, made at the first debug/info call of their level
-        self._tracer = _tracer_of(tracer_provider or trace.get_tracer_provider())
+        self._tracer_provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer = _tracer_of(self._tracer_provider)
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub = hub_for(self._meter_provider)
         # Default: the run id labels progress only where it costs the process nothing (produced mode).
@@ -216,7 +189,10 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         run_attrs[semconv.JOB_NAME] = name
         run_attrs[semconv.JOB_RUN_ID] = self._run_id
         run_attrs[semconv.JOB_RUN_SLOT] = self._hub.take_slot(self._tally)
-        span = self._tracer.start_span(name, attributes=run_attrs)
+        parent_ctx, links, parent_attrs, self._parent = _children.resolve_parent(parent, self._warn)
+        run_attrs.update(parent_attrs)
+        self._children = None
+        span = self._tracer.start_span(name, context=parent_ctx, links=links, attributes=run_attrs)
         # Outcome attributes get the room the span's attribute limit leaves (decided once).
         attr_limit = _outcome_attrs.span_attribute_limit(span)
         self._snapshot_attr_limit = attr_limit
@@ -228,6 +204,8 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin):
         self._tally.ctx = self._run.ctx
         self._gauge_attrs = None  # built when a collection first reads them
         self._finalizer = self._hub.start(self, self._tally)
+        if self._parent is not None:
+            self._parent._board().started(self)
         overlapping = self._start_schedule(schedule)
         _registry.add(self)
         for observer in _registry.observers():
@@ -345,6 +323,7 @@ def create_job_logger(
     snapshots: bool | None = None,
     log_rate_limits: Mapping[str, tuple[float, float]] | None = None,
     schedule: Schedule | None = None,
+    parent: object = None,
 ) -> JobLogger:
     """Start a run of ``job_name`` and return its :class:`JobLogger`.
 
@@ -386,6 +365,10 @@ def create_job_logger(
             overlap policy): the run then exports the job's schedule gauges, from which the bundled
             alert rules detect missed, overdue, too-short, empty and overlapping runs
             (docs/schedules.md). Anything else is reported once and ignored.
+        parent: The run this one is a child of (docs/children.md): a :class:`JobLogger` of this
+            process (prefer ``parent.child(name)``), or the carrier string of ``job.child_carrier()``
+            from another process. Default: the ``JOBLOGGER_PARENT`` environment variable's carrier
+            when no span is current, else none.
 
     Example:
         >>> from joblogger import create_job_logger
@@ -411,4 +394,5 @@ def create_job_logger(
         snapshots=snapshots,
         log_rate_limits=log_rate_limits,
         schedule=schedule,
+        parent=parent,
     )

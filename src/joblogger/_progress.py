@@ -6,7 +6,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from types import MappingProxyType
 from typing import TypeVar, overload
 
-from . import _format, _sanitize, semconv
+from . import _children, _format, _sanitize, semconv
 from ._state import MAX_OUTCOME_KEYS, RunState, guarded
 from ._tally import new_ticks
 
@@ -25,12 +25,12 @@ class ProgressMixin(RunState):
     @property
     def current(self) -> int:
         """Entities processed in the current phase."""
-        return self._tally.processed() - self._phase_base + self._phase_adjust
+        return self._tally.processed() + self._children_processed() - self._phase_base + self._phase_adjust
 
     @property
     def processed_total(self) -> int:
-        """Entities processed over all phases."""
-        return self._tally.processed()
+        """Entities processed over all phases (with the children's, docs/children.md)."""
+        return self._tally.processed() + self._children_processed()
 
     @property
     def total(self) -> int | None:
@@ -193,7 +193,10 @@ class ProgressMixin(RunState):
         return name
 
     def _recorded_outcomes(self) -> dict[str, int]:
-        return self._tally.outcomes()
+        """What ``add_outcome`` recorded, with the children's outcomes added (docs/children.md)."""
+        own = self._tally.outcomes()
+        board = self._children
+        return own if board is None else _children.merge_outcomes(own, board.outcomes())
 
     @guarded
     def set_progress(self, current: int, message: str | None = None) -> None:
@@ -252,7 +255,7 @@ class ProgressMixin(RunState):
         with self._lock:
             if n is not None:
                 if self._total is not None and self.current != 0:
-                    self._phase_base = self._tally.processed()
+                    self._phase_base = self.processed_total
                     self._phase_adjust = 0
                     self._rate_anchor = (now, 0)
                 self._total = n
@@ -333,7 +336,7 @@ class ProgressMixin(RunState):
         now = self._clock()
         with self._lock:
             if self.current != 0:
-                self._phase_base = self._tally.processed()
+                self._phase_base = self.processed_total
                 self._phase_adjust = 0
                 self._rate_anchor = (now, 0)
                 self._total = total
@@ -373,7 +376,7 @@ class ProgressMixin(RunState):
         now = self._clock()
         with self._lock:
             if self._total is not None and self.current != 0:
-                self._phase_base = self._tally.processed()
+                self._phase_base = self.processed_total
                 self._phase_adjust = 0
                 self._rate_anchor = (now, 0)
                 self._total = None

@@ -54,7 +54,7 @@ class StagesMixin(RunState):
                 attributes={semconv.JOB_STAGE: name},
             )
         with self._lock:
-            self._stage = SpanSlot(span, self._event_budget, now, self._tally.processed())
+            self._stage = SpanSlot(span, self._event_budget, now, self.processed_total)
             self._tally.ctx = self._stage.ctx
             self._stage_name = name
             self._stage_label = label
@@ -105,7 +105,7 @@ class StagesMixin(RunState):
 
     def _close_stage_in_section(self, slot: SpanSlot, label: str, now: float) -> None:
         """:meth:`_close_stage` for a caller already inside a ``_signals.sdk()`` section (the run's end)."""
-        processed = self._tally.processed() - slot.processed_at_start
+        processed = self.processed_total - slot.processed_at_start
         slot.close({semconv.JOB_PROGRESS_CURRENT: _sanitize.clamp_int(processed)})
         if slot.dropped:
             with self._lock:

@@ -20,6 +20,7 @@ from opentelemetry import metrics, trace
 from . import _outcome_attrs, _sanitize, semconv
 
 if TYPE_CHECKING:
+    from ._children import Children
     from ._metrics import Hub
     from ._ratelimit import TokenBucket
     from ._schedule import Schedule
@@ -46,6 +47,7 @@ class RunState:
     """Attributes of one run, shared by the JobLogger mixins."""
 
     __slots__ = (
+        "_children",
         "_clock",
         "_context_token",
         "_debug_events",
@@ -66,6 +68,7 @@ class RunState:
         "_outcome_room",
         "_outcome_ticks",
         "_outer_exc",
+        "_parent",
         "_phase_adjust",
         "_phase_base",
         "_rate_anchor",
@@ -85,10 +88,13 @@ class RunState:
         "_ticks",
         "_total",
         "_tracer",
+        "_tracer_provider",
         "_wall_started",
         "_warn",
     )
 
+    #: The run's children (``job.child()``, ``job.map()``, reports), made at the first one.
+    _children: Children | None
     _clock: Callable[[], float]
     _context_token: object | None
     _debug_events: bool
@@ -108,6 +114,8 @@ class RunState:
     _outcome_labels: dict[object, str]
     _outcome_ticks: dict[str, Ticks]
     _outer_exc: BaseException | None
+    #: The in-process parent run this child rolls up into (``job.child()``), else None.
+    _parent: Any
     _phase_adjust: int
     _phase_base: int
     _rate_anchor: tuple[float, int]
@@ -131,6 +139,7 @@ class RunState:
     _ticks: Any
     _total: int | None
     _tracer: trace.Tracer
+    _tracer_provider: trace.TracerProvider
     _warn: _sanitize.Warner
 
     if TYPE_CHECKING:
@@ -147,6 +156,9 @@ class RunState:
         def _close_stage(self, slot: SpanSlot, label: str, now: float) -> None: ...
         def _close_stage_in_section(self, slot: SpanSlot, label: str, now: float) -> None: ...
         def _refresh_gauge_attrs(self) -> None: ...
+        def _children_processed(self) -> int: ...
+        @property
+        def processed_total(self) -> int: ...
         def set_stage(self, stage: str, message: str | None = None) -> None: ...
         def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]: ...
         def _log(

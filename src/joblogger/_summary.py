@@ -24,6 +24,8 @@ class Summary:
         duration_ms: Run duration measured with the logger's clock.
         events_dropped: Span events joblogger dropped to stay within its budget, by level.
         logs_suppressed: debug/info records not emitted because of the log rate limits, by level.
+        children: Child runs by state (``ok``, ``failed``, ``cancelled``, ``running``), empty for a
+            run that had none (docs/children.md).
 
     Example:
         >>> s = Summary("Completed in 1.0s | Processed: 1 entities", "success", 1, 1, None, {}, 1000.0)
@@ -40,18 +42,21 @@ class Summary:
     duration_ms: float
     events_dropped: Mapping[str, int] = field(default_factory=dict)
     logs_suppressed: Mapping[str, int] = field(default_factory=dict)
+    children: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outcomes", MappingProxyType(dict(self.outcomes)))
         object.__setattr__(self, "events_dropped", MappingProxyType(dict(self.events_dropped)))
         object.__setattr__(self, "logs_suppressed", MappingProxyType(dict(self.logs_suppressed)))
+        object.__setattr__(self, "children", MappingProxyType(dict(self.children)))
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready data, with the reference guide's keys first.
 
         Keys: ``entitiesProcessed``, ``entitiesTotal``, ``outcomeSummary``, then
         ``entityType``, ``durationMs``, ``result``, ``line`` and, when the log rate
-        limits suppressed any records, ``logsSuppressed`` (by level).
+        limits suppressed any records, ``logsSuppressed`` (by level), and ``children`` (by state)
+        for a run that had child runs.
         """
         return {
             "entitiesProcessed": self.entities_processed,
@@ -61,7 +66,10 @@ class Summary:
             "durationMs": round(self.duration_ms, 3),
             "result": self.result,
             "line": self.line,
-        } | ({"logsSuppressed": dict(self.logs_suppressed)} if self.logs_suppressed else {})
+        } | (
+            ({"logsSuppressed": dict(self.logs_suppressed)} if self.logs_suppressed else {})
+            | ({"children": dict(self.children)} if self.children else {})
+        )
 
     def __str__(self) -> str:
         return self.line

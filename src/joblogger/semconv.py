@@ -41,6 +41,17 @@ JOB_LOG_LEVEL: Final = "job.log.level"
 JOB_EVENTS_DROPPED: Final = "job.events.dropped"
 #: Prefix of the per-level dropped counts on the closing event: ``job.events.dropped_by_level.<level>``.
 JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX: Final = "job.events.dropped_by_level."
+#: On a child run's span: the run id and job name of the run that started it (``job.child()``,
+#: ``job.map()``, a carrier from ``job.child_carrier()``). Span attributes only, never metric labels.
+JOB_PARENT_RUN_ID: Final = "job.parent.run.id"
+JOB_PARENT_NAME: Final = "job.parent.name"
+#: Prefix of the parent run span's children counts by state: ``job.children.ok``, ``.failed``,
+#: ``.cancelled``, ``.running`` (children still running when the parent ended).
+JOB_CHILDREN_PREFIX: Final = "job.children."
+#: The environment variable a child process reads its parent's carrier from (``job.child_env()``).
+ENV_PARENT: Final = "JOBLOGGER_PARENT"
+#: The task header (Celery) that carries the producer run's carrier.
+HEADER_PARENT: Final = "joblogger_parent"
 ERROR_TYPE: Final = "error.type"
 #: OpenTelemetry's process attribute: the exit code of a run ended by ``SystemExit``.
 PROCESS_EXIT_CODE: Final = "process.exit.code"

@@ -116,3 +116,13 @@ def fails() -> None:
 def opted_out() -> bool:
     """Not a run: ``joblogger=False``."""
     return current_job() is None
+
+
+@app.task(name="jl.total")
+def total(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """A chord's callback: what the header's ``jl.count`` runs counted, added up."""
+    outcomes: dict[str, int] = {}
+    for result in results:
+        for key, n in result["outcomes"].items():
+            outcomes[key] = outcomes.get(key, 0) + n
+    return {"runs": len(results), "current": sum(r["current"] for r in results), "outcomes": outcomes}

@@ -207,6 +207,7 @@ def dashboard_queries(
     run: str | Sequence[str] | None = None,
     level: Sequence[str] | None = ("info", "milestone", "warning", "error"),
     trace_id: str = "",
+    parent_run: str = "",
     builtins: Mapping[str, str] | None = None,
 ) -> list[DashboardQuery]:
     """Return every panel and variable query with the variables substituted.
@@ -219,6 +220,7 @@ def dashboard_queries(
         run: Run id(s) for ``$run``; None means "All".
         level: Log levels for ``$level`` (the Live log panel); the default is the dashboard's.
         trace_id: Value of ``$trace_id``; the Run detail query is left out when empty.
+        parent_run: Value of ``$parent_run``; the Children row's queries are left out when empty.
         builtins: Overrides for ``$__interval``, ``$__rate_interval``, ...
 
     Example:
@@ -232,6 +234,7 @@ def dashboard_queries(
         "run": run,
         "level": level,
         "trace_id": trace_id,
+        "parent_run": parent_run,
         **DEFAULT_BUILTINS,
         **(builtins or {}),
     }
@@ -272,6 +275,8 @@ def dashboard_queries(
                 # "All" Grafana repeats over every option, unknown here: such panels are left out.
                 if repeat and not job_values:
                     continue
+                if not parent_run and "$parent_run" in json.dumps(target):
+                    continue  # the Children row's panels need a parent run id (the row opens collapsed)
                 scopes: list[dict[str, str | Sequence[str] | None]] = (
                     [{**values, repeat: v} for v in job_values] if repeat else [values]
                 )

@@ -45,7 +45,13 @@ PROVIDERS = PROVISIONING / "dashboards" / "dashboards.yaml"
 #: with regex and quoting characters (Grafana escapes them for Prometheus).
 VARIABLE_CHOICES: list[dict[str, Any]] = [
     {"service": "joblogger", "job": None, "run": None, "trace_id": ""},
-    {"service": "billing", "job": ["import"], "run": ["7f3c2a"], "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+    {
+        "service": "billing",
+        "job": ["import"],
+        "run": ["7f3c2a"],
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "parent_run": "9e107d9d372bb6826bd81d3542a419d6",
+    },
     {"service": "svc.a\\b", "job": ["db.sync", "a|b (x)", "it's"], "run": ["r+1", "r[2]"], "trace_id": "abc"},
 ]
 
@@ -80,10 +86,11 @@ def test_dashboard_identity() -> None:
 
 
 def test_dashboard_variables() -> None:
-    """service, job, run, level and trace_id variables exist; job and run allow several values and All."""
+    """service, job, run, level, trace_id and parent_run exist; job and run allow several values and All."""
     variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
-    assert set(variables) == {"service", "job", "run", "level", "trace_id"}
+    assert set(variables) == {"service", "job", "run", "level", "trace_id", "parent_run"}
     assert variables["trace_id"]["type"] == "textbox"
+    assert variables["parent_run"]["type"] == "textbox"
     for name in ("job", "run"):
         assert variables[name]["multi"] and variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
     for name in ("service", "job", "run"):
@@ -128,6 +135,9 @@ def test_expected_panels() -> None:
         "Live log": "logs",
         "Interrupted runs (process stopped reporting)": "table",
         "Schedule health": "table",
+        "Rolled-up progress of the parent run": "timeseries",
+        "Traces with child runs of $parent_run": "table",
+        "Failed child runs of $parent_run": "table",
     }
     assert {t: by_title[t]["type"] for t in expected if t in by_title} == expected
 
@@ -313,7 +323,10 @@ def test_jaeger_queries_use_semconv_tags() -> None:
             assert target["query"] == "$trace_id"
             continue
         assert target["service"] == "$service"
-        assert target["operation"] == "$job"  # the run span is named after the job
+        if "job.parent.run.id=$parent_run" in target.get("tags", ""):
+            assert "operation" not in target  # children of a run, whatever their job
+        else:
+            assert target["operation"] == "$job"  # the run span is named after the job
         for pair in target.get("tags", "").split():
             key, _, _value = pair.partition("=")
             assert key in ATTRIBUTE_KEYS, key
@@ -322,7 +335,7 @@ def test_jaeger_queries_use_semconv_tags() -> None:
 def test_repeated_trace_panels_queried_per_job() -> None:
     """The per-job trace tables yield one Jaeger search per selected job."""
     queries = dashboard_queries(service="billing", job=["import", "export"], trace_id="abc")
-    searches = [q.query for q in queries if q.query.startswith("/api/traces?")]
+    searches = [q.query for q in queries if q.query.startswith("/api/traces?") and "operation=" in q.query]
     assert len(searches) == 4
     assert any("operation=export" in s and "job.result" in s for s in searches)
     assert "/api/traces/abc" in [q.query for q in queries]

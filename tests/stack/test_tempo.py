@@ -60,7 +60,13 @@ def _traceql_queries() -> list[str]:
 
 def _substitute(query: str) -> str:
     """Grafana's substitution of the dashboard variables, for one plain choice of each."""
-    values = {"$service": "billing", "$job": "import", "$trace_id": TRACE_ID, "${__value.raw}": TRACE_ID}
+    values = {
+        "$service": "billing",
+        "$job": "import",
+        "$trace_id": TRACE_ID,
+        "${__value.raw}": TRACE_ID,
+        "$parent_run": "7f3c2a",
+    }
     for var, value in values.items():
         query = query.replace(var, value)
     return query
@@ -244,12 +250,13 @@ def test_traceql_is_structurally_valid(query: str) -> None:
 
 
 def test_traceql_uses_semconv_attributes_and_the_run_span() -> None:
-    """Span attributes are joblogger.semconv keys; the searches select the run span by service and job name."""
+    """Span attributes are joblogger.semconv keys; the searches select run spans by service and job name (or parent)."""
     searches = [q for q in _traceql_queries() if q.startswith("{")]
-    assert len(searches) == 2
+    assert len(searches) == 4
     for query in searches:
         assert 'resource.service.name = "$service"' in query
-        assert 'name = "$job"' in query  # the run span is named after the job
+        # the run span is named after the job; a child run span names its parent run
+        assert 'name = "$job"' in query or 'span.job.parent.run.id = "$parent_run"' in query
         assert "| select(span.job.result, span.job.run.id" in query  # result and run id as columns
         for ref in attributes(query):
             if ref.startswith("span."):

@@ -14,8 +14,9 @@ from joblogger.testing import Capture
 def test_all_is_pinned() -> None:
     """joblogger.__all__ is exactly the documented API and every name resolves."""
     assert sorted(joblogger.__all__) == sorted([
-        "MILESTONE", "JobLogger", "Schedule", "SignalExit", "Summary", "__version__", "create_job_logger",
-        "current_job", "declare_schedule", "format_count", "format_duration", "job", "observe_runs",
+        "MILESTONE", "ChildReport", "JobLogger", "Schedule", "SignalExit", "Summary", "__version__",
+        "create_job_logger", "current_job", "declare_schedule", "format_count", "format_duration", "job",
+        "observe_runs",
     ])  # fmt: skip
     for name in joblogger.__all__:
         assert getattr(joblogger, name) is not None

@@ -18,6 +18,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 
+from .. import semconv
+from .._current import current_job
+
 _log = logging.getLogger("joblogger")
 
 FRAMEWORK = "celery"
@@ -116,8 +119,18 @@ def _parent(request: Any) -> otel_context.Context | None:
 _BEAT_ENTRY: contextvars.ContextVar[str | None] = contextvars.ContextVar("joblogger_celery_beat_entry", default=None)
 
 
+def parent_carrier(request: Any) -> str | None:
+    """The ``joblogger_parent`` header of a request (the producer run's carrier), if any."""
+    value = _GETTER.get(request, semconv.HEADER_PARENT)
+    return value[0] if value else None
+
+
 def _inject_trace_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Carry the producer's trace context in the task message unless something already did.
+
+    A task sent while a run is current (``with job:``) also gets that run's carrier in the
+    ``joblogger_parent`` header (unless the producer set one): the task's run is then a child
+    run of it (docs/children.md).
 
     A message that celery beat sends also gets ``celery_beat_task`` and, unless the scheduler
     set one, ``periodic_task_name`` (the schedule entry's name): Celery's own scheduler marks
@@ -130,6 +143,10 @@ def _inject_trace_context(headers: dict[str, Any] | None = None, **_: Any) -> No
         if entry is not None:
             headers.setdefault("celery_beat_task", True)
             headers.setdefault("periodic_task_name", entry)
+        if semconv.HEADER_PARENT not in headers:
+            job = current_job()
+            if job is not None and not job.ended:
+                headers[semconv.HEADER_PARENT] = job.child_carrier()
         if "traceparent" in headers:
             return
         if trace.get_current_span().get_span_context().is_valid:

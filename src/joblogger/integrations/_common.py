@@ -48,11 +48,14 @@ def start_task_run(
     attempt: int | None = None,
     parent: otel_context.Context | None = None,
     attributes: Mapping[str, object] | None = None,
+    parent_run: object = None,
     **options: Any,
 ) -> JobLogger:
     """Start the run of one task execution, as a child of ``parent`` (else of the current span).
 
     ``attempt`` is 1 for the first execution, 2 for the first retry and so on.
+    ``parent_run`` is the carrier of the run that sent the task (``job.child_carrier()``, from a
+    task header or message field): the task's run is then its child run (docs/children.md).
     ``options`` go to :func:`joblogger.create_job_logger`.
 
     Example:
@@ -72,7 +75,7 @@ def start_task_run(
         attrs.update(attributes)
     token = otel_context.attach(parent) if parent is not None else None
     try:
-        return create_job_logger(run_id=run_id, name=name, attributes=attrs, **options)
+        return create_job_logger(run_id=run_id, name=name, attributes=attrs, parent=parent_run, **options)
     finally:
         if token is not None:
             otel_context.detach(token)

@@ -72,6 +72,7 @@ from ._celery_context import (
     _state,
     _telemetry,
     mark_beat_sends,
+    parent_carrier,
 )
 from ._celery_main import _on_main_process_failure, _on_revoked
 from ._common import DEFAULT_PROGRESS_INTERVAL_S, publish_progress, start_task_run
@@ -246,6 +247,7 @@ def _start(task: Task, request: Any, settings: _Settings) -> JobLogger:
         worker=worker,
         attempt=attempt,
         parent=_parent(request),
+        parent_run=parent_carrier(request),
         attributes=extra,
         **settings.providers,
     )
