@@ -604,6 +604,11 @@ def ensure_thanos(environ: Mapping[str, str] | None = None) -> Path:
             version=version,
             package=f"{THANOS_MODULE}/cmd/thanos",
             ldflags=f"-s -w -X github.com/prometheus/common/version.Version={version.lstrip('v')}",
+            # Upstream's tags (.promu.yml). `slicelabels` is not optional: Thanos casts its
+            # protobuf labels to Prometheus' labels.Labels with unsafe zero-copy conversions
+            # that assume the slice representation; without the tag Receive corrupts memory
+            # and panics on its first write.
+            tags="netgo,slicelabels",
             CGO_ENABLED="0",
         )
 
