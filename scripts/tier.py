@@ -56,11 +56,33 @@ COMPOSE = REPO_ROOT / "docker-compose.yml"
 THANOS_PORTS = {"10901": "grpc", "10902": "http", "19291": "write", "19391": "capnp"}
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+class Ports:
+    """Loopback ports for the tier, taken in order from a block below the ephemeral range.
+
+    Ports the kernel picks for ``bind(0)`` are the ones it also gives outgoing
+    connections (32768-60999 on Linux), so with a dozen processes connecting to
+    each other such a port can be taken before its server binds it. The block
+    starts at ``JOBLOGGER_TIER_BASE_PORT``, by default 500 above the stack's OTLP/gRPC
+    port (4817 for the default stack, 14817 for the test suite's, +1000 per
+    ``JOBLOGGER_STACK_*`` offset); ports something already listens on are skipped.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        raw = environ.get("JOBLOGGER_TIER_BASE_PORT") or ""
+        if raw.strip():
+            self._next = int(raw)
+        else:
+            self._next = stack._ports(environ)["JOBLOGGER_STACK_OTLP_GRPC_PORT"] + 500
+
+    def __call__(self) -> int:
+        while True:
+            port, self._next = self._next, self._next + 1
+            with socket.socket() as sock:
+                try:
+                    sock.bind((HOST, port))
+                except OSError:
+                    continue
+            return port
 
 
 def ready(url: str) -> bool:
@@ -166,6 +188,7 @@ class Tier:
         bins = stack.ensure_built(env)
         thanos = stack.ensure_thanos(env)
         root.mkdir(parents=True, exist_ok=True)
+        free_port = Ports(env)
         services = _compose_services()
         receiver_names = sorted(n for n in services if n.startswith("thanos-receive-"))
         # container "name:port" -> loopback "127.0.0.1:free"
@@ -188,7 +211,12 @@ class Tier:
                 for port in THANOS_PORTS:
                     arg = arg.replace(f"0.0.0.0:{port}", addr[f"{name}:{port}"])
                 arg = arg.replace("/etc/thanos/hashring.json", str(ring_file))
-                out.append(re.sub(r"^--tsdb\.path=.*", f"--tsdb.path={root / name}", arg))
+                arg = re.sub(r"^--tsdb\.path=.*", f"--tsdb.path={root / name}", arg)
+                # Thanos v0.42.0: the tenant pruning job (run when the UTC minute of the day is a
+                # multiple of 240, i.e. at 00:00, 04:00, ...) dereferences a nil TSDB head when a
+                # tenant's TSDB is still opening, and Receive panics. Retention 0 (keep everything)
+                # switches pruning off; the tier's data is a throw-away directory anyway.
+                out.append(re.sub(r"^--tsdb\.retention=.*", "--tsdb.retention=0d", arg))
             return out
 
         receivers = [
