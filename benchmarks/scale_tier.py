@@ -64,12 +64,134 @@ def _totals(tier_module: ModuleType, collectors: list[Any]) -> dict[str, float]:
     return out
 
 
+def _start_jobs(tier: Any, prefix: str, processes: int, cfg: dict[str, Any]) -> list[subprocess.Popen[str]]:
+    """``processes`` job processes per host, each exporting to its host's agent."""
+    procs = []
+    for h, agent in enumerate(tier.agents):
+        for p in range(processes):
+            worker = {**cfg, "service": f"{prefix}-h{h + 1}-p{p + 1}", "endpoint": agent.otlp_grpc, "job": "bench"}
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(TIER_PY), "worker", json.dumps(worker)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**_clean_env(), "OTEL_METRIC_EXPORT_INTERVAL": "1000"},
+                )
+            )
+    return procs
+
+
+def _finish(procs: list[subprocess.Popen[str]]) -> tuple[dict[str, int], int]:
+    """Wait for the job processes; return what their SDKs delivered and the number of runs."""
+    delivered = {"spans": 0, "logs": 0, "points": 0}
+    runs = 0
+    for proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        for line in (json.loads(x) for x in out.splitlines() if x.startswith("{")):
+            if line["kind"] == "summary":
+                runs += 1
+            elif line["kind"] == "exit":
+                for k in delivered:
+                    delivered[k] += int(line.get(f"{k}_delivered", 0))
+    return delivered, runs
+
+
+def measure_series(tier: Any, processes: int, threads: int) -> None:
+    """Series live in Thanos while ``processes x 4 x threads`` runs are in progress at once."""
+    prefix = f"series-{uuid.uuid4().hex[:6]}"
+    # Every run lasts about 8 s (80 items, 0.1 s each, 4 stages): all are live together for several exports.
+    procs = _start_jobs(tier, prefix, processes, {"runs": threads, "threads": threads, "items": 80, "sleep": 0.1,
+                                                  "stages": 4})  # fmt: skip
+    concurrent = len(procs) * threads
+    sel = f'job=~"{prefix}-.*"'
+    live = 0
+    # Series with a sample in the last 5 s (exports every 1 s; pushed series have no staleness markers,
+    # so Thanos Query's lookback_delta, not the default 5 minutes, tells live series from ended ones).
+    while any(p.poll() is None for p in procs):
+        with _suppress():
+            got = tier.promql(f"count({{{sel}}})", lookback="5s")
+            live = max(live, round(float(got[0]["value"][1])) if got else 0)
+        time.sleep(1.0)
+    _finish(procs)
+    time.sleep(3.0)
+    total = _count(tier, f"{{{sel}}}")
+    per_run = _count(tier, f'{{{sel}, job_run_id!=""}}')
+    print(f"\nseries: {concurrent} concurrent runs ({len(procs)} processes x {threads} runs at a time, 4 stages each)")
+    print(f"  most series with a sample in the last 5 s (Thanos Query, deduplicated): {live:,}")
+    print(
+        f"  distinct series the phase created: {total:,}, of which {per_run:,} carry job_run_id (progress gauges, "
+        f"per run and stage) and {total - per_run:,} do not ({(total - per_run) / len(procs):,.0f} per process)"
+    )
+    per_1000_live, per_1000_total = live * 1000 / concurrent, total * 1000 / concurrent
+    print(
+        f"  series per 1,000 concurrent runs: {per_1000_live:,.0f} live at once; {per_1000_total:,.0f} distinct"
+        " over the runs' lives (what a 2-hour TSDB head holds); the receivers store each twice (RF 2)"
+    )
+
+
+def measure_throughput(tier: Any, tier_module: ModuleType, args: argparse.Namespace) -> None:
+    """Jobs -> agents with the gateways stopped (agents queue on disk), then the drain through gateways to backends."""
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    for gateway in tier.gateways:
+        gateway.stop()
+    base_agents = _totals(tier_module, tier.agents)
+    t0 = time.monotonic()
+    cfg = {"runs": args.runs, "threads": args.threads, "items": args.items, "sleep": 0.0, "stages": args.stages,
+           "logs_every": 2}  # fmt: skip
+    procs = _start_jobs(tier, prefix, args.processes, cfg)
+    delivered, runs = _finish(procs)
+    t_jobs = time.monotonic() - t0
+    agents = {k: v - base_agents.get(k, 0.0) for k, v in _totals(tier_module, tier.agents).items()}
+    print(f"\nthroughput: {len(procs)} job processes on 4 hosts, {args.threads} runs at a time each, {runs} runs of "
+          f"{args.items} items ({args.stages} stages, a log record every 2 items)")  # fmt: skip
+    print(f"  delivered by the SDKs: {delivered['spans']:,} spans, {delivered['logs']:,} log records, "
+          f"{delivered['points']:,} metric points in {t_jobs:.1f} s")  # fmt: skip
+    # Gateways back: everything queued on the agents' disks drains through them to the backends.
+    t1 = time.monotonic()
+    for gateway in tier.gateways:
+        gateway.start()
+    services = [f"{prefix}-h{h + 1}-p{p + 1}" for h in range(4) for p in range(args.processes)]
+    done: dict[str, float] = {}
+    gateways: dict[str, float] = {}
+    while time.monotonic() - t1 < 900 and len(done) < 4:
+        now = time.monotonic() - t1
+        if "gateways" not in done:
+            gateways = _totals(tier_module, tier.gateways)
+            if all(gateways[f"sent_{s}"] >= delivered[s] for s in ("spans", "logs")):
+                done["gateways"] = now
+        if "jaeger" not in done and sum(len(tier.jaeger_spans(s)) for s in services) >= delivered["spans"]:
+            done["jaeger"] = now
+        if "logs" not in done and sum(tier.log_count(s) for s in services) >= delivered["logs"]:
+            done["logs"] = now
+        if "thanos" not in done:
+            got = tier.promql(f'sum(job_runs_total{{job=~"{prefix}-.*"}})')
+            if got and round(float(got[0]["value"][1])) == runs:
+                done["thanos"] = now
+        time.sleep(0.5)
+    print("\n| tier (this machine, 2 cores shared by all) | spans/s | log records/s | metric points/s |")
+    print("|---|---:|---:|---:|")
+    print(f"| 4 agents, accepting from the jobs (bound by the jobs) | {agents['accepted_spans'] / t_jobs:,.0f} | "
+          f"{agents['accepted_logs'] / t_jobs:,.0f} | {agents['accepted_points'] / t_jobs:,.0f} |")  # fmt: skip
+    if "gateways" in done:
+        t = done["gateways"]
+        print(f"| 2 gateways, draining the agents' queues | {gateways['accepted_spans'] / t:,.0f} | "
+              f"{gateways['accepted_logs'] / t:,.0f} | {gateways['accepted_points'] / t:,.0f} |")  # fmt: skip
+    for key, name, col in (("jaeger", "Jaeger", 0), ("logs", "VictoriaLogs", 1), ("thanos", "Thanos Receive x3", 2)):
+        n = (delivered["spans"], delivered["logs"], delivered["points"])[col]
+        cells = ["", "", ""]
+        cells[col] = f"{n / done[key]:,.0f}" if key in done else "not complete in 15 min"
+        print(f"| {name}, end to end after the gateways' start | " + " | ".join(cells) + " |")
+    print("  (seconds from the gateways' start until complete: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in done.items()) + ")")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--processes", type=int, default=2, help="job processes per host (4 hosts)")
-    parser.add_argument("--threads", type=int, default=25, help="concurrent runs per job process")
-    parser.add_argument("--runs", type=int, default=50, help="runs per job process")
-    parser.add_argument("--items", type=int, default=40, help="items per run (one outcome each, a log every 5)")
+    parser.add_argument("--threads", type=int, default=25, help="runs at a time per job process")
+    parser.add_argument("--runs", type=int, default=50, help="runs per job process (throughput phase)")
+    parser.add_argument("--items", type=int, default=100, help="items per run (throughput phase)")
+    parser.add_argument("--stages", type=int, default=10, help="stages per run (throughput phase)")
     parser.add_argument("--keep", action="store_true", help="keep the tier's directory (logs, data)")
     args = parser.parse_args()
     tier_module = _load_tier()
@@ -78,99 +200,9 @@ def main() -> int:
     t_start = time.monotonic()
     tier.start()
     print(f"tier of {len(tier.processes())} processes ready in {time.monotonic() - t_start:.1f} s ({root})")
-    prefix = f"bench-{uuid.uuid4().hex[:6]}"
     try:
-        base_agents = _totals(tier_module, tier.agents)
-        base_gateways = _totals(tier_module, tier.gateways)
-        t0 = time.monotonic()
-        procs = []
-        for h, agent in enumerate(tier.agents):
-            for p in range(args.processes):
-                cfg = {
-                    "service": f"{prefix}-h{h + 1}-p{p + 1}",
-                    "endpoint": agent.otlp_grpc,
-                    "job": "bench",
-                    "runs": args.runs,
-                    "threads": args.threads,
-                    "items": args.items,
-                    "sleep": 0.0,
-                }
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, str(TIER_PY), "worker", json.dumps(cfg)],
-                        stdout=subprocess.PIPE,
-                        text=True,
-                        env={"OTEL_METRIC_EXPORT_INTERVAL": "1000", **_clean_env()},
-                    )
-                )
-        concurrent = len(procs) * args.threads
-        reports = []
-        # Series while the runs are live: sampled once all processes have started their runs.
-        series_live = 0
-        time.sleep(3.0)
-        with _suppress():
-            series_live = _series(tier, prefix)
-        for proc in procs:
-            out, _ = proc.communicate(timeout=900)
-            reports.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
-        t_jobs = time.monotonic() - t0
-        delivered = {
-            k: sum(int(line.get(f"{k}_delivered", 0)) for rep in reports for line in rep if line["kind"] == "exit")
-            for k in ("spans", "logs", "points")
-        }
-        runs = sum(1 for rep in reports for line in rep if line["kind"] == "summary")
-
-        def drained(collectors: list[Any], base: dict[str, float]) -> dict[str, float] | None:
-            now = _totals(tier_module, collectors)
-            diff = {k: now[k] - base.get(k, 0.0) for k in now}
-            ok = all(diff[f"sent_{s}"] >= diff[f"accepted_{s}"] and diff[f"accepted_{s}"] > 0 for s in SIGNALS)
-            return diff if ok else None
-
-        t_agents = t_gateways = None
-        agents_diff = gateways_diff = None
-        t_jaeger = t_logs = t_thanos = None
-        services = [f"{prefix}-h{h + 1}-p{p + 1}" for h in range(4) for p in range(args.processes)]
-        while time.monotonic() - t0 < 900 and None in (t_agents, t_gateways, t_jaeger, t_logs, t_thanos):
-            now = time.monotonic() - t0
-            if t_agents is None and (agents_diff := drained(tier.agents, base_agents)):
-                t_agents = now
-            if t_gateways is None and (gateways_diff := drained(tier.gateways, base_gateways)):
-                t_gateways = now
-            if t_jaeger is None and sum(len(tier.jaeger_spans(s)) for s in services) >= delivered["spans"]:
-                t_jaeger = now
-            if t_logs is None and sum(tier.log_count(s) for s in services) >= delivered["logs"]:
-                t_logs = now
-            if t_thanos is None:
-                got = tier.promql(f'sum(job_runs_total{{job=~"{prefix}-.*"}})')
-                if got and round(float(got[0]["value"][1])) == runs:
-                    t_thanos = now
-            time.sleep(0.5)
-        series_after = _series(tier, prefix)
-        head = sum(_head_series(r) for r in tier.receivers)
-        assert agents_diff is not None and gateways_diff is not None, "the tier did not drain within 15 minutes"
-        assert t_agents is not None and t_gateways is not None
-        print(f"\nload: {len(procs)} job processes on 4 hosts, {args.threads} concurrent runs each "
-              f"({concurrent} concurrent runs), {runs} runs of {args.items} items; jobs: {t_jobs:.1f} s")  # fmt: skip
-        print(f"delivered by the SDKs: {delivered['spans']:,} spans, {delivered['logs']:,} log records, "
-              f"{delivered['points']:,} metric points")  # fmt: skip
-        print("\n| tier | spans/s | log records/s | metric points/s | drained after |")
-        print("|---|---:|---:|---:|---:|")
-        for name, diff, t in (("4 agents", agents_diff, t_agents), ("2 gateways", gateways_diff, t_gateways)):
-            print(f"| {name} | {diff['accepted_spans'] / t:,.0f} | {diff['accepted_logs'] / t:,.0f} | "
-                  f"{diff['accepted_points'] / t:,.0f} | {t:.1f} s |")  # fmt: skip
-        for name, t, n, unit in (
-            ("Jaeger", t_jaeger, delivered["spans"], "spans/s"),
-            ("VictoriaLogs", t_logs, delivered["logs"], "log records/s"),
-            ("Thanos (Receive x3, RF 2)", t_thanos, delivered["points"], "metric points/s"),
-        ):
-            rate = f"{n / t:,.0f} {unit}" if t else "not complete"
-            print(f"| {name} | {rate} | | | {t or float('nan'):.1f} s |")
-        print(f"\nseries of the benchmark's jobs in Thanos Query (deduplicated): {series_live:,} while "
-              f"{concurrent} runs were live, {series_after:,} after")  # fmt: skip
-        print(f"receivers' head series (all jobs, replicas counted): {head:,}")
-        if series_live:
-            print(f"series per 1,000 concurrent runs at {args.threads} runs per process: "
-                  f"{series_live * 1000 / concurrent:,.0f}")  # fmt: skip
+        measure_series(tier, args.processes, args.threads)
+        measure_throughput(tier, tier_module, args)
     finally:
         tier.stop()
         if not args.keep:
@@ -180,8 +212,8 @@ def main() -> int:
     return 0
 
 
-def _series(tier: Any, prefix: str) -> int:
-    got = tier.promql(f'count({{job=~"{prefix}-.*"}})')
+def _count(tier: Any, selector: str) -> int:
+    got = tier.promql(f"count({selector})")
     return round(float(got[0]["value"][1])) if got else 0
 
 

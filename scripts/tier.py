@@ -352,9 +352,10 @@ class Tier:
                 proc.stop(timeout=20)
 
     # ---- reading the backends ------------------------------------------------
-    def promql(self, query: str) -> list[dict[str, Any]]:
-        """Instant PromQL query through Thanos Query (replicas deduplicated)."""
-        url = f"{self.query_url}/api/v1/query?" + urllib.parse.urlencode({"query": query, "dedup": "true"})
+    def promql(self, query: str, lookback: str | None = None) -> list[dict[str, Any]]:
+        """Instant PromQL query through Thanos Query (replicas deduplicated), with its lookback if given."""
+        params = {"query": query, "dedup": "true"} | ({"lookback_delta": lookback} if lookback else {})
+        url = f"{self.query_url}/api/v1/query?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=20) as resp:
             body = json.loads(resp.read())
         assert body["status"] == "success", body
@@ -471,11 +472,14 @@ def worker(cfg: dict[str, Any]) -> None:
     otlp.configure(endpoint=cfg["endpoint"], service_name=cfg["service"], protocol="grpc")
     items, sleep = int(cfg["items"]), float(cfg["sleep"])
     logs_every = int(cfg.get("logs_every", 5))
+    stages = int(cfg.get("stages", 0))
 
     def one_run(r: int) -> None:
         with contextlib.suppress(RuntimeError), create_job_logger(f"{cfg['service']}-{r}", cfg["job"]) as job:
             job.set_total(items, "items")
             for i in range(items):
+                if stages and i % max(1, items // stages) == 0:
+                    job.set_stage(f"Stage {i // max(1, items // stages) + 1}")
                 if sleep:
                     time.sleep(sleep)
                 job.increment_progress()
