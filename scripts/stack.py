@@ -14,6 +14,9 @@ docker-compose runs, with the repository's own configuration files:
   ``backends/victorialogs/build``, configured by ``VL_*`` environment
   variables (``-envflag.enable -envflag.prefix=VL_``) exactly as in docker-compose.
 
+``build`` also builds Thanos (``backends/thanos/build``, :func:`ensure_thanos`), which
+only the scale tier uses (scripts/tier.py, docs/scale.md); ``up`` does not start it.
+
 Command line::
 
     python scripts/stack.py up [--fresh]   # build what is missing, start, wait until ready

@@ -217,3 +217,16 @@ def test_agent_sigkill_loses_only_what_it_had_not_acknowledged(tier: Any) -> Non
     assert tier.jaeger_spans(f"{prefix}-lost") == []
     assert tier.log_count(f"{prefix}-lost") == 0
     assert tier.promql(f'job_outcomes_total{{job="{prefix}-lost"}}') == []
+
+
+def test_benchmark_runs_end_to_end_on_tiny_sizes() -> None:
+    """benchmarks/scale_tier.py runs on its own tier and prints every row (no figures asserted), so it cannot rot."""
+    argv = [sys.executable, str(REPO_ROOT / "benchmarks" / "scale_tier.py")]
+    argv += ["--processes", "1", "--threads", "2", "--runs", "2", "--items", "10", "--stages", "2"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=400, env=_clean_env(), check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "series per 1,000 concurrent runs:" in out
+    for row in ("| 4 agents", "| 2 gateways", "| Jaeger", "| VictoriaLogs", "| Thanos Receive x3"):
+        assert row in out, out
+    assert "not complete" not in out, out
