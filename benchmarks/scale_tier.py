@@ -38,6 +38,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIER_PY = REPO_ROOT / "scripts" / "tier.py"
+WORKER_PY = REPO_ROOT / "scripts" / "tier_worker.py"
 
 
 def _load_tier() -> ModuleType:
@@ -72,7 +73,7 @@ def _start_jobs(tier: Any, prefix: str, processes: int, cfg: dict[str, Any]) -> 
             worker = {**cfg, "service": f"{prefix}-h{h + 1}-p{p + 1}", "endpoint": agent.otlp_grpc, "job": "bench"}
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, str(TIER_PY), "worker", json.dumps(worker)],
+                    [sys.executable, str(WORKER_PY), json.dumps(worker)],
                     stdout=subprocess.PIPE,
                     text=True,
                     env={**_clean_env(), "OTEL_METRIC_EXPORT_INTERVAL": "1000"},

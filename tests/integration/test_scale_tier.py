@@ -35,6 +35,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIER_PY = REPO_ROOT / "scripts" / "tier.py"
+WORKER_PY = REPO_ROOT / "scripts" / "tier_worker.py"
 #: Backends are eventually consistent (queues drain with 1-5 s retry back-off).
 SETTLE_S = 120.0
 
@@ -85,7 +86,7 @@ class Host:
         }
         self.service = service
         self.proc = subprocess.Popen(
-            [sys.executable, str(TIER_PY), "worker", json.dumps(cfg)],
+            [sys.executable, str(WORKER_PY), json.dumps(cfg)],
             env={**_clean_env(), **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
