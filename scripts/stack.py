@@ -14,6 +14,9 @@ docker-compose runs, with the repository's own configuration files:
   ``backends/victorialogs/build``, configured by ``VL_*`` environment
   variables (``-envflag.enable -envflag.prefix=VL_``) exactly as in docker-compose.
 
+``build`` also builds Thanos (``backends/thanos/build``, :func:`ensure_thanos`), which
+only the scale tier uses (scripts/tier.py, docs/scale.md); ``up`` does not start it.
+
 Command line::
 
     python scripts/stack.py up [--fresh]   # build what is missing, start, wait until ready
@@ -73,6 +76,7 @@ __all__ = [
     "StackError",
     "endpoints",
     "ensure_built",
+    "ensure_thanos",
     "main",
     "start",
     "started_by_last_start",
@@ -89,6 +93,8 @@ PROMETHEUS_CONFIG = REPO_ROOT / "backends" / "prometheus" / "prometheus.yml"
 VICTORIALOGS_BUILD_DIR = REPO_ROOT / "backends" / "victorialogs" / "build"
 PROMETHEUS_BUILD_DIR = REPO_ROOT / "backends" / "prometheus" / "build"
 PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+THANOS_BUILD_DIR = REPO_ROOT / "backends" / "thanos" / "build"
+THANOS_MODULE = "github.com/thanos-io/thanos"
 VICTORIALOGS_PACKAGE = "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs"
 #: VictoriaLogs' retention, the same in docker-compose.yml.
 VICTORIALOGS_RETENTION = "7d"
@@ -561,6 +567,53 @@ def _build_prometheus(home: Path, environ: Mapping[str, str]) -> tuple[Path, Pat
             )
         )
     return built[0], built[1]
+
+
+def thanos_version() -> str:
+    """The Thanos release the tool module in ``backends/thanos/build`` pins.
+
+    Example:
+        >>> thanos_version()  # doctest: +SKIP
+        'v0.42.0'
+    """
+    return _required_version(THANOS_BUILD_DIR, THANOS_MODULE)
+
+
+def ensure_thanos(environ: Mapping[str, str] | None = None) -> Path:
+    """Return the ``thanos`` binary of the scale tier (docs/scale.md), building it if missing.
+
+    Built from the tool module ``backends/thanos/build`` (Thanos' go.mod has replace
+    directives, so ``go install`` is refused); ``JOBLOGGER_STACK_THANOS_BIN`` uses
+    another binary instead. Not part of :func:`ensure_built`: only the scale-tier
+    test and benchmark need it (``stack.py build`` builds it too).
+
+    Example:
+        >>> ensure_thanos().name  # doctest: +SKIP
+        'thanos-v0.42.0-1a2b3c4d5e6f'
+    """
+    env = dict(os.environ if environ is None else environ)
+    override = env.get("JOBLOGGER_STACK_THANOS_BIN")
+    if override:
+        return Path(override)
+    home = _home(env)
+    home.mkdir(parents=True, exist_ok=True)
+    version = thanos_version()
+    with _locked(home):
+        return _build_go_tool(
+            home,
+            env,
+            build_dir=THANOS_BUILD_DIR,
+            name="thanos",
+            version=version,
+            package=f"{THANOS_MODULE}/cmd/thanos",
+            ldflags=f"-s -w -X github.com/prometheus/common/version.Version={version.lstrip('v')}",
+            # Upstream's tags (.promu.yml). `slicelabels` is not optional: Thanos casts its
+            # protobuf labels to Prometheus' labels.Labels with unsafe zero-copy conversions
+            # that assume the slice representation; without the tag Receive corrupts memory
+            # and panics on its first write.
+            tags="netgo,slicelabels",
+            CGO_ENABLED="0",
+        )
 
 
 def ensure_redis(environ: Mapping[str, str] | None = None) -> Path:
@@ -1105,6 +1158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for field in dataclasses.fields(bins):
                 print(f"{field.name}: {getattr(bins, field.name)}")
             print(f"redis (job-framework tests' broker): {ensure_redis()}")
+            print(f"thanos (scale tier, docs/scale.md): {ensure_thanos()}")
             _log(f"build step took {time.monotonic() - t0:.1f} s")
         elif args.command == "up":
             t0 = time.monotonic()

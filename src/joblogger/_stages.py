@@ -124,12 +124,13 @@ class StagesMixin(RunState):
         with self._lock:  # a stage change in between would otherwise be overwritten with the old attributes
             attrs = self._gauge_attrs
             if attrs is None:
-                attrs = {
-                    semconv.JOB_NAME: self._tally.job,
-                    semconv.JOB_STAGE: self._stage_label,
-                    semconv.JOB_ENTITY_TYPE: self._tally.entity_type,
-                    semconv.JOB_RUN_SLOT: self._tally.slot,
-                }
+                attrs = {semconv.JOB_NAME: self._tally.job}
+                if self._stage_label:
+                    # Before the first stage: no job.stage rather than an empty one (Prometheus reads
+                    # both alike; Thanos Receive rejects a series with an empty label value).
+                    attrs[semconv.JOB_STAGE] = self._stage_label
+                attrs[semconv.JOB_ENTITY_TYPE] = self._tally.entity_type
+                attrs[semconv.JOB_RUN_SLOT] = self._tally.slot
                 if self._run_id_on_metrics:
                     attrs[semconv.JOB_RUN_ID] = _sanitize.as_label(self._run_id)
                 self._gauge_attrs = attrs

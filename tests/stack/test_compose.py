@@ -6,6 +6,7 @@ The VictoriaLogs checks also hold docker-compose.yml and the local stack
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -20,6 +21,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 VICTORIALOGS_GO_MOD = REPO_ROOT / "backends/victorialogs/build/go.mod"
 LOGS_PLUGIN = "victoriametrics-logs-datasource"
+TIER_CONFIGS = ("collector/tier/agent.yaml", "collector/tier/gateway.yaml")
+RECEIVERS = ("thanos-receive-1", "thanos-receive-2", "thanos-receive-3")
+SCALE_SERVICES = {
+    "tier-queue-owner", "otel-agent-1", "otel-agent-2", "otel-gateway-1", "otel-gateway-2", *RECEIVERS, "thanos-query",
+}  # fmt: skip
 
 
 def _compose() -> dict[str, Any]:
@@ -69,11 +75,11 @@ def test_compose_matches_compose_spec() -> None:
 
 
 def test_expected_services() -> None:
-    """The collector, the three backends, Grafana, Alertmanager, the volume-owner step; Tempo (tempo profile)."""
+    """Collector, three backends, Grafana, Alertmanager, volume owner; Tempo (tempo profile); the scale tier."""
     assert set(_services()) == {
         "otel-collector", "jaeger", "jaeger-data-owner", "prometheus", "victorialogs", "grafana", "alertmanager",
         "tempo",
-    }  # fmt: skip
+    } | SCALE_SERVICES  # fmt: skip
 
 
 def test_jaeger_keeps_run_history_on_a_volume() -> None:
@@ -214,6 +220,7 @@ def test_hosts_in_configs_are_services() -> None:
         "collector/config.yaml": (REPO_ROOT / "collector/config.yaml").read_text(encoding="utf-8"),
         "datasources.yaml": (REPO_ROOT / "dashboards/provisioning/datasources/datasources.yaml").read_text(),
         "prometheus.yml": (REPO_ROOT / "backends/prometheus/prometheus.yml").read_text(encoding="utf-8"),
+        **{name: (REPO_ROOT / name).read_text(encoding="utf-8") for name in TIER_CONFIGS},
     }
     pattern = re.compile(r"(?:\$\{env:\w+:-|url: |targets: \[\"|- \")(?:https?://)?([a-z][\w.-]*):\d+")
     found = {}
@@ -282,21 +289,29 @@ def test_collector_sends_logs_to_victorialogs(tmp_path: Path) -> None:
 
 
 def test_builder_manifest_lists_exactly_the_components_used() -> None:
-    """Every component collector/config.yaml uses is compiled in, and nothing else."""
-    config = yaml.safe_load((REPO_ROOT / "collector/config.yaml").read_text(encoding="utf-8"))
+    """Every component collector/config.yaml and the scale tier's configs use is compiled in, and nothing else."""
     manifest = yaml.safe_load((REPO_ROOT / "collector/builder-config.yaml").read_text(encoding="utf-8"))
-    pipelines = config["service"]["pipelines"].values()
-    used = {
-        "receivers": {n.split("/")[0] for p in pipelines for n in p["receivers"]},
-        "processors": {n.split("/")[0] for p in pipelines for n in p.get("processors", [])},
-        "exporters": {n.split("/")[0] for p in pipelines for n in p["exporters"]},
-        "extensions": {n.split("/")[0] for n in config["service"].get("extensions", [])},
-    }
+    used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set(), "extensions": set()}
+    for name in ("collector/config.yaml", *TIER_CONFIGS):
+        config = yaml.safe_load((REPO_ROOT / name).read_text(encoding="utf-8"))
+        pipelines = config["service"]["pipelines"].values()
+        found = {
+            "receivers": {n.split("/")[0] for p in pipelines for n in p["receivers"]},
+            "processors": {n.split("/")[0] for p in pipelines for n in p.get("processors", [])},
+            "exporters": {n.split("/")[0] for p in pipelines for n in p["exporters"]},
+            "extensions": {n.split("/")[0] for n in config["service"].get("extensions", [])},
+        }
+        for kind, names in found.items():
+            declared = {n.split("/")[0] for n in config.get(kind, {})}
+            assert declared == names, f"{name}: {kind} declared but not used: {declared - names}"
+            used[kind] |= names
     for kind, names in used.items():
+        # Module basenames: otlpreceiver, batchprocessor, ...; storage extensions are extension/storage/<name>.
         built = {entry["gomod"].split()[0].rsplit("/", 1)[1] for entry in manifest[kind]}
-        assert built == {f"{name.replace('_', '')}{kind[:-1]}" for name in names}, kind
-        declared = {n.split("/")[0] for n in config[kind]}
-        assert declared == names, f"{kind} declared but not used: {declared - names}"
+        expected = {
+            name.replace("_", "") if name == "file_storage" else f"{name.replace('_', '')}{kind[:-1]}" for name in names
+        }
+        assert built == expected, kind
 
 
 def test_grafana_installs_pinned_logs_plugin_without_depending_on_the_catalog() -> None:
@@ -311,3 +326,64 @@ def test_grafana_installs_pinned_logs_plugin_without_depending_on_the_catalog() 
     assert "GF_PLUGINS_PREINSTALL_SYNC" not in env
     assert "GF_INSTALL_PLUGINS" not in env
     assert "victorialogs" in grafana["depends_on"]
+
+
+def _tier_config(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO_ROOT / "collector/tier" / name).read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.mark.parametrize("name", ["agent.yaml", "gateway.yaml"])
+def test_tier_exporter_queues_are_persistent_and_never_give_up(name: str) -> None:
+    """Every exporter of an agent or gateway queues on disk (file_storage) and retries until it is delivered."""
+    config = _tier_config(name)
+    storages = {n for n in config["extensions"] if n.split("/")[0] == "file_storage"}
+    assert storages and storages <= set(config["service"]["extensions"])
+    used = {e for p in config["service"]["pipelines"].values() for e in p["exporters"]}
+    assert used == set(config["exporters"])
+    for exporter_name, exporter in config["exporters"].items():
+        assert exporter["sending_queue"]["storage"] in storages, exporter_name
+        assert exporter["retry_on_failure"]["max_elapsed_time"] == 0, exporter_name
+    # Nothing acknowledged waits in memory: no batch processor between receiver and queue.
+    assert all("batch" not in p.get("processors", []) for p in config["service"]["pipelines"].values())
+
+
+def test_scale_profile_topology() -> None:
+    """Profile `scale`: agents -> gateways -> Thanos Receive (3-node hashring, replication 2) + Query; same files."""
+    services = _services()
+    for name in SCALE_SERVICES:
+        assert services[name].get("profiles") == ["scale"], name
+    targets = {(name, dst): src for name, src, dst, _mode in _bind_mounts()}
+    for n in (1, 2):
+        assert targets[(f"otel-agent-{n}", "/etc/otelcol-contrib/agent.yaml")] == "./collector/tier/agent.yaml"
+        assert targets[(f"otel-gateway-{n}", "/etc/otelcol-contrib/gateway.yaml")] == "./collector/tier/gateway.yaml"
+        agent_env = _environment(f"otel-agent-{n}")
+        assert agent_env["GATEWAY_OTLP_ENDPOINT"].split(":")[0] in services
+        queue = [src for src, dst, _ in _mounts(services[f"otel-gateway-{n}"]) if dst == "/var/lib/otelcol/queue"]
+        assert queue and queue[0] in (_compose().get("volumes") or {}), "the gateway queue must survive the container"
+    (ring,) = json.loads((REPO_ROOT / "backends/thanos/hashring.json").read_text(encoding="utf-8"))
+    assert sorted(ring["endpoints"]) == [f"{r}:10901" for r in RECEIVERS]
+    replica_labels = set()
+    for r in RECEIVERS:
+        command = services[r]["command"]
+        assert command[0] == "receive"
+        assert "--receive.replication-factor=2" in command
+        assert "--receive.hashrings-file=/etc/thanos/hashring.json" in command
+        assert f"--receive.local-endpoint={r}:10901" in command
+        assert targets[(r, "/etc/thanos")] == "./backends/thanos"
+        replica_labels |= {c.split("=", 1)[1].split("=")[0] for c in command if c.startswith("--label=")}
+    query = services["thanos-query"]["command"]
+    assert sorted(c.removeprefix("--endpoint=") for c in query if c.startswith("--endpoint=")) == sorted(
+        ring["endpoints"]
+    )
+    assert replica_labels == {"receive_replica"} and "--query.replica-label=receive_replica" in query
+
+
+def test_thanos_image_matches_local_build() -> None:
+    """The Thanos image is the release backends/thanos/build pins for the scale-tier test."""
+    go_mod = (REPO_ROOT / "backends/thanos/build/go.mod").read_text(encoding="utf-8")
+    match = re.search(r"^require github\.com/thanos-io/thanos (v\S+)$", go_mod, re.M)
+    assert match is not None
+    for name in (*RECEIVERS, "thanos-query"):
+        assert _services()[name]["image"] == f"quay.io/thanos/thanos:{match.group(1)}"
+    assert stack_script().thanos_version() == match.group(1)

@@ -608,6 +608,23 @@ def test_progress_gauges_only_while_active(cap: Capture, clock: FakeClock) -> No
     assert cap.metric_value(semconv.METRIC_RUNS_ACTIVE, **{semconv.JOB_NAME: "gauge-job"}) == 0
 
 
+def test_progress_gauges_before_the_first_stage_carry_no_empty_stage(cap: Capture) -> None:
+    """Before the first stage the gauges have no ``job.stage`` at all, not an empty one.
+
+    Prometheus treats an empty label as absent, so nothing changes there; stores that
+    validate labels (Thanos Receive, docs/scale.md) reject a series with an empty value.
+    """
+    job = cap.job_logger("r", "no-stage")
+    job.increment_progress()
+    [point] = [p for p in cap.metrics() if p.name == semconv.METRIC_PROGRESS_CURRENT]
+    assert semconv.JOB_STAGE not in point.attributes
+    assert all(value != "" for value in point.attributes.values())
+    job.set_stage("Load")
+    [point] = [p for p in cap.metrics() if p.name == semconv.METRIC_PROGRESS_CURRENT]
+    assert point.attributes[semconv.JOB_STAGE] == "Load"
+    job.log_summary()
+
+
 def test_run_id_on_metrics_switch(cap: Capture) -> None:
     """run_id_on_metrics=False drops the run id from the progress gauges."""
     job = cap.job_logger("r", "frequent", run_id_on_metrics=False)
