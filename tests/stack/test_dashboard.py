@@ -371,16 +371,16 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             {"series": f'job_progress_current{{{p5}, job_run_slot="1", job_stage="load"}}', "values": "0+2x30"},
             {"series": f'job_progress_ratio{{{p5}, job_run_slot="1", job_stage="load"}}', "values": "0.25x30"},
             {"series": f"job_runs_active{{{p5}}}", "values": "2x30"},
-            # four earlier runs of 30-300 s: typical (p50) duration 165 s
-            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="30"}}', "values": "0x30"},
-            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="300"}}', "values": "4x30"},
-            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="+Inf"}}', "values": "4x30"},
-            # a success from a worker at 100s, then a failure from a one-sample process at 200s
-            {"series": f'job_runs_total{{{p1}, job_result="success"}}', "values": "_x10 1+0x16"},
-            {
-                "series": 'job_runs_total{job="billing", instance="p2", job_name="import", job_result="failure"}',
-                "values": "_x20 1",
-            },
+            # four earlier runs of 30-300 s: typical (p50) duration 165 s (per-job minute sums, as the
+            # joblogger.jobs rules record them every minute: 4 runs in the first minute, none after)
+            *(
+                {"series": f'job_name_le:job_run_duration_seconds_bucket:added_1m{{{job}, {le}}}', "values": v}
+                for job, le, v in (
+                    ('job="billing", job_name="import", job_result="success"', 'le="30"', "0" + " _x5 0" * 4),
+                    ('job="billing", job_name="import", job_result="success"', 'le="300"', "4" + " _x5 0" * 4),
+                    ('job="billing", job_name="import", job_result="success"', 'le="+Inf"', "4" + " _x5 0" * 4),
+                )
+            ),
         ],
         "promql_expr_test": [
             {
@@ -440,10 +440,29 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
                     {"labels": slot1, "value": 0},
                 ],
             },
+        ],
+    }
+    # The run-start recording rule the running-time columns read, evaluated like Prometheus does.
+    _promtool_case(promtool, tmp_path, "joblogger.runs.start", "10s", case)
+    # The per-job minute sums, from a worker and a one-sample process exporting every 60 s (the SDK's default),
+    # evaluated at the rules' own 1m interval (promtool evaluates every group at the file's interval).
+    sums = {
+        "interval": "1m",
+        "input_series": [
+            # a success from a worker at 60s (then exported unchanged), a failure from a one-sample process at 180s
+            {"series": f'job_runs_total{{{p1}, job_result="success"}}', "values": "_ 1x10"},
             {
+                "series": 'job_runs_total{job="billing", instance="p2", job_name="import", job_result="failure"}',
+                "values": "_x3 1",
+            },
+        ],
+        "promql_expr_test": [
+            {
+                # the failure (at 180s) is in the minute the per-job rule records at 210s (every minute,
+                # 30 s behind); the success (60s) in the one recorded at 90s
                 "expr": queries[("Last result per job (24 h)", "A")],
                 "eval_time": "4m",
-                "exp_samples": [{"labels": '{job_name="import", job_result="failure"}', "value": 240000}],
+                "exp_samples": [{"labels": '{job_name="import", job_result="failure"}', "value": 210000}],
             },
             {
                 "expr": queries[("Finished runs by result", "A")],
@@ -453,14 +472,27 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
                     {"labels": '{job_name="import", job_result="success"}', "value": 0},
                 ],
             },
+            {
+                "expr": queries[("Finished runs by result", "A")].replace("[1m]", "[5m]"),
+                "eval_time": "5m",
+                "exp_samples": [
+                    {"labels": '{job_name="import", job_result="failure"}', "value": 1},
+                    {"labels": '{job_name="import", job_result="success"}', "value": 1},
+                ],
+            },
         ],
     }
-    # The run-start recording rule the running-time columns read, evaluated like Prometheus does.
+    _promtool_case(promtool, tmp_path, "joblogger.jobs", "1m", sums)
+
+
+def _promtool_case(promtool: str, tmp_path: Path, group: str, interval: str, case: dict[str, Any]) -> None:
+    """Run one promtool unit test ``case`` with the rule ``group`` of alerts.yml evaluated every ``interval``."""
     rules = yaml.safe_load((REPO_ROOT / "backends/prometheus/alerts.yml").read_text(encoding="utf-8"))
-    start_group = [g for g in rules["groups"] if g["name"] == "joblogger.runs.start"]
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": start_group}), encoding="utf-8")
+    (tmp_path / "rules.yml").write_text(
+        yaml.safe_dump({"groups": [g for g in rules["groups"] if g["name"] == group]}), encoding="utf-8"
+    )
     path = tmp_path / "dashboard_queries.test.yml"
-    test_file = {"rule_files": ["rules.yml"], "evaluation_interval": "10s", "tests": [case]}
+    test_file = {"rule_files": ["rules.yml"], "evaluation_interval": interval, "tests": [case]}
     path.write_text(yaml.safe_dump(test_file, width=10_000), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
