@@ -292,7 +292,8 @@ def main() -> int:
         print(f"promtool created the blocks in {time.monotonic() - t0:.0f} s", flush=True)
         t0 = time.monotonic()
         count = sum(
-            backfill_rules(promtool, prometheus, work, groups, now - 86400, now) for groups in _backfill_passes()
+            backfill_rules(promtool, prometheus, work, groups, start=now - 86400, end=now)
+            for groups in _backfill_passes()
         )
         print(f"recording rules {', '.join(BACKFILL_GROUPS)} backfilled ({count} blocks) in "
               f"{time.monotonic() - t0:.0f} s", flush=True)  # fmt: skip

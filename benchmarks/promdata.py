@@ -79,7 +79,7 @@ def create_blocks(promtool: str, sources: list[Path], data: Path) -> None:
 
 
 def backfill_rules(
-    promtool: str, prometheus: str, work: Path, groups: list[dict[str, Any]], start: float, end: float
+    promtool: str, prometheus: str, work: Path, groups: list[dict[str, Any]], *, start: float, end: float
 ) -> int:
     """Evaluate recording rule ``groups`` over ``[start, end]`` into blocks of ``work/data``, as Prometheus
     would have recorded them live (``promtool tsdb create-blocks-from rules`` against a server on the data;

@@ -374,7 +374,7 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             # four earlier runs of 30-300 s: typical (p50) duration 165 s (per-job minute sums, as the
             # joblogger.jobs rules record them every minute: 4 runs in the first minute, none after)
             *(
-                {"series": f'job_name_le:job_run_duration_seconds_bucket:added_1m{{{job}, {le}}}', "values": v}
+                {"series": f"job_name_le:job_run_duration_seconds_bucket:added_1m{{{job}, {le}}}", "values": v}
                 for job, le, v in (
                     ('job="billing", job_name="import", job_result="success"', 'le="30"', "0" + " _x5 0" * 4),
                     ('job="billing", job_name="import", job_result="success"', 'le="300"', "4" + " _x5 0" * 4),
