@@ -455,8 +455,23 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
                 "series": 'job_runs_total{job="billing", instance="p2", job_name="import", job_result="failure"}',
                 "values": "_x3 1",
             },
+            # the worker processes 60 entities and logs 2 warnings a minute, exported once a minute
+            {"series": f'job_entities_processed_total{{{p1}, job_entity_type="row"}}', "values": "0+60x10"},
+            {"series": f'job_logs_total{{{p1}, job_log_level="warning"}}', "values": "0+2x10"},
         ],
         "promql_expr_test": [
+            {
+                # 1 entity/s, although a 1 m rate window never holds two 60 s-spaced samples
+                "expr": queries[("Throughput per job", "A")],
+                "eval_time": "5m",
+                "exp_samples": [{"labels": '{job_name="import"}', "value": 1}],
+            },
+            {
+                # one bar per minute of what the worker logged in it
+                "expr": queries[("Warning and error logs", "A")],
+                "eval_time": "5m",
+                "exp_samples": [{"labels": '{job_name="import", job_log_level="warning"}', "value": 2}],
+            },
             {
                 # the failure (at 180s) is in the minute the per-job rule records at 210s (every minute,
                 # 30 s behind); the success (60s) in the one recorded at 90s
