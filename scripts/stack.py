@@ -87,6 +87,8 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR_MANIFEST = REPO_ROOT / "collector" / "builder-config.yaml"
 COLLECTOR_CONFIG = REPO_ROOT / "collector" / "config.yaml"
+#: Metrics routing overlays of the collector (``JOBLOGGER_METRICS``): remote-write.yaml, otlp.yaml.
+COLLECTOR_METRICS_DIR = REPO_ROOT / "collector" / "metrics"
 JAEGER_BUILD_DIR = REPO_ROOT / "backends" / "jaeger" / "build"
 JAEGER_CONFIG = REPO_ROOT / "backends" / "jaeger" / "config.yaml"
 PROMETHEUS_CONFIG = REPO_ROOT / "backends" / "prometheus" / "prometheus.yml"
@@ -722,9 +724,12 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
         f"--storage.tsdb.path={data}",
         f"--web.listen-address={HOST}:{p['JOBLOGGER_STACK_PROMETHEUS_PORT']}",
         "--web.enable-remote-write-receiver",
+        "--web.enable-otlp-receiver",
         "--web.enable-lifecycle",
         "--enable-feature=exemplar-storage",
+        "--enable-feature=created-timestamp-zero-ingestion",
     ]
+    metrics_overlay = collector_metrics_overlay(environ)
     return [
         _Service(
             name="prometheus",
@@ -772,7 +777,7 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
         ),
         _Service(
             name="collector",
-            argv=(str(bins.collector), f"--config={COLLECTOR_CONFIG}"),
+            argv=(str(bins.collector), f"--config={COLLECTOR_CONFIG}", f"--config={metrics_overlay}"),
             env={
                 "OTLP_GRPC_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_OTLP_GRPC_PORT']}",
                 "OTLP_HTTP_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_OTLP_HTTP_PORT']}",
@@ -781,10 +786,11 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
                 "COLLECTOR_TELEMETRY_PORT": str(p["JOBLOGGER_STACK_COLLECTOR_TELEMETRY_PORT"]),
                 "TRACES_OTLP_ENDPOINT": f"{HOST}:{p['JOBLOGGER_STACK_JAEGER_OTLP_GRPC_PORT']}",
                 "PROMETHEUS_REMOTE_WRITE_URL": f"{urls.prometheus}/api/v1/write",
+                "PROMETHEUS_OTLP_URL": f"{urls.prometheus}/api/v1/otlp/v1/metrics",
                 "VICTORIALOGS_OTLP_LOGS_ENDPOINT": f"{urls.logs}/insert/opentelemetry/v1/logs",
             },
             ready_url=f"{urls.collector_health}/",
-            configs=(COLLECTOR_CONFIG,),
+            configs=(COLLECTOR_CONFIG, metrics_overlay),
             ports=tuple(
                 p[k]
                 for k in (
@@ -796,6 +802,24 @@ def _services(bins: Binaries, home: Path, environ: Mapping[str, str]) -> list[_S
             ),
         ),
     ]
+
+
+def collector_metrics_overlay(environ: Mapping[str, str]) -> Path:
+    """The collector's metrics routing overlay: ``JOBLOGGER_METRICS`` as in docker-compose.
+
+    ``remote-write`` (default) or ``otlp`` (Prometheus's native OTLP receiver)::
+
+        >>> collector_metrics_overlay({}).name
+        'remote-write.yaml'
+        >>> collector_metrics_overlay({"JOBLOGGER_METRICS": "otlp"}).name
+        'otlp.yaml'
+    """
+    choice = environ.get("JOBLOGGER_METRICS") or "remote-write"
+    path = COLLECTOR_METRICS_DIR / f"{choice}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in COLLECTOR_METRICS_DIR.glob("*.yaml")))
+        raise SystemExit(f"JOBLOGGER_METRICS={choice!r}: no {path.name} in collector/metrics ({known})")
+    return path
 
 
 def _run_dir(home: Path) -> Path:

@@ -166,6 +166,13 @@ def live(stack: Any) -> dict[str, Any]:
     failed = demo(stack, service, failed_id, "--users", "300", "--speed", "0", "--fail")
     _, stderr = failed.communicate(timeout=120)
     assert failed.returncode == 1, stderr
+    # Typical duration (Active runs G, H) comes from the per-job minute sums (joblogger.jobs rules: every
+    # minute, 30 s behind): the failed run is the job's history once they have recorded it.
+    eventually(
+        lambda: prom_instant(stack, f'job_name:job_runs_total:added_1m{{job="{service}", job_result="failure"}} > 0'),
+        "the failed run in the per-job minute sums",
+        timeout=150,
+    )
 
     queries = dashboard_queries(service=service, job=JOB, run=run_id)
     table = [

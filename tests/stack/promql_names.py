@@ -20,7 +20,7 @@ _TOKEN = re.compile(
     | (?P<range>\[[^\]]*\])
     | (?P<number>(?:\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?:ms|[smhdwy])?(?:\d+(?:ms|[smhdwy]))*)
     | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
-    | (?P<op>=~|!~|!=|==|>=|<=|[-+*/%^<>=(){},])
+    | (?P<op>=~|!~|!=|==|>=|<=|[-+*/%^<>=(){},@])
     | (?P<space>\s+)
     """,
     re.VERBOSE,
@@ -40,6 +40,7 @@ FUNCTIONS = frozenset((
     "predict_linear", "present_over_time", "quantile_over_time", "rad", "rate", "resets", "round", "scalar", "sgn",
     "sort", "sort_desc", "sqrt", "stddev_over_time", "stdvar_over_time", "sum_over_time", "time", "timestamp",
     "vector", "year", "acos", "acosh", "asin", "asinh", "atan", "atanh", "cos", "cosh", "sin", "sinh", "tan", "tanh",
+    "start", "end",  # the @ modifier's start() and end()
 ))  # fmt: skip
 
 

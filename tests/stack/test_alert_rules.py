@@ -14,7 +14,12 @@ PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "backends" / "prometheus"
 RULES = PROMETHEUS_DIR / "alerts.yml"
 RULE_TESTS = PROMETHEUS_DIR / "alerts.test.yml"
 #: Every promtool test file of the rules (the schedule rules have their own; the DST case evaluates every 30m).
-RULE_TEST_FILES = (RULE_TESTS, PROMETHEUS_DIR / "alerts.schedule.test.yml", PROMETHEUS_DIR / "alerts.dst.test.yml")
+RULE_TEST_FILES = (
+    RULE_TESTS,
+    PROMETHEUS_DIR / "alerts.schedule.test.yml",
+    PROMETHEUS_DIR / "alerts.dst.test.yml",
+    PROMETHEUS_DIR / "alerts.jobs.test.yml",
+)
 
 EXPECTED_ALERTS = {
     "JobErrorsRecorded",

@@ -156,10 +156,12 @@ def test_active_runs_table() -> None:
 
 
 def test_exemplars_enabled_on_counters_and_histograms() -> None:
-    """Outcome, run and duration panels ask Prometheus for exemplars."""
+    """Outcome and run panels ask Prometheus for exemplars (through a raw-series term that adds nothing)."""
     by_title = {p["title"]: p for p in iter_panels(load_dashboard())}
-    for title in ("Outcomes per job and key", "Finished runs by result", "Run duration (p50, p95, p99)"):
+    for title in ("Outcomes per job and key", "Finished runs by result"):
         assert any(t.get("exemplar") for t in by_title[title]["targets"]), title
+    # the duration quantiles read recorded series only (no exemplars; the raw buckets cost seconds)
+    assert not any(t.get("exemplar") for t in by_title["Run duration (p50, p95, p99)"]["targets"])
 
 
 def test_datasources_provisioned() -> None:
@@ -384,16 +386,16 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
             {"series": f'job_progress_current{{{p5}, job_run_slot="1", job_stage="load"}}', "values": "0+2x30"},
             {"series": f'job_progress_ratio{{{p5}, job_run_slot="1", job_stage="load"}}', "values": "0.25x30"},
             {"series": f"job_runs_active{{{p5}}}", "values": "2x30"},
-            # four earlier runs of 30-300 s: typical (p50) duration 165 s
-            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="30"}}', "values": "0x30"},
-            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="300"}}', "values": "4x30"},
-            {"series": f'job_run_duration_seconds_bucket{{{p1}, job_result="success", le="+Inf"}}', "values": "4x30"},
-            # a success from a worker at 100s, then a failure from a one-sample process at 200s
-            {"series": f'job_runs_total{{{p1}, job_result="success"}}', "values": "_x10 1+0x16"},
-            {
-                "series": 'job_runs_total{job="billing", instance="p2", job_name="import", job_result="failure"}',
-                "values": "_x20 1",
-            },
+            # four earlier runs of 30-300 s: typical (p50) duration 165 s (the day's per-job sums, as the
+            # joblogger.jobs rules record them every minute)
+            *(
+                {"series": f"job_name_le:job_run_duration_seconds_bucket:added_1d_sliding{{{job}, {le}}}", "values": v}
+                for job, le, v in (
+                    ('job="billing", job_name="import", job_result="success"', 'le="30"', "0x20"),
+                    ('job="billing", job_name="import", job_result="success"', 'le="300"', "4x20"),
+                    ('job="billing", job_name="import", job_result="success"', 'le="+Inf"', "4x20"),
+                )
+            ),
         ],
         "promql_expr_test": [
             {
@@ -453,10 +455,44 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
                     {"labels": slot1, "value": 0},
                 ],
             },
+        ],
+    }
+    # The run-start recording rule the running-time columns read, evaluated like Prometheus does.
+    _promtool_case(promtool, tmp_path, "joblogger.runs.start", "10s", case)
+    # The per-job minute sums, from a worker and a one-sample process exporting every 60 s (the SDK's default),
+    # evaluated at the rules' own 1m interval (promtool evaluates every group at the file's interval).
+    sums = {
+        "interval": "1m",
+        "input_series": [
+            # a success from a worker at 60s (then exported unchanged), a failure from a one-sample process at 180s
+            {"series": f'job_runs_total{{{p1}, job_result="success"}}', "values": "_ 1x10"},
             {
+                "series": 'job_runs_total{job="billing", instance="p2", job_name="import", job_result="failure"}',
+                "values": "_x3 1",
+            },
+            # the worker processes 60 entities and logs 2 warnings a minute, exported once a minute
+            {"series": f'job_entities_processed_total{{{p1}, job_entity_type="row"}}', "values": "0+60x10"},
+            {"series": f'job_logs_total{{{p1}, job_log_level="warning"}}', "values": "0+2x10"},
+        ],
+        "promql_expr_test": [
+            {
+                # 1 entity/s, although a 1 m rate window never holds two 60 s-spaced samples
+                "expr": queries[("Throughput per job", "A")],
+                "eval_time": "5m",
+                "exp_samples": [{"labels": '{job_name="import"}', "value": 1}],
+            },
+            {
+                # one bar per minute of what the worker logged in it
+                "expr": queries[("Warning and error logs", "A")],
+                "eval_time": "5m",
+                "exp_samples": [{"labels": '{job_name="import", job_log_level="warning"}', "value": 2}],
+            },
+            {
+                # the failure (at 180s) is in the minute the per-job rule records at 210s (every minute,
+                # 30 s behind); the success (60s) in the one recorded at 90s
                 "expr": queries[("Last result per job (24 h)", "A")],
                 "eval_time": "4m",
-                "exp_samples": [{"labels": '{job_name="import", job_result="failure"}', "value": 240000}],
+                "exp_samples": [{"labels": '{job_name="import", job_result="failure"}', "value": 210000}],
             },
             {
                 "expr": queries[("Finished runs by result", "A")],
@@ -466,14 +502,27 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
                     {"labels": '{job_name="import", job_result="success"}', "value": 0},
                 ],
             },
+            {
+                "expr": queries[("Finished runs by result", "A")].replace("[1m]", "[5m]"),
+                "eval_time": "5m",
+                "exp_samples": [
+                    {"labels": '{job_name="import", job_result="failure"}', "value": 1},
+                    {"labels": '{job_name="import", job_result="success"}', "value": 1},
+                ],
+            },
         ],
     }
-    # The run-start recording rule the running-time columns read, evaluated like Prometheus does.
+    _promtool_case(promtool, tmp_path, "joblogger.jobs", "1m", sums)
+
+
+def _promtool_case(promtool: str, tmp_path: Path, group: str, interval: str, case: dict[str, Any]) -> None:
+    """Run one promtool unit test ``case`` with the rule ``group`` of alerts.yml evaluated every ``interval``."""
     rules = yaml.safe_load((REPO_ROOT / "backends/prometheus/alerts.yml").read_text(encoding="utf-8"))
-    start_group = [g for g in rules["groups"] if g["name"] == "joblogger.runs.start"]
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": start_group}), encoding="utf-8")
+    (tmp_path / "rules.yml").write_text(
+        yaml.safe_dump({"groups": [g for g in rules["groups"] if g["name"] == group]}), encoding="utf-8"
+    )
     path = tmp_path / "dashboard_queries.test.yml"
-    test_file = {"rule_files": ["rules.yml"], "evaluation_interval": "10s", "tests": [case]}
+    test_file = {"rule_files": ["rules.yml"], "evaluation_interval": interval, "tests": [case]}
     path.write_text(yaml.safe_dump(test_file, width=10_000), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -554,10 +603,8 @@ def test_schedule_health_evaluates_as_intended(promtool: str, tmp_path: Path) ->
             },
         ],
     }
-    path = tmp_path / "schedule_health.test.yml"
-    path.write_text(yaml.safe_dump({"evaluation_interval": "1m", "tests": [case]}, width=10_000), encoding="utf-8")
-    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    # F and G read the per-job minute sums of the duration buckets, recorded by the joblogger.jobs rules
+    _promtool_case(promtool, tmp_path, "joblogger.jobs", "1m", case)
 
 
 def test_no_panel_queries_an_empty_trace_id_on_first_load() -> None:
@@ -608,8 +655,12 @@ def test_descriptions_are_distinct() -> None:
 def test_run_duration_quantiles_cover_an_hour_per_point() -> None:
     """Quantiles over 1-minute windows of a job with a few hundred runs a day are interpolation noise."""
     (panel,) = [p for p in iter_panels(load_dashboard()) if p["title"].startswith("Run duration")]
-    for target in panel["targets"]:  # a sliding hour: the latest point still shows the last minutes' runs
-        assert "[1h]" in target["expr"] and "$__interval" not in target["expr"]
+    rules = yaml.safe_load((REPO_ROOT / "backends/prometheus/alerts.yml").read_text(encoding="utf-8"))
+    recorded = {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    sliding = "job_name_le:job_run_duration_seconds_bucket:added_1h_sliding"
+    assert "[1h]" in recorded[sliding]  # a sliding hour, recorded every minute: the latest point has the last runs
+    for target in panel["targets"]:
+        assert sliding in target["expr"] and "$__interval" not in target["expr"]
 
 
 def test_firing_alerts_are_on_the_dashboard() -> None:

@@ -123,6 +123,7 @@ def test_collector_overlay_selected_by_env_with_jaeger_default() -> None:
     assert collector["command"] == [
         "--config=/etc/otelcol-contrib/config.yaml",
         "--config=/etc/otelcol-contrib/traces/${JOBLOGGER_TRACES:-jaeger}.yaml",
+        "--config=/etc/otelcol-contrib/metrics/${JOBLOGGER_METRICS:-remote-write}.yaml",
     ]
     assert "./collector/traces:/etc/otelcol-contrib/traces:ro" in collector["volumes"]
     assert {p.stem for p in OVERLAYS.glob("*.yaml")} == {"jaeger", "tempo"}
