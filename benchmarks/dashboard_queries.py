@@ -183,12 +183,13 @@ def workload(now: float) -> list[tuple[str, str, float, Callable[[str, float], o
                 if q.title in seen:
                     continue
                 seen.add(q.title)
-                label = q.title.rsplit(" ", 1)[1].rstrip(")")
 
-                def label_values(base: str, t: float, sel: str = q.query, label: str = label) -> object:
+                def label_values(base: str, t: float, sel: str = q.query, var: Any = q) -> object:
+                    if var.variable_kind == "query_result":  # an instant query at the range's end
+                        return get(base, "/api/v1/query", {"query": sel, "time": f"{t:.0f}"})
                     return get(
                         base,
-                        f"/api/v1/label/{label}/values",
+                        f"/api/v1/label/{var.variable_label}/values",
                         {"match[]": sel, "start": f"{t - 86400:.0f}", "end": f"{t:.0f}"},
                     )
 

@@ -97,8 +97,10 @@ def prom_range(stack: Any, query: DashboardQuery) -> list[dict[str, Any]]:
 
 
 def label_values(stack: Any, query: DashboardQuery) -> list[str]:
-    """Values of a `label_values(selector, label)` variable, from the API Grafana calls for it."""
-    label = query.title.split("(label ", 1)[1].rstrip(")")
+    """Values of a variable, from the API Grafana calls for it (series labels, or an instant query's result)."""
+    label = query.variable_label
+    if query.variable_kind == "query_result":
+        return [s["metric"][label] for s in prom_instant(stack, query.query) if label in s["metric"]]
     now = time.time()
     body = get_json(
         f"{stack.prometheus}/api/v1/label/{label}/values",

@@ -72,6 +72,9 @@ DEFAULT_BUILTINS: Mapping[str, str] = {
 
 _VAR = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)")
 _LABEL_VALUES = re.compile(r"label_values\((.+),\s*(\w+)\s*\)")
+_QUERY_RESULT = re.compile(r"query_result\((.+)\)")
+#: A ``query_result`` variable's regex: the one label whose values it lists.
+_RESULT_LABEL = re.compile(r'/(\w+)="\(\[\^"\]\+\)"/')
 _REGEX_META = re.compile(r"[$^*{}\[\]+?.()|]")
 #: Characters Grafana's escapeStringForRegex (@grafana/data) escapes for the ``regex`` format.
 _GRAFANA_REGEX_META = re.compile(r"[/.*+?|()\[\]{}\\^$]")
@@ -87,10 +90,26 @@ class DashboardQuery:
     datasource_uid: str
     title: str  # panel title (substituted) or "variable <name> (label <label>)"
     ref_id: str
-    query: str  # PromQL (a variable's label_values selector), a Jaeger HTTP API path with its query string, or LogsQL
+    query: str  # PromQL (a variable's label_values selector or query_result expression), a Jaeger path, or LogsQL
     instant: bool = False  # Prometheus: instant query (tables) rather than range
     query_type: str = ""  # VictoriaLogs: the plugin's queryType ("instant" = raw log lines)
     max_lines: int | None = None  # VictoriaLogs: the target's maxLines (the `limit` of /select/logsql/query)
+    variable_label: str = ""  # a variable's query: the label whose values it lists
+    variable_kind: str = ""  # a variable's query: "label_values" (series API) or "query_result" (instant query)
+
+
+def _variable_query(name: str, query: str, regex: str) -> tuple[str, str, str]:
+    """A Prometheus query variable's selector or expression, the label it lists, and how Grafana runs it."""
+    match = _LABEL_VALUES.fullmatch(query)
+    if match is not None:
+        return match.group(1).strip(), match.group(2), "label_values"
+    result, label = _QUERY_RESULT.fullmatch(query), _RESULT_LABEL.fullmatch(regex)
+    if result is not None and label is not None:
+        return result.group(1).strip(), label.group(1), "query_result"
+    raise ValueError(
+        f"variable {name}: expected label_values(<selector>, <label>) or query_result(<expr>) with a "
+        f'/<label>="([^"]+)"/ regex, got {query!r} and {regex!r}'
+    )
 
 
 def load_dashboard(path: Path = DASHBOARD_PATH) -> dict[str, Any]:
@@ -245,11 +264,8 @@ def dashboard_queries(
         if var.get("type") != "query":
             continue
         query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-        match = _LABEL_VALUES.fullmatch(query.strip())
-        if match is None:
-            raise ValueError(f"variable {var['name']}: expected label_values(<selector>, <label>), got {query!r}")
         ds = var["datasource"]
-        selector, label = match.group(1).strip(), match.group(2)
+        selector, label, kind = _variable_query(var["name"], query.strip(), var.get("regex") or "")
         out.append(
             DashboardQuery(
                 ds["type"],
@@ -258,6 +274,8 @@ def dashboard_queries(
                 var["name"],
                 substitute(selector, board, values, ds["type"]),
                 instant=True,
+                variable_label=label,
+                variable_kind=kind,
             )
         )
 

@@ -93,11 +93,14 @@ def test_dashboard_variables() -> None:
     assert variables["parent_run"]["type"] == "textbox"
     for name in ("job", "run"):
         assert variables[name]["multi"] and variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
-    for name in ("service", "job", "run"):
+    for name in ("service", "job"):
         query = variables[name]["query"]["query"]
         label = re.fullmatch(r"label_values\((.+),\s*(\w+)\s*\)", query)
         assert label is not None, query
         assert label.group(2) in LABELS
+    # run lists the runs that reported lately, not every run id of the time range (10,000 over a day).
+    (run,) = [q for q in dashboard_queries(service="billing") if q.ref_id == "run"]
+    assert (run.variable_kind, run.variable_label) == ("query_result", "job_run_id")
 
 
 def test_panel_ids_unique_and_grid_not_overlapping() -> None:
@@ -453,6 +456,17 @@ def test_queries_evaluate_as_intended(promtool: str, tmp_path: Path) -> None:
                     {"labels": row3, "value": 85},
                     {"labels": slot0, "value": 0},
                     {"labels": slot1, "value": 0},
+                ],
+            },
+            {
+                # the run variable: runs that reported in the last 2 minutes (r4 just ended), not r0 (ended
+                # at 30s) nor the drop-in slots (no run id to pick)
+                "expr": queries[("variable run (label job_run_id)", "run")],
+                "eval_time": "3m",
+                "exp_samples": [
+                    {"labels": '{job_run_id="r1"}', "value": 120},
+                    {"labels": '{job_run_id="r3"}', "value": 35},
+                    {"labels": '{job_run_id="r4"}', "value": 7},
                 ],
             },
         ],
