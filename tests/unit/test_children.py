@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -211,6 +214,24 @@ def test_map_worker_that_dies_is_a_failed_child_not_a_hang(cap: Capture, method:
     assert counts["failed"] >= 1 and counts["ok"] + counts["failed"] == 8
     assert job.summary.entities_processed == counts["ok"]
     assert "never reported back" in " ".join(e.name for e in cap.events("warning"))
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_ctrl_c_during_a_map_stops_it_at_once_and_the_unfinished_items_are_cancelled_children(
+    cap: Capture, kind: str
+) -> None:
+    timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))  # a real Ctrl-C
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), cap.job_logger("p-14", "map") as job:
+        job.map(work.nap, range(20), workers=2, kind=kind, mp_context="fork")
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert elapsed < 3.0  # not the 5 s the remaining items would take
+    assert job.result == semconv.RESULT_CANCELLATION
+    counts = job.summary.children
+    assert counts["ok"] >= 2 and counts["cancelled"] >= 10
+    assert counts["ok"] + counts["failed"] + counts["cancelled"] + counts["running"] == 20
 
 
 def test_map_bad_input_warns_and_never_raises_into_the_job(cap: Capture, caplog: pytest.LogCaptureFixture) -> None:
