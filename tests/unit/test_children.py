@@ -174,6 +174,24 @@ def test_child_reports_from_elsewhere_add_up_and_bad_ones_are_ignored(
     assert joblogger_warnings(caplog.records).count("child-report") == 1
 
 
+def test_a_child_report_with_odd_counts_or_outcome_keys_is_coerced_like_add_outcome_never_half_counted(
+    cap: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = cap.job_logger("p-15", "fleet")
+    job.add_child_report(
+        {"run_id": "a", "job": "w", "result": "success", "processed": 3, "outcomes": {"Rows Merged": "x"}}
+    )
+    job.add_child_report({"run_id": "b", "job": "w", "result": "success", "processed": 4, "outcomes": [1]})
+    job.add_child_report({"run_id": "c", "job": "w", "result": "success", "processed": float("nan")})
+    job.add_child_report({"run_id": "d", "job": "w", "result": "success", "processed": 1, "outcomes": {"k" * 5000: 2}})
+    summary = job.end()
+    assert summary.children == {"ok": 4, "failed": 0, "cancelled": 0, "running": 0}
+    assert summary.entities_processed == 3 + 4 + 0 + 1
+    [key] = summary.outcomes
+    assert len(key) <= 100 and summary.outcomes[key] == 2
+    assert "internal" not in " ".join(joblogger_warnings(caplog.records))
+
+
 def test_map_on_threads_returns_results_in_order_and_raises_the_first_failure_after_all_ran(cap: Capture) -> None:
     with cap.job_logger("p-11", "map") as job:
         assert job.map(work.double, range(6), workers=3) == [0, 2, 4, 6, 8, 10]
