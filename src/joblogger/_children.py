@@ -35,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from . import _fork, _format, semconv
+from . import _fork, _format, _sanitize, semconv
 from ._state import MAX_OUTCOME_KEYS
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ __all__ = ["ChildReport", "Children", "ParentRef", "decode", "encode", "resolve_
 _PROPAGATOR = TraceContextTextMapPropagator()
 #: Longest carrier accepted (a W3C traceparent is 55 characters; tracestate at most 512 by the spec).
 _MAX_CARRIER_CHARS = 2048
+#: How much of a bad carrier its warning shows.
+_SHOWN_CHARS = 200
 #: How the summary and span attributes group children's results.
 STATE_OF_RESULT = {
     semconv.RESULT_SUCCESS: "ok",
@@ -120,12 +122,15 @@ def decode(carrier: object, warn: Callable[..., None]) -> ParentRef | None:
                 raise ValueError(f"longer than {_MAX_CARRIER_CHARS} characters")
             body = json.loads(body)
         if not isinstance(body, Mapping):
-            raise TypeError(f"expected the string job.child_carrier() returned, got {type(carrier).__name__}")
+            raise TypeError(f"expected the string job.child_carrier() returned, got {type(body).__name__}")
         run_id, job = body.get("run_id"), body.get("job")
         if not isinstance(run_id, str) or not isinstance(job, str):
             raise ValueError("no run_id and job")
         parent = body.get("traceparent")
         state = body.get("tracestate")
+        fields = (run_id, job, parent, state)
+        if sum(len(f) for f in fields if isinstance(f, str)) > _MAX_CARRIER_CHARS:  # a dict skips the check above
+            raise ValueError(f"longer than {_MAX_CARRIER_CHARS} characters")
         return ParentRef(
             run_id,
             job,
@@ -134,8 +139,16 @@ def decode(carrier: object, warn: Callable[..., None]) -> ParentRef | None:
             body.get("link") is True,
         )
     except Exception as exc:  # noqa: BLE001 - bad input never raises into a job
-        warn("parent-carrier", "parent=%r is not a joblogger carrier (%s); the run has no parent", carrier, exc)
+        shown = _sanitize.truncate(_safe_repr(carrier), _SHOWN_CHARS)
+        warn("parent-carrier", "parent=%s is not a joblogger carrier (%s); the run has no parent", shown, exc)
         return None
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not break the run
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _span_context(ref: ParentRef) -> trace.SpanContext | None:

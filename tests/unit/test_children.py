@@ -159,6 +159,16 @@ def test_a_bad_carrier_warns_once_and_the_run_starts_without_a_parent(
     assert semconv.JOB_PARENT_RUN_ID not in _run_span(cap, "c-9").attributes
 
 
+@pytest.mark.parametrize("carrier", ["x" * 100_000, {"run_id": "r" * 100_000, "job": "j"}])
+def test_a_huge_carrier_is_refused_and_its_warning_stays_short(
+    cap: Capture, caplog: pytest.LogCaptureFixture, carrier: object
+) -> None:
+    cap.job_logger("c-10", "consumer", parent=carrier).end()
+    [record] = [r for r in caplog.records if getattr(r, "joblogger.warning", None) == "parent-carrier"]
+    assert len(record.getMessage()) < 1000
+    assert semconv.JOB_PARENT_RUN_ID not in _run_span(cap, "c-10").attributes
+
+
 def test_child_reports_from_elsewhere_add_up_and_bad_ones_are_ignored(
     cap: Capture, caplog: pytest.LogCaptureFixture
 ) -> None:
