@@ -214,7 +214,7 @@ def _resolve(
 class Children:
     """A parent run's children: the live ones (read when asked) and the totals of those that ended."""
 
-    __slots__ = ("__weakref__", "done_outcomes", "done_processed", "live", "lock", "states")
+    __slots__ = ("__weakref__", "done_outcomes", "done_processed", "frozen_running", "live", "lock", "states")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -222,11 +222,31 @@ class Children:
         self.done_processed = 0
         self.done_outcomes: dict[str, int] = {}
         self.states = dict.fromkeys(STATES[:3], 0)
+        #: Set when the parent ends: the children still running then (the board no longer changes).
+        self.frozen_running: int | None = None
         _CHILDREN.add(self)
 
     def started(self, child: JobLogger) -> None:
         with self.lock:
-            self.live[id(child)] = child
+            if self.frozen_running is None:
+                self.live[id(child)] = child
+
+    def freeze(self) -> None:
+        """The parent ends: live children's counts now are kept, their later counts and end are not."""
+        with self.lock:
+            if self.frozen_running is not None:
+                return
+            live = list(self.live.values())
+        processed = [child.processed_total for child in live]
+        outcomes = [child._recorded_outcomes() for child in live]
+        with self.lock:
+            if self.frozen_running is not None:
+                return
+            self.done_processed += sum(processed)
+            for tally in outcomes:
+                self._merge(tally)
+            self.frozen_running = len(self.live)
+            self.live.clear()
 
     def ended(self, child: JobLogger, result: str) -> None:
         """A live child ended: its final counts move into the totals (once)."""
@@ -240,12 +260,16 @@ class Children:
     def absorb(self, report: ChildReport) -> None:
         """A child of another process reported back."""
         with self.lock:
-            self._add(report.result, report.processed, report.outcomes)
+            if self.frozen_running is None:
+                self._add(report.result, report.processed, report.outcomes)
 
     def _add(self, result: str, processed: int, outcomes: Mapping[str, int]) -> None:
         state = STATE_OF_RESULT.get(result, "failed")
         self.states[state] += 1
         self.done_processed += max(0, int(processed))
+        self._merge(outcomes)
+
+    def _merge(self, outcomes: Mapping[str, int]) -> None:
         merged = self.done_outcomes
         for key, value in outcomes.items():
             name = str(key)
@@ -273,7 +297,8 @@ class Children:
     def counts(self) -> dict[str, int]:
         """Children by state: ``ok``, ``failed``, ``cancelled`` (ended) and ``running``."""
         with self.lock:
-            return {**self.states, "running": len(self.live)}
+            running = len(self.live) if self.frozen_running is None else self.frozen_running
+            return {**self.states, "running": running}
 
 
 def children_text(counts: Mapping[str, int]) -> str:

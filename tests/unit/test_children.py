@@ -107,6 +107,23 @@ def test_asyncio_children_count_cancelled_ones(cap: Capture) -> None:
     asyncio.run(main())
 
 
+def test_a_child_still_running_when_the_parent_ended_changes_nothing_in_the_parent_later(cap: Capture) -> None:
+    with cap.job_logger("p-16", "fan-out") as job:
+        child = job.child("shard")
+        child.increment_progress(2)
+        child.add_outcome("inserts", 2)
+    before = (job.current, dict(job.children), dict(job.outcomes))
+    assert before == (2, {"ok": 0, "failed": 0, "cancelled": 0, "running": 1}, {"inserts": 2})
+    child.increment_progress(5)
+    child.add_outcome("inserts", 5)
+    child.end()
+    late = job.child("late")
+    late.increment_progress(1)
+    assert (job.current, dict(job.children), dict(job.outcomes)) == before
+    late.end()
+    assert dict(job.children) == before[1]
+
+
 def test_carrier_makes_a_child_in_the_same_trace_or_a_linked_one(cap: Capture) -> None:
     parent = cap.job_logger("p-4", "producer")
     carrier = parent.child_carrier()
