@@ -11,7 +11,7 @@ from multiprocessing.context import BaseContext
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _children, semconv
+from . import _children, _sanitize, semconv
 from ._state import RunState, guarded
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class ChildrenMixin(RunState):
         if not isinstance(report, _children.ChildReport):
             self._warn("child-report", "not a child report (%s); ignored", type(report).__name__)
             return
-        self._board().absorb(report)
+        self._board().absorb(self._clean_report(report))
 
     @property
     def children(self) -> Mapping[str, int]:
@@ -168,6 +168,23 @@ class ChildrenMixin(RunState):
         )
 
     # --- internal ---------------------------------------------------------------------
+    def _clean_report(self, report: _children.ChildReport) -> _children.ChildReport:
+        """The report with its counts coerced like ``increment_progress``'s and outcome keys like ``add_outcome``'s."""
+        processed = _sanitize.as_count(report.processed, "child report processed", self._warn) or 0
+        outcomes: dict[str, int] = {}
+        items = report.outcomes.items() if isinstance(report.outcomes, Mapping) else None
+        if items is None:
+            self._warn("child-report-outcomes", "child report outcomes should be a mapping; ignored")
+            items = {}.items()
+        for key, value in items:
+            count = _sanitize.as_count(value, "child report outcome count", self._warn)
+            text = _sanitize.as_text(key, "child report outcome key", self._warn, limit=_sanitize.MAX_LABEL_CHARS)
+            name = _sanitize.outcome_key(text) or semconv.OUTCOME_OTHER
+            if count:
+                outcomes[name] = outcomes.get(name, 0) + count
+        result = report.result if isinstance(report.result, str) else semconv.RESULT_ERROR
+        return _children.ChildReport(str(report.run_id), str(report.job), result, processed, outcomes)
+
     def _board(self) -> _children.Children:
         board = self._children
         if board is None:

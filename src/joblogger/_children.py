@@ -35,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from . import _fork, _format, semconv
+from . import _fork, _format, _sanitize, semconv
 from ._state import MAX_OUTCOME_KEYS
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ __all__ = ["ChildReport", "Children", "ParentRef", "decode", "encode", "resolve_
 _PROPAGATOR = TraceContextTextMapPropagator()
 #: Longest carrier accepted (a W3C traceparent is 55 characters; tracestate at most 512 by the spec).
 _MAX_CARRIER_CHARS = 2048
+#: How much of a bad carrier its warning shows.
+_SHOWN_CHARS = 200
 #: How the summary and span attributes group children's results.
 STATE_OF_RESULT = {
     semconv.RESULT_SUCCESS: "ok",
@@ -120,12 +122,15 @@ def decode(carrier: object, warn: Callable[..., None]) -> ParentRef | None:
                 raise ValueError(f"longer than {_MAX_CARRIER_CHARS} characters")
             body = json.loads(body)
         if not isinstance(body, Mapping):
-            raise TypeError(f"expected the string job.child_carrier() returned, got {type(carrier).__name__}")
+            raise TypeError(f"expected the string job.child_carrier() returned, got {type(body).__name__}")
         run_id, job = body.get("run_id"), body.get("job")
         if not isinstance(run_id, str) or not isinstance(job, str):
             raise ValueError("no run_id and job")
         parent = body.get("traceparent")
         state = body.get("tracestate")
+        fields = (run_id, job, parent, state)
+        if sum(len(f) for f in fields if isinstance(f, str)) > _MAX_CARRIER_CHARS:  # a dict skips the check above
+            raise ValueError(f"longer than {_MAX_CARRIER_CHARS} characters")
         return ParentRef(
             run_id,
             job,
@@ -134,8 +139,16 @@ def decode(carrier: object, warn: Callable[..., None]) -> ParentRef | None:
             body.get("link") is True,
         )
     except Exception as exc:  # noqa: BLE001 - bad input never raises into a job
-        warn("parent-carrier", "parent=%r is not a joblogger carrier (%s); the run has no parent", carrier, exc)
+        shown = _sanitize.truncate(_safe_repr(carrier), _SHOWN_CHARS)
+        warn("parent-carrier", "parent=%s is not a joblogger carrier (%s); the run has no parent", shown, exc)
         return None
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not break the run
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _span_context(ref: ParentRef) -> trace.SpanContext | None:
@@ -201,7 +214,7 @@ def _resolve(
 class Children:
     """A parent run's children: the live ones (read when asked) and the totals of those that ended."""
 
-    __slots__ = ("__weakref__", "done_outcomes", "done_processed", "live", "lock", "states")
+    __slots__ = ("__weakref__", "done_outcomes", "done_processed", "frozen_running", "live", "lock", "states")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -209,11 +222,31 @@ class Children:
         self.done_processed = 0
         self.done_outcomes: dict[str, int] = {}
         self.states = dict.fromkeys(STATES[:3], 0)
+        #: Set when the parent ends: the children still running then (the board no longer changes).
+        self.frozen_running: int | None = None
         _CHILDREN.add(self)
 
     def started(self, child: JobLogger) -> None:
         with self.lock:
-            self.live[id(child)] = child
+            if self.frozen_running is None:
+                self.live[id(child)] = child
+
+    def freeze(self) -> None:
+        """The parent ends: live children's counts now are kept, their later counts and end are not."""
+        with self.lock:
+            if self.frozen_running is not None:
+                return
+            live = list(self.live.values())
+        processed = [child.processed_total for child in live]
+        outcomes = [child._recorded_outcomes() for child in live]
+        with self.lock:
+            if self.frozen_running is not None:
+                return
+            self.done_processed += sum(processed)
+            for tally in outcomes:
+                self._merge(tally)
+            self.frozen_running = len(self.live)
+            self.live.clear()
 
     def ended(self, child: JobLogger, result: str) -> None:
         """A live child ended: its final counts move into the totals (once)."""
@@ -227,12 +260,16 @@ class Children:
     def absorb(self, report: ChildReport) -> None:
         """A child of another process reported back."""
         with self.lock:
-            self._add(report.result, report.processed, report.outcomes)
+            if self.frozen_running is None:
+                self._add(report.result, report.processed, report.outcomes)
 
     def _add(self, result: str, processed: int, outcomes: Mapping[str, int]) -> None:
         state = STATE_OF_RESULT.get(result, "failed")
         self.states[state] += 1
         self.done_processed += max(0, int(processed))
+        self._merge(outcomes)
+
+    def _merge(self, outcomes: Mapping[str, int]) -> None:
         merged = self.done_outcomes
         for key, value in outcomes.items():
             name = str(key)
@@ -260,7 +297,8 @@ class Children:
     def counts(self) -> dict[str, int]:
         """Children by state: ``ok``, ``failed``, ``cancelled`` (ended) and ``running``."""
         with self.lock:
-            return {**self.states, "running": len(self.live)}
+            running = len(self.live) if self.frozen_running is None else self.frozen_running
+            return {**self.states, "running": running}
 
 
 def children_text(counts: Mapping[str, int]) -> str:

@@ -179,6 +179,8 @@ def command_env(job: JobLogger, base: Mapping[str, str] | None = None) -> dict[s
     env.update({key.upper(): value for key, value in carrier.items()})
     env[ENV_RUN_ID] = job.job_run_id
     env[ENV_JOB_NAME] = job.job_name
+    if env.get(semconv.ENV_PARENT):  # this run took it: the command's own runs are this run's children
+        env[semconv.ENV_PARENT] = job.child_carrier()
     return env
 
 

@@ -181,6 +181,8 @@ class EndingMixin(RunState):
             stage, stage_label = self._stage, self._stage_label
             duration_s = max(0.0, now - self._started)
             # Each tally is read once here: the summary, the span attributes and the line all use these.
+            if self._children is not None:
+                self._children.freeze()  # children still running no longer change this run
             recorded_outcomes = self._recorded_outcomes()
             logs = self._tally.logs()
             outcomes = _format.ordered_outcomes(recorded_outcomes, logs)

@@ -155,6 +155,29 @@ def _settle(
     return [], error, lost
 
 
+def _interrupt(parent: JobLogger, pool: Executor, futures: list[Future[Any]], kind: str, name: str) -> None:
+    """The map was interrupted: items not started never start, worker processes are terminated.
+
+    Chunks that had returned are counted as usual; a chunk that had not (waiting, or running
+    in a terminated worker process) is a cancelled child. A thread child still running ends
+    by itself (a thread cannot be stopped) and counts its own result.
+    """
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for process in processes:
+            process.terminate()
+        for future in futures:
+            if future.done() and not future.cancelled():
+                _settle(parent, future, kind, name)
+            elif kind == "process" or future.cancelled():
+                parent.add_child_report(_children.ChildReport("", name, semconv.RESULT_CANCELLATION).to_dict())
+        for process in processes:
+            process.join(1.0)
+    except Exception as exc:  # noqa: BLE001 - the interruption, not this, is what reaches the job
+        parent._internal_error("map", exc)
+
+
 def run_map(
     parent: JobLogger,
     fn: Callable[[_T], _R],
@@ -184,16 +207,22 @@ def run_map(
     child_name = name or getattr(fn, "__name__", None) or "map"
     if parent.total is None:
         parent.set_total(len(items))
-    with _executor(
+    pool = _executor(
         parent, kind=kind, workers=workers, mp_context=mp_context, initializer=initializer, initargs=initargs
-    ) as pool:
-        futures: list[Future[Any]]
-        if kind == "thread":
-            futures = [pool.submit(_thread_child, parent, child_name, fn, chunk) for chunk in _chunks(items, size)]
-        else:
-            carrier = parent.child_carrier()
-            futures = [pool.submit(_process_child, carrier, child_name, fn, chunk) for chunk in _chunks(items, size)]
+    )
+    futures: list[Future[Any]] = []
+    try:
+        carrier = parent.child_carrier() if kind == "process" else ""
+        for chunk in _chunks(items, size):
+            if kind == "thread":
+                futures.append(pool.submit(_thread_child, parent, child_name, fn, chunk))
+            else:
+                futures.append(pool.submit(_process_child, carrier, child_name, fn, chunk))
         wait(futures)
+    except BaseException:  # Ctrl-C, SystemExit from SIGTERM, a signal handler's exception
+        _interrupt(parent, pool, futures, kind, child_name)
+        raise
+    pool.shutdown(wait=True)
     results: list[_R] = []
     first: BaseException | None = None
     lost: list[BaseException] = []

@@ -9,6 +9,7 @@ output and signals.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pty
@@ -159,6 +160,20 @@ def test_the_command_gets_the_run_and_the_trace_in_its_environment(cap: Capture,
         traceparent
         == f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-{int(span.context.trace_flags):02x}"
     )
+
+
+def test_a_parent_carrier_in_the_supervisors_environment_is_the_supervisors_run_for_the_command(
+    cap: Capture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Under JOBLOGGER_PARENT the supervisor's run is the child; the command's runs are its children, not siblings."""
+    with cap.job_logger("p-1", "parent") as parent:
+        carrier = parent.child_carrier()
+    monkeypatch.setenv(semconv.ENV_PARENT, carrier)
+    status, out, _ = supervise(cap, ["sh", "-c", 'echo "$JOBLOGGER_PARENT"'], tmp_path)
+    assert status == 0
+    assert cap.span("cmd").attributes[semconv.JOB_PARENT_RUN_ID] == "p-1"  # type: ignore[index]
+    passed = json.loads(out.decode())
+    assert (passed["run_id"], passed["job"]) == ("run-1", "cmd")
 
 
 # --- exit status -> result ----------------------------------------------------------------------

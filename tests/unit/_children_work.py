@@ -35,3 +35,11 @@ def die_on_three(i: int) -> int:
     if i == 3:
         os._exit(13)
     return i
+
+
+def nap(i: int) -> int:
+    """Sleep half a second, then return ``i`` (for interrupting a map half-way)."""
+    import time
+
+    time.sleep(0.5)
+    return i

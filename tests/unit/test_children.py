@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -104,6 +107,23 @@ def test_asyncio_children_count_cancelled_ones(cap: Capture) -> None:
     asyncio.run(main())
 
 
+def test_a_child_still_running_when_the_parent_ended_changes_nothing_in_the_parent_later(cap: Capture) -> None:
+    with cap.job_logger("p-16", "fan-out") as job:
+        child = job.child("shard")
+        child.increment_progress(2)
+        child.add_outcome("inserts", 2)
+    before = (job.current, dict(job.children), dict(job.outcomes))
+    assert before == (2, {"ok": 0, "failed": 0, "cancelled": 0, "running": 1}, {"inserts": 2})
+    child.increment_progress(5)
+    child.add_outcome("inserts", 5)
+    child.end()
+    late = job.child("late")
+    late.increment_progress(1)
+    assert (job.current, dict(job.children), dict(job.outcomes)) == before
+    late.end()
+    assert dict(job.children) == before[1]
+
+
 def test_carrier_makes_a_child_in_the_same_trace_or_a_linked_one(cap: Capture) -> None:
     parent = cap.job_logger("p-4", "producer")
     carrier = parent.child_carrier()
@@ -156,6 +176,16 @@ def test_a_bad_carrier_warns_once_and_the_run_starts_without_a_parent(
     assert semconv.JOB_PARENT_RUN_ID not in _run_span(cap, "c-9").attributes
 
 
+@pytest.mark.parametrize("carrier", ["x" * 100_000, {"run_id": "r" * 100_000, "job": "j"}])
+def test_a_huge_carrier_is_refused_and_its_warning_stays_short(
+    cap: Capture, caplog: pytest.LogCaptureFixture, carrier: object
+) -> None:
+    cap.job_logger("c-10", "consumer", parent=carrier).end()
+    [record] = [r for r in caplog.records if getattr(r, "joblogger.warning", None) == "parent-carrier"]
+    assert len(record.getMessage()) < 1000
+    assert semconv.JOB_PARENT_RUN_ID not in _run_span(cap, "c-10").attributes
+
+
 def test_child_reports_from_elsewhere_add_up_and_bad_ones_are_ignored(
     cap: Capture, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -169,6 +199,24 @@ def test_child_reports_from_elsewhere_add_up_and_bad_ones_are_ignored(
     assert summary.outcomes["inserts"] == 42
     assert summary.children == {"ok": 1, "failed": 1, "cancelled": 0, "running": 0}
     assert joblogger_warnings(caplog.records).count("child-report") == 1
+
+
+def test_a_child_report_with_odd_counts_or_outcome_keys_is_coerced_like_add_outcome_never_half_counted(
+    cap: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = cap.job_logger("p-15", "fleet")
+    job.add_child_report(
+        {"run_id": "a", "job": "w", "result": "success", "processed": 3, "outcomes": {"Rows Merged": "x"}}
+    )
+    job.add_child_report({"run_id": "b", "job": "w", "result": "success", "processed": 4, "outcomes": [1]})
+    job.add_child_report({"run_id": "c", "job": "w", "result": "success", "processed": float("nan")})
+    job.add_child_report({"run_id": "d", "job": "w", "result": "success", "processed": 1, "outcomes": {"k" * 5000: 2}})
+    summary = job.end()
+    assert summary.children == {"ok": 4, "failed": 0, "cancelled": 0, "running": 0}
+    assert summary.entities_processed == 3 + 4 + 0 + 1
+    [key] = summary.outcomes
+    assert len(key) <= 100 and summary.outcomes[key] == 2
+    assert "internal" not in " ".join(joblogger_warnings(caplog.records))
 
 
 def test_map_on_threads_returns_results_in_order_and_raises_the_first_failure_after_all_ran(cap: Capture) -> None:
@@ -211,6 +259,24 @@ def test_map_worker_that_dies_is_a_failed_child_not_a_hang(cap: Capture, method:
     assert counts["failed"] >= 1 and counts["ok"] + counts["failed"] == 8
     assert job.summary.entities_processed == counts["ok"]
     assert "never reported back" in " ".join(e.name for e in cap.events("warning"))
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_ctrl_c_during_a_map_stops_it_at_once_and_the_unfinished_items_are_cancelled_children(
+    cap: Capture, kind: str
+) -> None:
+    timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))  # a real Ctrl-C
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), cap.job_logger("p-14", "map") as job:
+        job.map(work.nap, range(20), workers=2, kind=kind, mp_context="fork")
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert elapsed < 3.0  # not the 5 s the remaining items would take
+    assert job.result == semconv.RESULT_CANCELLATION
+    counts = job.summary.children
+    assert counts["ok"] >= 2 and counts["cancelled"] >= 10
+    assert counts["ok"] + counts["failed"] + counts["cancelled"] + counts["running"] == 20
 
 
 def test_map_bad_input_warns_and_never_raises_into_the_job(cap: Capture, caplog: pytest.LogCaptureFixture) -> None:
