@@ -104,8 +104,13 @@ class Proc:
 
     def start(self, timeout: float = 90.0) -> float:
         """Start and wait until ready; return the seconds it took."""
-        assert self.popen is None or self.popen.poll() is not None, f"{self.name} already runs"
         t0 = time.monotonic()
+        self.spawn()
+        return self.wait_ready(t0, timeout)
+
+    def spawn(self) -> None:
+        """Start the process (its output appended to its log), without waiting for it to be ready."""
+        assert self.popen is None or self.popen.poll() is not None, f"{self.name} already runs"
         with self.log.open("ab") as out:
             out.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
             out.flush()
@@ -117,7 +122,6 @@ class Proc:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        return self.wait_ready(t0, timeout)
 
     def wait_ready(self, t0: float, timeout: float = 90.0) -> float:
         """Wait until the readiness URL answers 200; raise with the log tail if it exits or times out."""
@@ -327,16 +331,7 @@ class Tier:
         """Start every process (receivers together: each waits for its peers), wait until all are ready."""
         t0 = time.monotonic()
         for proc in self.receivers:
-            assert proc.popen is None
-            with proc.log.open("ab") as out:
-                proc.popen = subprocess.Popen(
-                    proc.argv,
-                    env={**os.environ, **proc.env},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+            proc.spawn()
         for proc in self.receivers:
             proc.wait_ready(t0)
         for proc in [self.query, self.jaeger, self.logs, *self.gateways, *self.agents]:

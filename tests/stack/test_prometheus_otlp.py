@@ -6,13 +6,13 @@ tests/integration/test_prometheus_otlp_live.py.
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
+from collector_configs import merge_configs
 from repo_scripts import stack_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +31,6 @@ def _yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def _merge(base: Any, overlay: Any) -> Any:
-    """The collector's merge of a second --config: maps merge recursively, anything else is replaced."""
-    if isinstance(base, dict) and isinstance(overlay, dict):
-        out = dict(base)
-        for key, value in overlay.items():
-            out[key] = _merge(base.get(key), value)
-        return out
-    return copy.deepcopy(overlay)
-
-
 def test_compose_mounts_the_metrics_overlays_remote_write_by_default() -> None:
     """The collector merges collector/metrics/${JOBLOGGER_METRICS:-remote-write}.yaml; both overlays exist."""
     collector = _yaml(COMPOSE)["services"]["otel-collector"]
@@ -52,13 +42,13 @@ def test_compose_mounts_the_metrics_overlays_remote_write_by_default() -> None:
 def test_default_overlay_changes_nothing() -> None:
     """config.yaml merged with remote-write.yaml is config.yaml."""
     base = _yaml(COLLECTOR)
-    assert _merge(base, _yaml(OVERLAYS / "remote-write.yaml")) == base
+    assert merge_configs(base, _yaml(OVERLAYS / "remote-write.yaml")) == base
 
 
 def test_otlp_overlay_sends_metrics_to_prometheus_otlp_receiver() -> None:
     """JOBLOGGER_METRICS=otlp: only the metrics pipeline changes, to Prometheus's /api/v1/otlp/v1/metrics."""
     base = _yaml(COLLECTOR)
-    merged = _merge(base, _yaml(OVERLAYS / "otlp.yaml"))
+    merged = merge_configs(base, _yaml(OVERLAYS / "otlp.yaml"))
     assert merged["service"]["pipelines"]["metrics"]["exporters"] == ["otlphttp/prometheus"]
     for signal in ("traces", "logs"):
         assert merged["service"]["pipelines"][signal] == base["service"]["pipelines"][signal]

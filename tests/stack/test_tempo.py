@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from collector_configs import merge_configs
 from dashboard_queries import iter_panels
 from repo_scripts import tempo_dashboard_script
 from semconv_names import ATTRIBUTE_KEYS
@@ -129,25 +130,15 @@ def test_collector_overlay_selected_by_env_with_jaeger_default() -> None:
     assert {p.stem for p in OVERLAYS.glob("*.yaml")} == {"jaeger", "tempo"}
 
 
-def _merge(base: Any, overlay: Any) -> Any:
-    """The collector's merge of a second --config: maps merge recursively, anything else is replaced."""
-    if isinstance(base, dict) and isinstance(overlay, dict):
-        out = dict(base)
-        for key, value in overlay.items():
-            out[key] = _merge(base.get(key), value)
-        return out
-    return copy.deepcopy(overlay)
-
-
 def test_default_overlay_changes_nothing() -> None:
     """config.yaml merged with the default (jaeger) overlay is config.yaml."""
     base = _yaml(COLLECTOR)
-    assert _merge(base, _yaml(OVERLAYS / "jaeger.yaml")) == base
+    assert merge_configs(base, _yaml(OVERLAYS / "jaeger.yaml")) == base
 
 
 def test_tempo_overlay_sends_traces_to_jaeger_and_tempo() -> None:
     """With JOBLOGGER_TRACES=tempo the traces pipeline exports to Jaeger and to Tempo's OTLP gRPC receiver."""
-    merged = _merge(_yaml(COLLECTOR), _yaml(OVERLAYS / "tempo.yaml"))
+    merged = merge_configs(_yaml(COLLECTOR), _yaml(OVERLAYS / "tempo.yaml"))
     assert merged["service"]["pipelines"]["traces"]["exporters"] == ["otlp/traces", "otlp/tempo"]
     assert merged["service"]["pipelines"]["metrics"] == _yaml(COLLECTOR)["service"]["pipelines"]["metrics"]
     endpoint = merged["exporters"]["otlp/tempo"]["endpoint"]
