@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from live import load_script
 from redis_server import redis_server
 
 _STACK_PY = Path(__file__).resolve().parents[2] / "scripts" / "stack.py"
@@ -19,20 +17,7 @@ _STACK_PY = Path(__file__).resolve().parents[2] / "scripts" / "stack.py"
 collect_ignore_glob = ["_*.py"]
 
 
-def _load_stack() -> ModuleType:
-    """Import scripts/stack.py as module ``joblogger_stack`` (it is not a package)."""
-    name = "joblogger_stack"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _STACK_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-stack_module = _load_stack()
+stack_module = load_script("joblogger_stack", _STACK_PY)
 
 #: The test suite's own stack sits beside a developer's (`stack.py up`: default home and
 #: ports) instead of inside it: its runs, series and firing alerts never land there.

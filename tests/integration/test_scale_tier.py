@@ -19,7 +19,6 @@ and own data directories: the shared stack is never touched.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -28,10 +27,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from live import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIER_PY = REPO_ROOT / "scripts" / "tier.py"
@@ -40,19 +39,7 @@ WORKER_PY = REPO_ROOT / "scripts" / "tier_worker.py"
 SETTLE_S = 120.0
 
 
-def _load_tier() -> ModuleType:
-    name = "joblogger_tier"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, TIER_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tier_module = _load_tier()
+tier_module = load_script("joblogger_tier", TIER_PY)
 
 
 @pytest.fixture(scope="module")
