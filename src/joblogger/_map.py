@@ -205,7 +205,7 @@ def run_map(
         kind = "thread"
     size = _sanitize.as_count(chunksize, "chunksize", parent._warn) or 1
     child_name = name or getattr(fn, "__name__", None) or "map"
-    if parent.total is None:
+    if parent.total is None and items:  # an empty map sets no total of 0 (the next map's work would show 100 %)
         parent.set_total(len(items))
     pool = _executor(
         parent, kind=kind, workers=workers, mp_context=mp_context, initializer=initializer, initargs=initargs

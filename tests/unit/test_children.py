@@ -232,6 +232,15 @@ def test_map_on_threads_returns_results_in_order_and_raises_the_first_failure_af
     assert len(kids) == 16 and {s.name for s in kids} == {"double", "fail_on_seven"}
 
 
+def test_a_map_over_no_items_leaves_the_parents_total_unset(cap: Capture) -> None:
+    """An empty map sets no total of 0 (which made the next map's work show as 100 % done from the start)."""
+    with cap.job_logger("p-12", "map") as job:
+        assert job.map(work.double, [], workers=2) == []
+        assert job.total is None
+        assert job.map(work.double, range(4), workers=2) == [0, 2, 4, 6]
+        assert job.total == 4
+
+
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_map_on_processes_brings_counts_back_with_the_results(cap: Capture, method: str) -> None:
     with cap.job_logger("p-12", "map") as job:
