@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from live import load_script
@@ -63,3 +66,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = stack_module.ensure_redis()
     with redis_server(binary, tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def celery_tasks(redis_url: str) -> Iterator[Any]:
+    """The Celery live tests' task module (_celery_tasks.py), imported in the producer with the harness's Redis."""
+    os.environ["CELERY_TEST_REDIS"] = redis_url
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _celery_tasks  # type: ignore[import-not-found, unused-ignore]
+
+    yield _celery_tasks
+    # The module's AsyncResults (some in reference cycles) unsubscribe from Redis now, while it runs: at exit,
+    # after the harness stopped Redis, their __del__ failed and pytest ended with an unraisable exception.
+    gc.collect()

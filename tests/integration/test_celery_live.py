@@ -81,13 +81,9 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def tasks(redis_url: str) -> Any:
+def tasks(celery_tasks: Any) -> Any:
     """The task module, imported in this (producer) process with the harness's Redis."""
-    os.environ["CELERY_TEST_REDIS"] = redis_url
-    sys.path.insert(0, str(HERE))
-    import _celery_tasks
-
-    return _celery_tasks
+    return celery_tasks
 
 
 @pytest.fixture(scope="module")

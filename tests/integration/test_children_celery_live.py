@@ -10,10 +10,7 @@ Prometheus' totals equal the sum, and the parent's summary says so too.
 from __future__ import annotations
 
 import gc
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,13 +25,9 @@ TASKS = 8
 
 
 @pytest.fixture(scope="module")
-def tasks(redis_url: str) -> Any:
+def tasks(celery_tasks: Any) -> Any:
     """The task module, imported in this (producer) process with the harness's Redis."""
-    os.environ["CELERY_TEST_REDIS"] = redis_url
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _celery_tasks
-
-    return _celery_tasks
+    return celery_tasks
 
 
 @pytest.fixture(scope="module")
