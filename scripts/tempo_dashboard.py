@@ -49,6 +49,15 @@ DESCRIPTIONS = {
         "Most recent run spans of the job that ended with job.result failure, error or timeout "
         "(TraceQL, Tempo), with the error.type that ended them."
     ),
+    "child_runs": (
+        "Child runs of $parent_run (TraceQL on job.parent.run.id, Tempo): one row per child run span, "
+        "with its job name, result, run id and progress, whether it sits in the parent's trace "
+        "(job.child(), job.map(), Celery children) or in a linked trace (child_carrier(link=True))."
+    ),
+    "failed_child_runs": (
+        "Child runs of $parent_run that ended with job.result failure, error or timeout (TraceQL, Tempo), "
+        "with the error.type that ended them (the parent's job.children.failed also counts lost children)."
+    ),
 }
 
 
