@@ -184,14 +184,20 @@ def resolve_parent(
 def _resolve(
     parent: object, warn: Callable[..., None]
 ) -> tuple[otel_context.Context | None, list[Link], dict[str, str], JobLogger | None]:
-    from ._logger import JobLogger
-
-    current = trace.get_current_span().get_span_context()
     if parent is None:
+        # The common case (no parent argument, no JOBLOGGER_PARENT) returns here, with no
+        # current-span lookup and no import: a small run's fixed cost (BENCHMARKS.md).
         env = os.environ.get(semconv.ENV_PARENT)
-        if not env or current.is_valid:
+        if not env:
+            return None, [], {}, None
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid:
             return None, [], {}, None
         parent = env
+    else:
+        current = trace.get_current_span().get_span_context()
+    from ._logger import JobLogger
+
     if isinstance(parent, JobLogger):
         attrs = {semconv.JOB_PARENT_RUN_ID: parent.job_run_id, semconv.JOB_PARENT_NAME: parent.job_name}
         return parent._run.ctx, [], attrs, parent

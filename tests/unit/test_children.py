@@ -327,3 +327,24 @@ def test_celery_tasks_sent_inside_a_run_carry_its_carrier_and_their_runs_are_its
     span, parent = _run_span(cap, "t-1"), _run_span(cap, "p-15")
     assert span.attributes[semconv.JOB_PARENT_RUN_ID] == "p-15"
     assert span.parent is not None and span.parent.span_id == parent.context.span_id
+
+
+def test_no_parent_and_no_environment_carrier_skips_the_current_span_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common case of a run's start (no ``parent=``, no JOBLOGGER_PARENT) does no parent work (fixed cost)."""
+    from joblogger import _children
+
+    monkeypatch.delenv(semconv.ENV_PARENT, raising=False)
+    lookups: list[object] = []
+    real = trace.get_current_span
+
+    def counting(context: object = None) -> trace.Span:
+        lookups.append(context)
+        return real()
+
+    monkeypatch.setattr(trace, "get_current_span", counting)
+    assert _children.resolve_parent(None, lambda *a: None) == (None, [], {}, None)
+    assert lookups == []
+    # With a carrier in the environment the current span still decides (see the test above).
+    monkeypatch.setenv(semconv.ENV_PARENT, '{"run_id": "p", "job": "j"}')
+    _children.resolve_parent(None, lambda *a: None)
+    assert len(lookups) == 1
