@@ -10,17 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live import load_script
 from redis_server import redis_server
-
-_STACK_PY = Path(__file__).resolve().parents[2] / "scripts" / "stack.py"
 
 #: Helper modules (`_*.py`) are programs the tests start (workers, apps): `--doctest-modules` must
 #: not import them, some read their settings from the environment at import.
 collect_ignore_glob = ["_*.py"]
 
 
-stack_module = load_script("joblogger_stack", _STACK_PY)
+# The loader of the repository's scripts is tests/stack's (one module object per script for both suites).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
+from repo_scripts import stack_script  # noqa: E402
+
+stack_module = stack_script()
 
 #: The test suite's own stack sits beside a developer's (`stack.py up`: default home and
 #: ports) instead of inside it: its runs, series and firing alerts never land there.
@@ -69,7 +70,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def celery_tasks(redis_url: str) -> Iterator[Any]:
+def tasks(redis_url: str) -> Iterator[Any]:
     """The Celery live tests' task module (_celery_tasks.py), imported in the producer with the harness's Redis."""
     os.environ["CELERY_TEST_REDIS"] = redis_url
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 import pytest
@@ -82,15 +78,3 @@ def jaeger_traces(stack: Any, service: str, tags: dict[str, str]) -> list[dict[s
 def tags_of(span: dict[str, Any]) -> dict[str, Any]:
     """A Jaeger span's tags as a dict."""
     return {t["key"]: t["value"] for t in span.get("tags", [])}
-
-
-def load_script(name: str, path: Path) -> ModuleType:
-    """Import one of the repository's scripts (not a package) as module ``name``, once per session."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while it executes
-    spec.loader.exec_module(module)
-    return module

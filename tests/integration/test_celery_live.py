@@ -81,12 +81,6 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def tasks(celery_tasks: Any) -> Any:
-    """The task module, imported in this (producer) process with the harness's Redis."""
-    return celery_tasks
-
-
-@pytest.fixture(scope="module")
 def prefork(stack: Any, redis_url: str, tasks: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """A prefork worker (-c 2) with opentelemetry-instrumentation-celery in worker_process_init."""
     worker = Worker(stack, redis_url, "prefork", tmp_path_factory.mktemp("celery"), instrumentor=True)

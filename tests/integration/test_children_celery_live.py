@@ -25,12 +25,6 @@ TASKS = 8
 
 
 @pytest.fixture(scope="module")
-def tasks(celery_tasks: Any) -> Any:
-    """The task module, imported in this (producer) process with the harness's Redis."""
-    return celery_tasks
-
-
-@pytest.fixture(scope="module")
 def fleet(stack: Any, redis_url: str, tasks: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """A prefork worker (-c 2) without Celery's own instrumentation: the runs are the only task spans."""
     worker = Worker(stack, redis_url, "prefork", tmp_path_factory.mktemp("fleet"), instrumentor=False)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live import load_script
+from repo_scripts import load_script  # tests/stack, on the path from conftest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIER_PY = REPO_ROOT / "scripts" / "tier.py"
