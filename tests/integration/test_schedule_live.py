@@ -22,7 +22,10 @@ from typing import Any
 from live import eventually, get_json, job_env, scalar
 
 INTERVAL_S = 10.0
-GRACE_S = 5.0
+#: Above the path's own delay between a run's start and the alert seeing it (startup, export, the collector's
+#: batching, three chained rule groups at 5 s each: up to about 20 s). With 5 s, a CI run saw JobRunMissed fire
+#: between two on-time runs: the third run's start had not reached the alert rule 10 s after it began.
+GRACE_S = 25.0
 #: Rule evaluation (5 s) + the collector's remote-write batching + our 0.5 s polling, bounded generously.
 RULE_DELAY_BOUND_S = 20.0
 
@@ -74,7 +77,8 @@ def test_stopped_schedule_fires_missed_and_a_long_run_fires_overdue_while_runnin
     try:
         for _ in range(3):
             starts.append(time.time())
-            proc = _start(stack, script, missed, "heartbeat", 0.5, "--schedule", "every 10s", "--grace", "5s")
+            options = ("--schedule", "every 10s", "--grace", f"{GRACE_S:.0f}s")
+            proc = _start(stack, script, missed, "heartbeat", 0.5, *options)
             _, stderr = proc.communicate(timeout=30)
             assert proc.returncode == 0, stderr
             assert _alerts(stack, missed, "JobRunMissed") == []  # on schedule: nothing pending or firing
