@@ -191,14 +191,8 @@ def test_apscheduler_the_default_executor_added_at_start_is_instrumented_and_exc
 
 def test_the_integration_benchmark_runs() -> None:
     """benchmarks/integration_arq_apscheduler.py --quick prints its rows (so the script cannot rot)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from ._bench import run_quick
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "integration_arq_apscheduler.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_quick("integration_arq_apscheduler.py", timeout=300)
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "measure" not in line]
     assert len(rows) == 4, proc.stdout

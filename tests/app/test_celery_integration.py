@@ -244,15 +244,9 @@ def test_the_producer_carries_its_trace_context_in_the_task_headers(cap: Capture
 
 def test_the_benchmark_runs() -> None:
     """benchmarks/integration_celery.py --quick prints its three rows (no timing asserted)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from ._bench import run_quick
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "integration_celery.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_quick("integration_celery.py", timeout=300)
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "µs" in line]
     assert len(rows) == 3, proc.stdout
     assert "Warning" not in proc.stderr, proc.stderr

@@ -1,24 +1,18 @@
 """benchmarks/dashboard_queries.py runs end to end on tiny data (no timing assertions) so it cannot rot."""
 
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from ._bench import run_quick
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_dashboard_benchmark_quick_times_every_query_and_rule() -> None:
     """`--quick` prints one timing line per dashboard Prometheus query and per rule of alerts.yml."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "dashboard_queries.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_quick("dashboard_queries.py")
     rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ")]
     rows = [[cell.strip() for cell in row] for row in rows if row[0].strip() != "kind"]
     for row in rows:
