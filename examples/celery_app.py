@@ -63,8 +63,11 @@ def main(batches: int) -> None:
     results = [import_orders.delay(b) for b in range(batches)]
     while not all(r.ready() for r in results):
         for r in results:
-            if r.state == "PROGRESS":
-                info = r.info
+            # One read of the stored meta: `r.state` then `r.info` are two reads, and a task that
+            # ends between them has its result (not its progress) in the second.
+            meta = r.backend.get_task_meta(r.id)
+            if meta["status"] == "PROGRESS":
+                info = meta["result"]
                 print(f"progress {r.id} {info['stage']}: {info['current']}/{info['total']} ({info['percent']}%)")
         time.sleep(0.3)
     for r in results:
