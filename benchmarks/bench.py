@@ -2,7 +2,7 @@
 
 Run:   .venv/bin/python benchmarks/bench.py            (full run, about 10 minutes)
        .venv/bin/python benchmarks/bench.py --quick    (smoke run used by the tests; sizes tiny, no verdicts)
-       .venv/bin/python benchmarks/bench.py --cpu --fixed-cost   (only a run's fixed cost and its SDK floor)
+       .venv/bin/python benchmarks/bench.py --cpu --fixed-cost   (only a run's fixed cost and its floors)
 
 Each row times joblogger and its peer in the same process, alternating, with
 warm-up and several repeats, and reports medians in ns per operation, the ratio
@@ -633,6 +633,82 @@ def bench_fixed_cost_floor(n: int, repeats: int) -> list[Row]:
     ]
 
 
+def bench_fixed_cost_wrapper_floor(n: int, repeats: int) -> Row:
+    """The practical floor of a run's fixed cost in Python: a minimal wrapper against the bare two spans.
+
+    The wrapper does what the contract's spans ask for and nothing else: the run
+    span with ``job.name``, ``job.run.id`` and ``job.run.slot``, a stage span with
+    ``job.stage`` and ``job.progress.current``, a plain progress count, and at the
+    end the summary line as the run span's milestone event and the run span's end
+    attributes. No metrics, registry, finalizer, signal safety, log record, input
+    checks, event budget or ``Summary`` object: none of joblogger's other
+    guarantees. What a run costs above this row is what those guarantees cost.
+    """
+    import time
+
+    from opentelemetry import trace
+
+    tracer = TRACER.get_tracer("bench.wrapper")
+    milestone = {"job.log.level": "milestone"}
+
+    class Run:
+        __slots__ = ("ctx", "current", "span", "stage", "started")
+
+        def __init__(self, run_id: str, name: str) -> None:
+            self.started = time.monotonic()
+            self.span = tracer.start_span(name, attributes={"job.name": name, "job.run.id": run_id, "job.run.slot": 0})
+            self.ctx = trace.set_span_in_context(self.span)
+            self.stage: Any = None
+            self.current = 0
+
+        def set_stage(self, stage: str) -> None:
+            if self.stage is not None:
+                self.stage.end()
+            self.stage = tracer.start_span(stage, context=self.ctx, attributes={"job.stage": stage})
+
+        def increment_progress(self, n: int = 1) -> None:
+            self.current += n
+
+        def log_summary(self) -> str:
+            if self.stage is not None:
+                self.stage.set_attributes({"job.progress.current": self.current})
+                self.stage.end()
+            ms = (time.monotonic() - self.started) * 1000
+            line = f"Completed in {ms:.0f}ms | Processed: {self.current:,} entities"
+            self.span.add_event(line, milestone)
+            self.span.set_attributes(
+                {
+                    "job.result": "success",
+                    "job.entity.type": "entities",
+                    "job.progress.current": self.current,
+                    "job.logs.milestone": 2,
+                }
+            )
+            self.span.end()
+            return line
+
+    def wrapper(k: int) -> None:
+        for _ in range(k):
+            job = Run("r", "fixed")
+            job.set_stage("Working")
+            job.increment_progress()
+            job.log_summary()
+
+    def bare(k: int) -> None:
+        for _ in range(k):
+            run = tracer.start_span("fixed")
+            stage = tracer.start_span("Working", context=trace.set_span_in_context(run))
+            stage.end()
+            run.end()
+
+    w, b = side_by_side(wrapper, bare, n, repeats)
+    name = (
+        "  floor: a minimal Python wrapper (the two spans, the contract's attributes, "
+        "summary line and event; no other guarantee)"
+    )
+    return Row(name, w / 1000, b / 1000, "bare SDK spans", None, unit="us")
+
+
 def bench_threads(n: int, repeats: int) -> Row:
     threads_n = 8
 
@@ -780,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu", action="store_true", help="time the calling thread's CPU time, not wall time (shared machines)"
     )
     parser.add_argument(
-        "--fixed-cost", action="store_true", help="only a run's fixed cost and its SDK floor rows (about a minute)"
+        "--fixed-cost", action="store_true", help="only a run's fixed cost and its floor rows (about a minute)"
     )
     parser.add_argument("--long-lived-worker", nargs=3, metavar=("MODE", "RUNS", "EVERY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -803,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fixed_cost:
         rows.append(bench_fixed_cost(200 if quick else 5_000, 3 if quick else 9))
         rows += bench_fixed_cost_floor(200 if quick else 5_000, 3 if quick else 9)
+        rows.append(bench_fixed_cost_wrapper_floor(200 if quick else 5_000, 3 if quick else 9))
         return print_rows(rows, quick, [])
     rows += bench_increment(n, repeats)
     rows += bench_track(n, repeats)
@@ -814,6 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += bench_collection(50 if quick else 1_000, 3 if quick else 15)
     rows.append(bench_fixed_cost(200 if quick else 5_000, 3 if quick else 9))
     rows += bench_fixed_cost_floor(200 if quick else 5_000, 3 if quick else 9)
+    rows.append(bench_fixed_cost_wrapper_floor(200 if quick else 5_000, 3 if quick else 9))
     long_rows, long_table = bench_long_lived(1_000 if quick else 100_000)
     rows += long_rows
     rows.append(bench_threads(8_000 if quick else 800_000, 1 if quick else 5))
