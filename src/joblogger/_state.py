@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -253,10 +254,14 @@ class Closed:
     __slots__ = ("_owner",)
 
     def __init__(self, owner: RunState) -> None:
-        self._owner = owner
+        # A weak reference: a strong one made every ended run a reference cycle (run -> Closed -> run),
+        # freed only by the cyclic garbage collector instead of when its last reference goes.
+        self._owner = weakref.ref(owner)
 
     def __next__(self) -> int:
-        self._owner._ended_call()
+        owner = self._owner()
+        if owner is not None:
+            owner._ended_call()
         return 0
 
 
