@@ -19,10 +19,13 @@ from ._levels import MILESTONE
 from ._results import classify
 from ._spans import error_type, exception_message, record_exception
 from ._state import Closed, RunState, guarded, pylog, quietly
-from ._summary import Summary
+from ._summary import Summary, build_summary
 from ._tally import ticks_value
 
 _S = TypeVar("_S", bound="EndingMixin")
+
+#: An empty mapping for the summary's parts a run did not have (read only: never written to).
+_NONE: dict[str, int] = {}
 
 #: The log line that reports the exception which ended a run, by result.
 _ENDED_BY = {
@@ -188,29 +191,35 @@ class EndingMixin(RunState):
             outcomes = _format.ordered_outcomes(recorded_outcomes, logs)
             current = self.current
             line = _format.summary_line(result, duration_s, current, self._entity_type, outcomes.items())
+            # Most runs dropped no event, hit no rate limit and had no child: no work for those.
             dropped = dict(self._dropped)
             for slot in (stage, self._run):
-                if slot is not None:
+                if slot is not None and slot.dropped:
                     for level, n in slot.dropped.items():
                         dropped[level] = dropped.get(level, 0) + n
-            suppressed = {level: bucket.suppressed for level, bucket in self._limits.items() if bucket.suppressed}
+            suppressed = (
+                {level: bucket.suppressed for level, bucket in self._limits.items() if bucket.suppressed}
+                if self._limits
+                else _NONE
+            )
             if suppressed:
                 line += f" | Logs suppressed: {_format.format_count(sum(suppressed.values()))}"
             board = self._children
-            children = {} if board is None else board.counts()
-            children_part = _children_text(children)
-            if children_part:
-                line += f" | {children_part}"
-            summary = Summary(
-                logs_suppressed=suppressed,
-                line=line,
-                result=result,
+            children = _NONE if board is None else board.counts()
+            if children:
+                children_part = _children_text(children)
+                if children_part:
+                    line += f" | {children_part}"
+            summary = build_summary(
+                line,
+                result,
                 entities_processed=current,
                 entities_total=self._total,
                 entity_type=self._entity_type,
                 outcomes=outcomes,
                 duration_ms=duration_s * 1000.0,
                 events_dropped=dropped,
+                logs_suppressed=suppressed,
                 children=children,
             )
             if self._summary is not None:  # a signal handler on this thread ended the run meanwhile
