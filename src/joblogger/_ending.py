@@ -283,7 +283,6 @@ class EndingMixin(RunState):
                     self._tally.job, self, self._wall_started + duration_s, duration_s, result=result, processed=current
                 )
             self._hub.end(self, self._tally)
-            self._finalizer.detach()
         for observer in _registry.end_observers():
             try:
                 observer(self)

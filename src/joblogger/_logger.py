@@ -203,7 +203,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, Children
         self._run = SpanSlot(span, self._event_budget, self._started, 0, tail=3)
         self._tally.ctx = self._run.ctx
         self._gauge_attrs = None  # built when a collection first reads them
-        self._finalizer = self._hub.start(self, self._tally)
+        self._hub.start(self, self._tally)
         if self._parent is not None:
             self._parent._board().started(self)
         overlapping = self._start_schedule(schedule)

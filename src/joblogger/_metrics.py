@@ -22,6 +22,7 @@ each stream at 2,000 sets). Two modes:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -170,10 +171,19 @@ class Hub(ObserveMixin):
             taken.discard(tally.slot)
             tally.slot = -1
 
-    def start(self, run: ActiveRun, tally: Tally) -> weakref.finalize:  # type: ignore[type-arg]
-        """Register a run; returns the finalizer that retires it if it is never ended."""
+    def start(self, run: ActiveRun, tally: Tally) -> None:
+        """Register a run; one that is garbage-collected (or still active at exit) without ending is retired.
+
+        The registration is a weak reference whose callback retires the run: :meth:`end` drops
+        the reference, and a dropped reference never calls back (cheaper than a
+        ``weakref.finalize`` to create and to detach; at exit :func:`_abandon_at_exit` does what
+        a finalizer's exit hook did).
+        """
+        ref = _RunRef(run, self._collected)
+        ref.run_id = id(run)
+        ref.tally = tally
         with self._lock:
-            self._active[id(run)] = weakref.ref(run)
+            self._active[id(run)] = ref
             self._tallies[id(tally)] = tally
             counters = self._job_logs.get(tally.job)
             if counters is None:
@@ -184,7 +194,6 @@ class Hub(ObserveMixin):
                         next(counters[level])
                 tally.job_logs = counters
         _ensure_flusher()
-        return weakref.finalize(run, self._abandoned, id(run), tally)
 
     def job_log_counters(self, job: str) -> dict[str, Ticks]:
         """The log counters of ``job``, shared by its runs (a new run's Tally starts with them)."""
@@ -202,9 +211,10 @@ class Hub(ObserveMixin):
             self._free_slot(tally)
             self._fold(tally)
 
-    def _abandoned(self, run_id: int, tally: Tally) -> None:
+    def _collected(self, ref: weakref.ref[ActiveRun]) -> None:
         # Runs from the garbage collector, at any point: take no lock, call no SDK.
-        self._pending.append((run_id, tally))
+        if isinstance(ref, _RunRef):
+            self._pending.append((ref.run_id, ref.tally))
 
     def _drain(self) -> None:
         """Fold the tallies of abandoned runs (caller holds the lock)."""
@@ -325,6 +335,8 @@ _hubs_lock = threading.Lock()
 FLUSH_INTERVAL_S = 0.5
 _flusher: threading.Thread | None = None
 _flusher_lock = threading.Lock()
+#: Whether :func:`_abandon_at_exit` is registered (once per process; a forked child inherits it).
+_exit_hook = [False]
 
 
 def _flush_loop() -> None:
@@ -339,12 +351,35 @@ def _flush_loop() -> None:
                 logging.getLogger("joblogger").debug("joblogger: outcome flush failed: %r", exc)
 
 
+class _RunRef(weakref.ref):  # type: ignore[type-arg]
+    """A hub's weak reference to an active run, with what retiring the run needs once it is gone."""
+
+    __slots__ = ("run_id", "tally")
+    run_id: int
+    tally: Tally
+
+
+def _abandon_at_exit() -> None:
+    """At exit, retire the runs still active (what a ``weakref.finalize`` per run did at exit).
+
+    Registered when the process's first run starts, so it runs before the exit-time
+    shutdown of a ``configure()`` made earlier, whose final flush drains them.
+    """
+    for hub in list(_hubs.values()):
+        for ref in list(hub._active.values()):
+            if isinstance(ref, _RunRef) and ref() is not None:
+                hub._pending.append((ref.run_id, ref.tally))
+
+
 def _ensure_flusher() -> None:
-    """Start the background outcome flusher once per process."""
+    """Start the background outcome flusher once per process (and register :func:`_abandon_at_exit`)."""
     global _flusher
     if _flusher is not None and _flusher.is_alive():
         return
     with _flusher_lock:
+        if not _exit_hook[0]:
+            _exit_hook[0] = True
+            atexit.register(_abandon_at_exit)
         if _flusher is None or not _flusher.is_alive():
             _flusher = threading.Thread(target=_flush_loop, name="joblogger-flush", daemon=True)
             _flusher.start()

@@ -56,7 +56,6 @@ class RunState:
         "_ended_at",
         "_entity_type",
         "_event_budget",
-        "_finalizer",
         "_gauge_attrs",
         "_hub",
         "_job_name",
@@ -103,7 +102,6 @@ class RunState:
     _ended_at: float | None
     _entity_type: str | None
     _event_budget: int
-    _finalizer: Any
     _gauge_attrs: dict[str, Any] | None
     _hub: Hub
     _job_name: str
@@ -232,7 +230,6 @@ class RunState:
         self._lock = threading.RLock()
         self._tally.flush_lock = threading.Lock()
         self._tally.ended = True
-        self._finalizer.detach()
         self._ticks = Closed(self)
         self._outcome_ticks = {}
         self._stage = None

@@ -1184,3 +1184,16 @@ def test_summary_built_at_the_end_equals_the_dataclass_and_is_read_only(cap: Cap
             mapping["x"] = 1  # type: ignore[index]
     with pytest.raises(AttributeError):
         summary.line = "changed"  # type: ignore[misc]
+
+
+def test_runs_still_active_at_exit_are_retired_before_the_final_flush(cap: Capture) -> None:
+    """At exit a run never ended counts as abandoned (its counts kept, no longer active), as when collected."""
+    from joblogger import _metrics
+
+    job = cap.job_logger("r", "left-running")
+    job.increment_progress(4)
+    assert cap.metric_value(semconv.METRIC_RUNS_ACTIVE) == 1
+    _metrics._abandon_at_exit()  # what the interpreter runs at exit, before configure()'s shutdown
+    assert cap.metric_value(semconv.METRIC_RUNS_ACTIVE) == 0
+    assert cap.metric_value(semconv.METRIC_ENTITIES_PROCESSED) == 4
+    assert job.ended is False  # the run itself is untouched (its span is not ended)
