@@ -256,7 +256,8 @@ class EndingMixin(RunState):
                 run_attrs[semconv.JOB_PROGRESS_TOTAL] = _sanitize.clamp_int(self._total)
             # The span's outcomes are what add_outcome recorded (as on the job.outcomes metric); the log
             # calls the summary's errors/warnings default to are there as job.logs.<level>.
-            run_attrs.update(self._outcome_attributes(self._outcome_room, recorded_outcomes))
+            if recorded_outcomes:
+                run_attrs.update(self._outcome_attributes(self._outcome_room, recorded_outcomes))
             for level, value in logs.items():
                 if value:
                     run_attrs[semconv.JOB_LOGS_PREFIX + level] = value

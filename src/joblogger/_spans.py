@@ -60,8 +60,8 @@ class SpanSlot:
         self.dropped[level] = self.dropped.get(level, 0) + 1
         return False
 
-    def close(self, attributes: Mapping[str, Any], status: Status | None = None) -> None:
-        """Report dropped events, set final attributes and end the span."""
+    def close(self, attributes: dict[str, Any], status: Status | None = None) -> None:
+        """Report dropped events, set final attributes (a dict the caller hands over) and end the span."""
         span = self.span
         if self.dropped:
             total = sum(self.dropped.values())
@@ -70,7 +70,7 @@ class SpanSlot:
                 semconv.EVENT_EVENTS_DROPPED,
                 {semconv.JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX + k: v for k, v in self.dropped.items()},
             )
-        span.set_attributes(dict(attributes))
+        span.set_attributes(attributes)
         if status is not None:
             span.set_status(status)
         span.end()

@@ -137,7 +137,7 @@ class Tally:
 
     def logs(self) -> dict[str, int]:
         """Log calls by level."""
-        return {level: ticks_value(t) for level, t in self.log_ticks.items()}
+        return {level: _TICKS_SPAN - length_hint(t) for level, t in self.log_ticks.items()}
 
     def count_log(self, level: str) -> None:
         """Count one log call of ``level`` for the run and for its job."""
