@@ -54,14 +54,14 @@ class StagesMixin(RunState):
                 attributes={semconv.JOB_STAGE: name},
             )
         with self._lock:
-            self._stage = SpanSlot(span, self._event_budget, now, self.processed_total)
-            self._tally.ctx = self._stage.ctx
+            processed = self.processed_total  # read once: current is the same count, phase-adjusted
+            slot = self._stage = SpanSlot(span, self._event_budget, now, processed)
+            self._tally.ctx = slot.ctx
             self._stage_name = name
             self._stage_label = label
             self._message = text
-            self._rate_anchor = (now, self.current)
-            self._refresh_gauge_attrs()
-            slot = self._stage
+            self._rate_anchor = (now, processed - self._phase_base + self._phase_adjust)
+            self._gauge_attrs = None  # rebuilt when a collection reads them (see _refresh_gauge_attrs)
         if self._snapshots:
             self._snapshot(slot, semconv.SNAPSHOT_STAGE_START)
         self._record_only(semconv.LEVEL_MILESTONE, f"Starting: {name}")
