@@ -211,10 +211,10 @@ class Hub(ObserveMixin):
             self._free_slot(tally)
             self._fold(tally)
 
-    def _collected(self, ref: weakref.ref[ActiveRun]) -> None:
-        # Runs from the garbage collector, at any point: take no lock, call no SDK.
-        if isinstance(ref, _RunRef):
-            self._pending.append((ref.run_id, ref.tally))
+    def _collected(self, ref: _RunRef) -> None:
+        # Runs from the garbage collector, at any point (late in interpreter shutdown too): take no
+        # lock, call no SDK, look up no module global.
+        self._pending.append((ref.run_id, ref.tally))
 
     def _drain(self) -> None:
         """Fold the tallies of abandoned runs (caller holds the lock)."""
