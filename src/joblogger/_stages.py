@@ -54,6 +54,9 @@ class StagesMixin(RunState):
                 attributes={semconv.JOB_STAGE: name},
             )
         with self._lock:
+            # Another thread of the run may have set a stage since this one took the old one away:
+            # that stage ends here, or its span would never end (nor be exported).
+            displaced, displaced_label = self._stage, self._stage_label
             self._stage = SpanSlot(span, self._event_budget, now, self.processed_total)
             self._tally.ctx = self._stage.ctx
             self._stage_name = name
@@ -62,6 +65,8 @@ class StagesMixin(RunState):
             self._rate_anchor = (now, self.current)
             self._refresh_gauge_attrs()
             slot = self._stage
+        if displaced is not None:
+            self._close_stage(displaced, displaced_label, now)
         if self._snapshots:
             self._snapshot(slot, semconv.SNAPSHOT_STAGE_START)
         self._record_only(semconv.LEVEL_MILESTONE, f"Starting: {name}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -1145,3 +1146,50 @@ def test_a_runs_final_outcome_flush_waits_for_a_flush_in_flight():
         assert waited, "the final flush returned while another flush was still adding its values"
         job.log_summary()
         assert cap.metric_value(semconv.METRIC_OUTCOMES, **{semconv.JOB_OUTCOME: "updates"}) == 2500
+
+
+def test_threads_sharing_a_run_end_every_stage_and_lose_no_span_event(
+    cap: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Threads of one run log while others change its stage: every stage span ends, every warning is kept or counted.
+
+    Before the fix, two threads' ``set_stage()`` at once left one of the new stage spans
+    never ended (never exported, with its events), and a log call that picked the current
+    stage span just before another thread ended it added its event to the ended span: the
+    SDK dropped it ("Tried calling _add_event on an ended span") while joblogger counted it as kept.
+    """
+    job = cap.job_logger("r", "shared-stages")
+    job.set_stage("S0")
+    threads, rounds = 8, 400
+    start = threading.Barrier(threads)
+
+    def work(k: int) -> None:
+        start.wait()
+        for i in range(rounds):
+            if i % 4 == k % 4:
+                job.set_stage(f"S{i % 3}")
+            job.warning("w", k=k, i=i)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so log calls and stage changes interleave
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(switch)
+    job.log_summary()
+    ended_span = [r.getMessage() for r in caplog.records if "ended span" in r.getMessage()]
+    assert not ended_span, ended_span[:3]
+    kept = [e for s in cap.spans() for e in s.events if e.name == "w"]
+    dropped = [
+        (e.attributes or {}).get(semconv.JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX + "warning", 0)
+        for s in cap.spans()
+        for e in s.events
+        if e.name == semconv.EVENT_EVENTS_DROPPED
+    ]
+    assert len(kept) + sum(dropped) == threads * rounds  # each call is an event or counted as dropped
+    stages = [s for s in cap.spans() if s.name.startswith("S")]
+    assert len(stages) == 1 + threads * rounds // 4  # S0, then one per set_stage() call
