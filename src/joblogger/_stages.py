@@ -141,14 +141,22 @@ class StagesMixin(RunState):
                 self._gauge_attrs = attrs
             return attrs
 
-    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]:
-        """Attributes, current, total and ETA for the progress gauges (read once per collection and run)."""
+    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None] | None:
+        """Attributes, current, total and ETA for the progress gauges (read once per collection and run).
+
+        None once the run has ended: a collection that listed it just before has no point for
+        it (its slot is free again; attributes built now would say ``job.run.slot`` -1).
+        """
+        if self._ended_at is not None:
+            return None
         attrs = self._gauge_attrs
         if attrs is None:
             attrs = self._build_gauge_attrs()
+        if self._ended_at is not None or attrs.get(semconv.JOB_RUN_SLOT, 0) < 0:
+            return None
         current = self.current
         total = self._total
-        if total is None or self._ended_at is not None:
+        if total is None:
             return attrs, current, total, None
         anchor_time, anchor_count = self._rate_anchor
         speed = _format.rate(current - anchor_count, self._clock() - anchor_time)

@@ -1193,3 +1193,37 @@ def test_threads_sharing_a_run_end_every_stage_and_lose_no_span_event(
     assert len(kept) + sum(dropped) == threads * rounds  # each call is an event or counted as dropped
     stages = [s for s in cap.spans() if s.name.startswith("S")]
     assert len(stages) == 1 + threads * rounds // 4  # S0, then one per set_stage() call
+
+
+@pytest.mark.parametrize("produced", [True, False], ids=["configure-providers", "drop-in"])
+def test_a_run_ending_during_a_collection_leaves_no_progress_point(
+    produced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that ends after a collection listed the active runs gets no point (before: one with ``job.run.slot`` -1).
+
+    Seen live with a drop-in MeterProvider: a series ``job_run_slot="-1"`` showing an ended
+    run's stage and progress, a run that no slot names.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from joblogger._metrics import Hub, produce_progress
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    if produced:
+        produce_progress(provider)
+    job = create_job_logger("r-1", "ending-job", meter_provider=provider)
+    job.set_total(10, "rows")
+    job.set_stage("Write")
+    job.increment_progress(6)
+    listed = Hub._runs
+
+    def list_then_end(hub: Hub) -> list[Any]:
+        runs = listed(hub)
+        job.log_summary()  # another thread ends the run right after the collection listed it
+        return runs
+
+    monkeypatch.setattr(Hub, "_runs", list_then_end)
+    points = job._hub.progress_points()
+    assert points == [], points
