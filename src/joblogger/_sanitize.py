@@ -208,6 +208,15 @@ def outcome_key(value: str) -> str:
     return "_".join(_WORDS.findall(value.lower()))[:MAX_LABEL_CHARS].rstrip("_")
 
 
+def as_flag(value: object, what: str, warn: Warner) -> bool | None:
+    """``bool(value)``, or None (the caller's default) with one warning when its truth value raises (an array)."""
+    try:
+        return bool(value)
+    except Exception:  # noqa: BLE001 - numpy arrays, pandas objects, anything with a raising __bool__
+        warn(f"{what}-type", "%s should be True or False, got %s; using the default", what, type(value).__name__)
+        return None
+
+
 def as_count(value: object, what: str, warn: Warner, *, allow_zero: bool = True) -> int | None:
     """Coerce a count to a non-negative int, or None when it cannot be used.
 
@@ -453,9 +462,9 @@ def context_attributes(
     warn: Warner,
 ) -> dict[str, AttributeValue]:
     """Turn a log call's context into attributes: keys as strings, values legal, secrets redacted."""
-    if not context:
+    if context is None:
         return {}
-    if not isinstance(context, Mapping):
+    if not isinstance(context, Mapping):  # an array's or a Series' truth value raises: no `not context`
         warn("context-type", "context should be a mapping, got %s; kept as 'context'", type(context).__name__)
         return {"context": attribute_value(context, secret_keys)}
     out: dict[str, AttributeValue] = {}
