@@ -260,6 +260,6 @@ def hold_application_handlers(*, at_exit: bool = False) -> Iterator[None]:
                 signal.raise_signal(signum)  # the application's handler runs now
                 continue
             try:
-                swapped[signum](signum, None)
+                swapped[signum](signum, sys._getframe())
             except (SystemExit, KeyboardInterrupt):
                 pass
