@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import itertools
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from logging import DEBUG
 from types import TracebackType
 from typing import Any, TypeAlias
 
 from opentelemetry import context as otel_context
+from opentelemetry.trace import Span
 
 from . import _callsite, _logexport, _sanitize, _signals, semconv
 from ._levels import LEVELNO, RESERVED_RECORD_KEYS
@@ -284,6 +285,23 @@ class LogCallsMixin(RunState):
                 exc_admitted=exc_admitted, exc_info=exc_info, stage=stage, skip=skip, site=site,
             )  # fmt: skip
 
+    def _add_to_span(self, slot: SpanSlot, level: str, write: Callable[[Span], object]) -> None:
+        """Write an event to ``slot``'s span; to the run span if another thread has just ended that stage.
+
+        The event was admitted to the stage's budget, which has been reported as the
+        stage ended; on the run span it takes a slot of the run's budget (or counts
+        as dropped there). After the run's end the event is ignored, like the call.
+        """
+        if slot.add(write):
+            return
+        run = self._run
+        if run is slot:
+            return
+        with self._lock:
+            admitted = run.admit(level)
+        if admitted:
+            run.add(write)
+
     def _emit_in_section(
         self,
         slot: SpanSlot,
@@ -304,9 +322,14 @@ class LogCallsMixin(RunState):
         if admitted:
             event_attrs = dict(attrs)
             event_attrs[semconv.JOB_LOG_LEVEL] = level
-            slot.span.add_event(text, event_attrs)
+            self._add_to_span(slot, level, lambda span: span.add_event(text, event_attrs))
         if exc_admitted and exc_info is not None:
-            record_exception(slot.span, exc_info[1], escaped=False, attributes={semconv.JOB_LOG_LEVEL: level})
+            exc = exc_info[1]
+            self._add_to_span(
+                slot,
+                level,
+                lambda span: record_exception(span, exc, escaped=False, attributes={semconv.JOB_LOG_LEVEL: level}),
+            )
         export = _logexport.wanted(levelno, to_stdlib)
         if not (to_stdlib or export):
             return

@@ -137,16 +137,22 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, Children
         # Re-entrant: an application's signal handler may call back into the logger while the
         # main thread holds the lock (a plain Lock deadlocked there).
         self._lock = threading.RLock()
-        self._debug_events = bool(debug_events)
+        self._debug_events = bool(_sanitize.as_flag(debug_events, "debug_events", self._warn))
         budget = _sanitize.as_count(event_budget, "event_budget", self._warn)
         self._event_budget = DEFAULT_EVENT_BUDGET if budget is None else budget
         if isinstance(secret_keys, str):  # one key, not its characters
             secret_keys = (secret_keys,)
         self._secret_keys = _redact.DEFAULT_SECRET_KEYS
-        if secret_keys:
-            extra_keys = (_redact.secret_fragment(str(k)) for k in secret_keys if k)
+        if secret_keys is not None:
+            try:
+                extra_keys = [_redact.secret_fragment(str(k)) for k in secret_keys if k]
+            except Exception:  # noqa: BLE001 - not an iterable of strings
+                kind = type(secret_keys).__name__
+                self._warn("secret_keys-type", "secret_keys should be strings, got %s; ignored", kind)
+                extra_keys = []
             self._secret_keys += tuple(k for k in extra_keys if k)
-        self._snapshots = snapshots_default() if snapshots is None else bool(snapshots)
+        snap = None if snapshots is None else _sanitize.as_flag(snapshots, "snapshots", self._warn)
+        self._snapshots = snapshots_default() if snap is None else snap
         self._limit_specs = rate_limits(
             DEFAULT_LOG_RATE_LIMITS if log_rate_limits is None else log_rate_limits, self._warn
         )
@@ -156,7 +162,10 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, Children
         self._meter_provider = meter_provider or metrics.get_meter_provider()
         self._hub = hub_for(self._meter_provider)
         # Default: the run id labels progress only where it costs the process nothing (produced mode).
-        self._run_id_on_metrics = self._hub.produced if run_id_on_metrics is None else bool(run_id_on_metrics)
+        by_id = None
+        if run_id_on_metrics is not None:
+            by_id = _sanitize.as_flag(run_id_on_metrics, "run_id_on_metrics", self._warn)
+        self._run_id_on_metrics = self._hub.produced if by_id is None else by_id
         # Metric label values are single-line (the span keeps the name as given).
         label = self._hub.job_label(_sanitize.as_label(name) or "job")
         if label is None:
@@ -184,7 +193,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, Children
         self._started = clock()
         self._rate_anchor = (self._started, 0)
         run_attrs: dict[str, Any] = {}
-        if attributes:
+        if attributes is not None:
             run_attrs.update(_sanitize.context_attributes(attributes, self._secret_keys, self._warn))
         run_attrs[semconv.JOB_NAME] = name
         run_attrs[semconv.JOB_RUN_ID] = self._run_id

@@ -42,7 +42,7 @@ MAX_INT = 2**63 - 1
 class ActiveRun(Protocol):
     """What the hub reads from a running job at collection time."""
 
-    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]: ...
+    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None] | None: ...
 
 
 #: Meter providers whose progress points joblogger's own readers produce (no SDK gauges).
@@ -97,9 +97,11 @@ class ObserveMixin:
         points = []
         for run in self._runs():
             try:
-                points.append(run._gauge_points())
+                point = run._gauge_points()
             except Exception:  # noqa: BLE001 - one broken run must not hide the others
                 continue
+            if point is not None:  # None: the run ended since it was listed
+                points.append(point)
         return points
 
     def _gauge_snapshot(self, fresh: bool) -> list[tuple[dict[str, Any], int, int | None, float | None]]:

@@ -208,6 +208,15 @@ def outcome_key(value: str) -> str:
     return "_".join(_WORDS.findall(value.lower()))[:MAX_LABEL_CHARS].rstrip("_")
 
 
+def as_flag(value: object, what: str, warn: Warner) -> bool | None:
+    """``bool(value)``, or None (the caller's default) with one warning when its truth value raises (an array)."""
+    try:
+        return bool(value)
+    except Exception:  # noqa: BLE001 - numpy arrays, pandas objects, anything with a raising __bool__
+        warn(f"{what}-type", "%s should be True or False, got %s; using the default", what, type(value).__name__)
+        return None
+
+
 def as_count(value: object, what: str, warn: Warner, *, allow_zero: bool = True) -> int | None:
     """Coerce a count to a non-negative int, or None when it cannot be used.
 
@@ -302,6 +311,15 @@ def _key_text(key: object) -> str:
         return f"<unprintable {type(key).__name__}>"
 
 
+def _nonfinite_text(value: float) -> str:
+    """``NaN``, ``Infinity`` or ``-Infinity``: JSON's spelling (and the protobuf JSON mapping's) of a non-finite float.
+
+    Attribute values use it too: Jaeger's query API cannot encode a non-finite double,
+    and answers HTTP 500 for every search that would return a span or event carrying one.
+    """
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
 def _scalar_json(value: object) -> str | None:
     """JSON text of a scalar (as ``json.dumps`` writes it, non-ASCII kept), or None for anything else."""
     if isinstance(value, str):
@@ -315,7 +333,7 @@ def _scalar_json(value: object) -> str | None:
     if isinstance(value, float):
         if math.isfinite(value):
             return float.__repr__(value)
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return _nonfinite_text(value)
     if isinstance(value, (bytes, bytearray)):
         return _scalar_json(bytes(value[: MAX_VALUE_CHARS + 1]).decode("utf-8", "replace"))
     return None
@@ -398,16 +416,19 @@ def attribute_value(value: object, secret_keys: tuple[str, ...] = ()) -> Attribu
     """Coerce any value to a legal OpenTelemetry attribute value.
 
     Primitives pass through (strings are capped, ints beyond int64 become
-    strings); bytes are decoded; homogeneous lists of primitives stay lists
-    (at most :data:`MAX_CONTEXT_ITEMS` items); anything else becomes a JSON
-    string of at most :data:`MAX_VALUE_CHARS` characters, built lazily so a huge
-    value costs no more than the cap. Keys matching ``secret_keys`` are redacted
+    strings, NaN and infinities become ``NaN``, ``Infinity``, ``-Infinity``);
+    bytes are decoded; homogeneous lists of primitives stay lists (at most
+    :data:`MAX_CONTEXT_ITEMS` items); anything else becomes a JSON string of
+    at most :data:`MAX_VALUE_CHARS` characters, built lazily so a huge value
+    costs no more than the cap. Keys matching ``secret_keys`` are redacted
     at any depth, and so are credential-looking strings (private-key PEM
     blocks, bearer tokens). Strings are always UTF-8 encodable. Never raises.
     """
     if isinstance(value, (bool, int, float)):
         if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
             return str(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            return _nonfinite_text(value)
         return value
     if isinstance(value, str):
         return redact_text(truncate(value, MAX_VALUE_CHARS))
@@ -419,7 +440,7 @@ def attribute_value(value: object, secret_keys: tuple[str, ...] = ()) -> Attribu
         if first in (str, int, float, bool) and all(type(v) is first for v in head):
             if first is str:
                 return [redact_text(truncate(v, MAX_VALUE_CHARS)) for v in head]
-            if first is not int or all(-(2**63) <= v < 2**63 for v in head):
+            if first is bool or all(-(2**63) <= v < 2**63 if first is int else math.isfinite(v) for v in head):
                 return list(head)
     if value is not None and not isinstance(value, (Mapping, list, tuple, set, frozenset)):
         try:  # a single object: its text, not a quoted JSON string
@@ -441,9 +462,9 @@ def context_attributes(
     warn: Warner,
 ) -> dict[str, AttributeValue]:
     """Turn a log call's context into attributes: keys as strings, values legal, secrets redacted."""
-    if not context:
+    if context is None:
         return {}
-    if not isinstance(context, Mapping):
+    if not isinstance(context, Mapping):  # an array's or a Series' truth value raises: no `not context`
         warn("context-type", "context should be a mapping, got %s; kept as 'context'", type(context).__name__)
         return {"context": attribute_value(context, secret_keys)}
     out: dict[str, AttributeValue] = {}

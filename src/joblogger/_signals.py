@@ -36,14 +36,24 @@ import atexit
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
 from . import _fork
 from ._results import SignalExit
 
-__all__ = ["critical", "defer", "install", "installed", "reentered", "restore", "sdk"]
+__all__ = [
+    "critical",
+    "defer",
+    "hold_application_handlers",
+    "install",
+    "installed",
+    "reentered",
+    "restore",
+    "sdk",
+]
 
 #: signal number -> the handler it had before :func:`install`.
 _previous: dict[int, Any] = {}
@@ -208,3 +218,48 @@ def sdk() -> _Section:
 def critical(*, deliver: bool = True) -> _Section:
     """Section that must not be cut short: held signals are raised at its end, or dropped (``deliver=False``)."""
     return _CRITICAL if deliver else _CRITICAL_DROP
+
+
+@contextmanager
+def hold_application_handlers(*, at_exit: bool = False) -> Iterator[None]:
+    """Around the final flush: an application's own SIGTERM/SIGINT handler runs after it, not inside it.
+
+    joblogger's handlers are held by :func:`critical`; a handler the application
+    installed would run in the middle of the providers' shutdown, and one that leaves
+    with ``sys.exit()`` (the usual way) cut it short: what was still queued (the last
+    run's span, every log record) was lost. Here such a handler is swapped for one that
+    notes the signal; it is put back afterwards and each noted signal is raised again,
+    so the application's handler runs once the flush is over (main thread only; the
+    flush is bounded, see ``Telemetry.shutdown``). ``at_exit``: the interpreter is
+    already exiting (``atexit``), so the handler is called directly and a ``SystemExit``
+    or ``KeyboardInterrupt`` it raises, which could change nothing then, is not printed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if signum not in held:
+            held.append(signum)
+
+    swapped: dict[int, Any] = {}
+    for app_signal in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(app_signal)
+        if callable(current) and current is not _handler and current is not signal.default_int_handler:
+            swapped[app_signal] = current
+            signal.signal(app_signal, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in swapped.items():
+            if signal.getsignal(signum) is hold:
+                signal.signal(signum, handler)
+        for signum in held:
+            if not at_exit:
+                signal.raise_signal(signum)  # the application's handler runs now
+                continue
+            try:
+                swapped[signum](signum, sys._getframe())
+            except (SystemExit, KeyboardInterrupt):
+                pass

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -35,9 +36,24 @@ class SpanSlot:
     slots: one is kept for the event that lists what was dropped and, on the
     run span, one each for the summary line and the exception event, so the
     span never holds more than ``limit`` events.
+
+    Events go through :meth:`add`, which says whether the span was still open: a
+    thread of the run may log while another one ends this stage (``set_stage()``),
+    and the SDK drops an event added to an ended span (with a warning on its logger).
     """
 
-    __slots__ = ("ctx", "dropped", "high_cap", "low_cap", "processed_at_start", "span", "started_at", "used")
+    __slots__ = (
+        "closed",
+        "ctx",
+        "dropped",
+        "high_cap",
+        "lock",
+        "low_cap",
+        "processed_at_start",
+        "span",
+        "started_at",
+        "used",
+    )
 
     def __init__(self, span: Span, limit: int, started_at: float, processed_at_start: int, tail: int = 1) -> None:
         self.span = span
@@ -50,6 +66,10 @@ class SpanSlot:
         self.high_cap, self.low_cap = caps
         self.started_at = started_at
         self.processed_at_start = processed_at_start
+        self.closed = False
+        # Orders add() against close(); taken only inside a _signals.sdk() section, so a signal
+        # handler's joblogger call never waits for it on the thread that holds it (it is deferred).
+        self.lock = threading.Lock()
 
     def admit(self, level: str) -> bool:
         """Take one slot for an event of ``level``, or count it as dropped."""
@@ -60,8 +80,21 @@ class SpanSlot:
         self.dropped[level] = self.dropped.get(level, 0) + 1
         return False
 
+    def add(self, write: Callable[[Span], object]) -> bool:
+        """Call ``write`` (an event, an exception event) on the span unless it has been closed; False if it was."""
+        with self.lock:
+            if self.closed:
+                return False
+            write(self.span)
+            return True
+
     def close(self, attributes: dict[str, Any], status: Status | None = None) -> None:
         """Report dropped events, set final attributes (a dict the caller hands over) and end the span."""
+        with self.lock:
+            self.closed = True
+            self._close(attributes, status)
+
+    def _close(self, attributes: dict[str, Any], status: Status | None) -> None:
         span = self.span
         if self.dropped:
             total = sum(self.dropped.values())

@@ -54,6 +54,9 @@ class StagesMixin(RunState):
                 attributes={semconv.JOB_STAGE: name},
             )
         with self._lock:
+            # Another thread of the run may have set a stage since this one took the old one away:
+            # that stage ends here, or its span would never end (nor be exported).
+            displaced, displaced_label = self._stage, self._stage_label
             processed = self.processed_total  # read once: current is the same count, phase-adjusted
             slot = self._stage = SpanSlot(span, self._event_budget, now, processed)
             self._tally.ctx = slot.ctx
@@ -62,6 +65,8 @@ class StagesMixin(RunState):
             self._message = text
             self._rate_anchor = (now, processed - self._phase_base + self._phase_adjust)
             self._gauge_attrs = None  # rebuilt when a collection reads them (see _refresh_gauge_attrs)
+        if displaced is not None:
+            self._close_stage(displaced, displaced_label, now)
         if self._snapshots:
             self._snapshot(slot, semconv.SNAPSHOT_STAGE_START)
         self._record_only(semconv.LEVEL_MILESTONE, f"Starting: {name}")
@@ -136,14 +141,22 @@ class StagesMixin(RunState):
                 self._gauge_attrs = attrs
             return attrs
 
-    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None]:
-        """Attributes, current, total and ETA for the progress gauges (read once per collection and run)."""
+    def _gauge_points(self) -> tuple[dict[str, Any], int, int | None, float | None] | None:
+        """Attributes, current, total and ETA for the progress gauges (read once per collection and run).
+
+        None once the run has ended: a collection that listed it just before has no point for
+        it (its slot is free again; attributes built now would say ``job.run.slot`` -1).
+        """
+        if self._ended_at is not None:
+            return None
         attrs = self._gauge_attrs
         if attrs is None:
             attrs = self._build_gauge_attrs()
+        if self._ended_at is not None or attrs.get(semconv.JOB_RUN_SLOT, 0) < 0:
+            return None
         current = self.current
         total = self._total
-        if total is None or self._ended_at is not None:
+        if total is None:
             return attrs, current, total, None
         anchor_time, anchor_count = self._rate_anchor
         speed = _format.rate(current - anchor_count, self._clock() - anchor_time)

@@ -136,13 +136,21 @@ class Telemetry:
         Takes at most ``(SHUTDOWN_GRACE_EXPORTS + 1) * export_timeout_s`` (15 s by
         default) even if the collector never answers: see :class:`ExitDeadline`.
         """
+        self._shutdown_once(at_exit=False)
+
+    def _shutdown_at_exit(self) -> None:
+        self._shutdown_once(at_exit=True)
+
+    def _shutdown_once(self, *, at_exit: bool) -> None:
         if self._shut:
             return
         self._shut = True
-        # A second Ctrl-C or SIGTERM while flushing is held and dropped, not raised into the flush.
-        with _signals.critical(deliver=False):
-            self._shutdown()
-        _signals.restore()
+        # A second Ctrl-C or SIGTERM while flushing is held and dropped, not raised into the flush;
+        # one for a handler of the application's own reaches that handler once the flush is over.
+        with _signals.hold_application_handlers(at_exit=at_exit):
+            with _signals.critical(deliver=False):
+                self._shutdown()
+            _signals.restore()
 
     def _shutdown(self) -> None:
         if self.console is not None:
@@ -332,7 +340,7 @@ def configure(
             if telemetry.sigterm_handled:
                 sigterm_handler_installed(_signals.sigterm_handler())
         _current = telemetry
-        atexit.register(telemetry.shutdown)
+        atexit.register(telemetry._shutdown_at_exit)
         if telemetry.enabled and not telemetry.reused_existing:
             own(telemetry.meter_provider)  # forked children forget the parent's counts
             flush_at_multiprocessing_exit(telemetry)  # multiprocessing children skip atexit

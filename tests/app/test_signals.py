@@ -231,3 +231,99 @@ def test_a_second_signal_while_the_run_ends_is_held_until_it_has_ended(tmp_path,
     assert "ended: True success" in proc.stdout
     expected = 143 if signum == signal.SIGTERM else -signal.SIGINT
     assert proc.returncode == expected, proc.stderr
+
+
+#: configure() to a receiver on argv[1]; the application's own SIGTERM handler ends the run and exits 7.
+APP_HANDLER_CONFIGURED_JOB = textwrap.dedent("""
+    import signal, sys
+    from joblogger import create_job_logger, otlp
+
+    otlp.configure(endpoint=f"http://127.0.0.1:{sys.argv[1]}", service_name="app-handler-exit")
+    job = create_job_logger("run-1", "app-handler-exit")
+
+    def on_term(signum, frame):
+        job.warning("terminating", signal=signum)
+        job.log_summary()
+        print("handled", flush=True)
+        sys.exit(7)
+
+    signal.signal(signal.SIGTERM, on_term)
+    job.set_stage("Working")
+    job.info("started")
+    print("ready", flush=True)
+    while True:
+        job.increment_progress()
+""")
+
+
+class _SlowTracesReceiver:
+    """An OTLP/HTTP receiver on 127.0.0.1 that records request paths and answers trace exports after a delay."""
+
+    def __init__(self, delay_s: float) -> None:
+        import http.server
+        import threading
+
+        self.paths: list[str] = []
+        self.traces_arrived = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.paths.append(self.path)
+                if self.path == "/v1/traces":
+                    receiver.traces_arrived.set()
+                    time.sleep(delay_s)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_second_sigterm_during_the_exit_flush_reaches_the_applications_handler_after_it(tmp_path):
+    """A second SIGTERM while the exit flush exports: the app's handler runs after the flush, which loses nothing.
+
+    Before the fix the application's handler ran inside the providers' shutdown and its
+    ``sys.exit()`` cut it short: no log record was exported ("Exception ignored in atexit
+    callback ... SystemExit: 7" on stderr).
+    """
+    receiver = _SlowTracesReceiver(delay_s=1.5)
+    try:
+        path = tmp_path / "job.py"
+        path.write_text(APP_HANDLER_CONFIGURED_JOB)
+        env = {
+            **_env(),
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",  # nothing is exported before the exit flush
+            "OTEL_BLRP_SCHEDULE_DELAY": "60000",
+            "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, str(path), str(receiver.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert receiver.traces_arrived.wait(20), "the exit flush never exported the spans"
+        proc.send_signal(signal.SIGTERM)  # while the span export is under way
+        out, err = proc.communicate(timeout=30)
+    finally:
+        receiver.close()
+    assert proc.returncode == 7, err
+    assert out.count("handled") == 2, (out, err)  # once for each SIGTERM; the second after the flush
+    assert "/v1/logs" in receiver.paths, (receiver.paths, err)  # the flush went on to the log records
+    assert "Traceback" not in err, err

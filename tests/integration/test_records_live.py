@@ -1,4 +1,5 @@
-"""Single records and points at the real backends: call sites at VictoriaLogs, int64 outcomes at Prometheus.
+"""Single records and points at the real backends: call sites at VictoriaLogs, int64 outcomes at Prometheus,
+non-finite floats at Jaeger.
 
 Each test runs a small job as its own process, configured with
 ``joblogger.otlp.configure()`` and exporting through the stack's collector,
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live import eventually, job_env, scalar
+from live import eventually, get_json, job_env, scalar, tags_of
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +61,19 @@ INT64_JOB = textwrap.dedent("""
     time.sleep(3)
     with create_job_logger("huge-3", "int64-job") as job:
         job.add_outcome("errors", 4)
+""")
+
+NAN_JOB = textwrap.dedent("""
+    import math
+    import sys
+
+    from joblogger import create_job_logger, otlp
+
+    otlp.configure()
+    for epoch in range(3):
+        with create_job_logger(f"{sys.argv[1]}-{epoch}", "nan-job", attributes={"lr": math.inf}) as job:
+            job.set_stage("Training")
+            job.info("epoch done", loss=math.nan if epoch == 1 else 0.5, history=[0.5, -math.inf])
 """)
 
 
@@ -136,3 +150,29 @@ def test_outcomes_past_int64_never_break_metric_export(stack: Any, tmp_path: Pat
         "the int64 warning in VictoriaLogs",
     )
     assert len(warnings) == 1 and "int64-job huge-1" in warnings[0]["_msg"], warnings
+
+
+def test_non_finite_floats_never_hide_runs_from_jaeger(stack: Any, tmp_path: Path) -> None:
+    """A run that logs ``loss=nan`` (or has an infinite attribute) stays searchable in Jaeger, as do the others.
+
+    Jaeger's query API cannot encode a non-finite double: before the fix one NaN in one
+    run's event made every search of the service answer HTTP 500, so no run of it showed.
+    """
+    service = f"nan-{uuid.uuid4().hex[:8]}"
+    script = tmp_path / "nan_job.py"
+    script.write_text(NAN_JOB)
+    run_job(stack, script, service, "train")
+
+    def runs() -> list[dict[str, Any]] | None:
+        body = get_json(f"{stack.jaeger}/api/traces", {"service": service, "limit": "20", "lookback": "1h"})
+        assert not body.get("errors"), body["errors"]
+        spans = [s for trace in body.get("data") or [] for s in trace["spans"] if "job.result" in tags_of(s)]
+        return spans if len(spans) == 3 else None
+
+    found = eventually(runs, "the three runs in Jaeger")
+    assert {tags_of(s)["lr"] for s in found} == {"Infinity"}
+    trace = get_json(f"{stack.jaeger}/api/traces/{found[0]['traceID']}")["data"][0]
+    stage = next(s for s in trace["spans"] if s["operationName"] == "Training")
+    event = {f["key"]: f["value"] for log in stage["logs"] for f in log["fields"]}
+    assert event["history"] == "[0.5, -Infinity]"
+    assert event["loss"] in ("NaN", 0.5)

@@ -41,6 +41,22 @@ class Plain:
     """An object with only the default str()."""
 
 
+class Ambiguous:
+    """An object whose truth value raises, as a numpy array's or a pandas Series' does."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("The truth value of an array with more than one element is ambiguous")
+
+    def __len__(self) -> int:
+        return 2
+
+    def __iter__(self) -> Any:
+        return iter(["a", "b"])
+
+    def __str__(self) -> str:
+        return "[a b]"
+
+
 class IndexLike:
     """An integer-like object that is not an int (numpy.int64 behaves like this)."""
 
@@ -325,7 +341,19 @@ CASES: list[Case] = [
                                   "bools": [True, False], "tuple": (1, 2)}),
          check=_check_event({"mixed": '[1, "a"]', "ok": (1.5, 2.5), "bools": (True, False), "tuple": (1, 2)})),
     Case("ctx-numbers", _info("n", {"nan": math.nan, "inf": math.inf, "huge": 10**30, "neg": -(10**30), "b": True}),
-         check=_check_event({"huge": str(10**30), "neg": str(-(10**30)), "b": True})),
+         check=_check_event({"nan": "NaN", "inf": "Infinity", "huge": str(10**30), "neg": str(-(10**30)), "b": True})),
+    # Jaeger's query API cannot encode a non-finite double: one NaN made every search of the service answer 500.
+    Case("ctx-nonfinite-floats", _info("loss", {"loss": -math.inf, "losses": [0.5, math.nan], "ok": [0.5, 1.5]}),
+         check=_check_event({"loss": "-Infinity", "losses": "[0.5, NaN]", "ok": (0.5, 1.5)})),
+    # an array or a Series where a dict or a flag was expected: its truth value raises
+    Case("options-ambiguous-truth", _info("m"),
+         kwargs={"attributes": Ambiguous(), "snapshots": Ambiguous(), "run_id_on_metrics": Ambiguous(),
+                 "debug_events": Ambiguous()},
+         warns=frozenset({"context-type", "snapshots-type", "run_id_on_metrics-type", "debug_events-type"})),
+    Case("options-ambiguous-secret-keys", _info("m", password="p"), kwargs={"secret_keys": Ambiguous()},
+         check=_check_event({"password": "[REDACTED]"})),
+    Case("ctx-ambiguous", _info("m", Ambiguous()), warns=frozenset({"context-type"}),
+         check=_check_event({"context": "[a b]"})),
     Case("ctx-odd-keys", _info("k", {1: "int", (1, 2): "tuple", None: "none", "": "empty", Unprintable(): "x"})),
     Case("ctx-not-mapping", _info("c", ["a", "b"]), warns=frozenset({"context-type"}),
          check=_check_event({"context": ("a", "b")})),

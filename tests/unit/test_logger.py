@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -1197,3 +1198,84 @@ def test_runs_still_active_at_exit_are_retired_before_the_final_flush(cap: Captu
     assert cap.metric_value(semconv.METRIC_RUNS_ACTIVE) == 0
     assert cap.metric_value(semconv.METRIC_ENTITIES_PROCESSED) == 4
     assert job.ended is False  # the run itself is untouched (its span is not ended)
+
+
+def test_threads_sharing_a_run_end_every_stage_and_lose_no_span_event(
+    cap: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Threads of one run log while others change its stage: every stage span ends, every warning is kept or counted.
+
+    Before the fix, two threads' ``set_stage()`` at once left one of the new stage spans
+    never ended (never exported, with its events), and a log call that picked the current
+    stage span just before another thread ended it added its event to the ended span: the
+    SDK dropped it ("Tried calling _add_event on an ended span") while joblogger counted it as kept.
+    """
+    job = cap.job_logger("r", "shared-stages")
+    job.set_stage("S0")
+    threads, rounds = 8, 400
+    start = threading.Barrier(threads)
+
+    def work(k: int) -> None:
+        start.wait()
+        for i in range(rounds):
+            if i % 4 == k % 4:
+                job.set_stage(f"S{i % 3}")
+            job.warning("w", k=k, i=i)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so log calls and stage changes interleave
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(switch)
+    job.log_summary()
+    ended_span = [r.getMessage() for r in caplog.records if "ended span" in r.getMessage()]
+    assert not ended_span, ended_span[:3]
+    kept = [e for s in cap.spans() for e in s.events if e.name == "w"]
+    dropped = [
+        (e.attributes or {}).get(semconv.JOB_EVENTS_DROPPED_BY_LEVEL_PREFIX + "warning", 0)
+        for s in cap.spans()
+        for e in s.events
+        if e.name == semconv.EVENT_EVENTS_DROPPED
+    ]
+    assert len(kept) + sum(dropped) == threads * rounds  # each call is an event or counted as dropped
+    stages = [s for s in cap.spans() if s.name.startswith("S")]
+    assert len(stages) == 1 + threads * rounds // 4  # S0, then one per set_stage() call
+
+
+@pytest.mark.parametrize("produced", [True, False], ids=["configure-providers", "drop-in"])
+def test_a_run_ending_during_a_collection_leaves_no_progress_point(
+    produced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that ends after a collection listed the active runs gets no point (before: one with ``job.run.slot`` -1).
+
+    Seen live with a drop-in MeterProvider: a series ``job_run_slot="-1"`` showing an ended
+    run's stage and progress, a run that no slot names.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from joblogger._metrics import Hub, produce_progress
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    if produced:
+        produce_progress(provider)
+    job = create_job_logger("r-1", "ending-job", meter_provider=provider)
+    job.set_total(10, "rows")
+    job.set_stage("Write")
+    job.increment_progress(6)
+    listed = Hub._runs
+
+    def list_then_end(hub: Hub) -> list[Any]:
+        runs = listed(hub)
+        job.log_summary()  # another thread ends the run right after the collection listed it
+        return runs
+
+    monkeypatch.setattr(Hub, "_runs", list_then_end)
+    points = job._hub.progress_points()
+    assert points == [], points
