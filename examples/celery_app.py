@@ -52,7 +52,7 @@ def import_orders(self: Any, batch: int, n: int = 40) -> dict[str, int]:
     job.set_total(n, "orders")
     job.set_stage(f"Importing batch {batch}")
     for i in range(n):
-        time.sleep(0.03)
+        time.sleep(0.1)  # about 4 s a task: PROGRESS shows from 1 s after the start (the interval) to its end
         job.increment_progress()
         job.add_outcome("duplicates" if i % 10 == 0 else "inserted")
     return dict(job.outcomes)

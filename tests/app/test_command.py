@@ -364,7 +364,9 @@ TRAP = textwrap.dedent("""
     trap 'n=$((n+1))' TERM INT
     echo ready
     i=0
-    while [ $i -lt 30 ]; do sleep 0.05; i=$((i+1)); done
+    while [ $n -eq 0 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done  # up to 30 s for the first signal
+    i=0
+    while [ $i -lt 30 ]; do sleep 0.05; i=$((i+1)); done  # 1.5 s more: a second delivery lands here
     echo "signals: $n"
     exit 7
 """)
@@ -442,7 +444,9 @@ INTERACTIVE = textwrap.dedent("""
     read line
     echo "got:$line"
     i=0
-    while [ $i -lt 30 ]; do sleep 0.05; i=$((i+1)); done
+    while [ $n -eq 0 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done  # up to 30 s for the Ctrl-C
+    i=0
+    while [ $i -lt 30 ]; do sleep 0.05; i=$((i+1)); done  # 1.5 s more: a second delivery lands here
     echo "signals:$n"
 """)
 

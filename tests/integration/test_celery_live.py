@@ -252,8 +252,11 @@ def test_progress_is_the_task_state_while_it_runs_and_the_producer_is_the_parent
         seen: list[dict[str, Any]] = []
 
         def progress() -> bool:
-            if result.state == "PROGRESS" and result.info["current"] >= 5:
-                seen.append(result.info)
+            # One read of the stored meta: `state` then `info` are two, and a task ending between them
+            # gives its result (no "stage") as the progress.
+            meta = result.backend.get_task_meta(result.id)
+            if meta["status"] == "PROGRESS" and meta["result"]["current"] >= 5:
+                seen.append(meta["result"])
                 return True
             return False
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import stack_module
 from live import eventually, get_json, job_env, promql
+
+from conftest import stack_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
 from dashboard_queries import dashboard_queries

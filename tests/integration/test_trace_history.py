@@ -7,8 +7,9 @@ import sys
 import uuid
 from typing import Any
 
-from conftest import stack_module
 from live import eventually, jaeger_traces, job_env
+
+from conftest import stack_module
 
 SERVICE = "joblogger-trace-history"
 
