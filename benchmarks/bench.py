@@ -922,7 +922,8 @@ def print_rows(rows: list[Row], quick: bool, long_table: list[str]) -> int:
         print("Long-lived worker: RSS, attribute sets held by the SDK, collection time (one run active)")
         print("\n".join("  " + line for line in long_table))
     print()
-    print("quick smoke run: sizes too small for verdicts" if quick else f"{len(rows) - failed}/{len(rows)} targets met")
+    targets = sum(row.target is not None for row in rows)  # floor rows (target "-") are context, not targets
+    print("quick smoke run: sizes too small for verdicts" if quick else f"{targets - failed}/{targets} targets met")
     return 0 if quick or not failed else 1
 
 
