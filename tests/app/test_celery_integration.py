@@ -6,6 +6,7 @@ Prometheus) is in tests/integration/test_celery_live.py.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -240,6 +241,28 @@ def test_the_producer_carries_its_trace_context_in_the_task_headers(cap: Capture
         message = conn.SimpleQueue("celery").get(timeout=5)
         message.ack()
     assert message.headers["traceparent"] == f"00-{0xABC:032x}-{0xDEF:016x}-01"
+
+
+def test_a_retry_sent_by_the_task_is_not_a_child_run_of_its_own_attempt(cap: Capture) -> None:
+    """What ``self.retry()`` sends from a worker (the task, same id) gets no joblogger_parent; other tasks do."""
+    app = make_app(cap)
+
+    @app.task(name="t.resend", bind=True)
+    def resend(self: Any) -> None:
+        # Task.retry() in a worker: signature_from_request(...).apply_async(), the same task id
+        self.signature_from_request(countdown=0, retries=self.request.retries + 1).apply_async()
+        app.send_task("t.other", task_id="other-1")
+
+    resend.apply(task_id="resend-1")
+    with app.connection() as conn:
+        queue = conn.SimpleQueue("celery")
+        messages = [queue.get(timeout=5), queue.get(timeout=5)]
+        for message in messages:
+            message.ack()
+    headers = {m.headers["id"]: m.headers for m in messages}
+    assert headers["resend-1"]["retries"] == 1
+    assert "joblogger_parent" not in headers["resend-1"]
+    assert json.loads(headers["other-1"]["joblogger_parent"])["run_id"] == "resend-1"
 
 
 def test_the_benchmark_runs() -> None:
