@@ -167,7 +167,7 @@ def test_prefork_tasks_are_runs_under_their_celery_spans_and_prometheus_adds_up(
 
 
 def test_prefork_retries_failures_limits_and_ignore_map_to_results(stack: Any, prefork: Worker, tasks: Any) -> None:
-    """Retry: attempts 1..3 (failure, failure, success), none a child run; raise: failure; soft limit: timeout; Ignore: skip."""
+    """Retry: attempts 1..3 (failure, failure, success, no child runs); raise: failure; soft: timeout; Ignore: skip."""
     retried = tasks.flaky.apply_async((3,), queue=prefork.queue)
     assert retried.get(timeout=60) == 3
     failed = tasks.fails.apply_async(queue=prefork.queue)
