@@ -176,6 +176,45 @@ def test_progress_is_stored_as_the_progress_state_and_success_replaces_it(cap: C
     assert app.AsyncResult("p-1").state == "SUCCESS"
 
 
+def test_a_task_that_writes_its_own_states_keeps_them(cap: Capture) -> None:
+    """A task's own update_state() is never replaced by joblogger's PROGRESS; nor is a run with no progress written."""
+    app = make_app(cap, progress_interval_s=0.05)
+    writes: list[tuple[str, Any]] = []
+    original = app.backend.store_result
+
+    def recording_store(task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
+        writes.append((state, result))
+        return original(task_id, result, state, *args, **kwargs)
+
+    app.backend.store_result = recording_store
+
+    @app.task(name="t.own", bind=True)
+    def own(self: Any) -> None:
+        for i in range(5):
+            self.update_state(state="UPLOADING", meta={"file": i})
+            time.sleep(0.06)  # longer than the progress interval
+
+    @app.task(name="t.mixed", bind=True)
+    def mixed(self: Any) -> None:
+        job = current_job()
+        assert job is not None
+        job.set_total(4, "files")
+        for i in range(4):
+            job.increment_progress()
+            time.sleep(0.06)
+            if i == 1:
+                self.update_state(state="PROGRESS", meta={"done": i + 1})
+                time.sleep(0.15)  # the run's progress changes no more writes after this
+
+    assert own.apply(task_id="own-1").state == "SUCCESS"
+    assert [w for w in writes if w[0] not in ("UPLOADING", "SUCCESS")] == []
+    writes.clear()
+    assert mixed.apply(task_id="mixed-1").state == "SUCCESS"
+    mine = writes.index(("PROGRESS", {"done": 2}))
+    assert [w for w in writes[mine + 1 :] if w[0] != "SUCCESS"] == []
+    assert any(state == "PROGRESS" and "run_id" in meta for state, meta in writes[:mine])
+
+
 def test_a_progress_write_in_flight_never_lands_after_the_final_state(cap: Capture) -> None:
     """A PROGRESS write still going when the task ends finishes before Celery stores FAILURE, not after it.
 
