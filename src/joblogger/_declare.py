@@ -20,7 +20,9 @@ def declare_schedule(job_name: str, schedule: Schedule, *, meter_provider: metri
     The job's schedule gauges then say when its first run is expected (the next slot
     after now), so the missed-run alert also covers a job that has never run, e.g. right
     after a deploy. Call it in a long-lived process (a scheduler, a worker) whose metrics
-    keep being exported. Bad input is reported once on the ``joblogger`` logger and ignored.
+    keep being exported. Runs of ``job_name`` in this process that have no schedule of their
+    own (those a framework integration starts) take this one. Bad input is reported once on
+    the ``joblogger`` logger and ignored.
 
     Example:
         >>> from joblogger import Schedule, declare_schedule

@@ -235,8 +235,8 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, Children
         """Report the run's start to the schedule gauges; returns the job's other active runs here."""
         self._schedule = None
         self._wall_started = 0.0
-        if schedule is None:
-            schedule = default_schedule()  # joblogger run --schedule
+        if schedule is None:  # declare_schedule() for this job, else joblogger run --schedule
+            schedule = self._hub.schedules.declared(self._tally.job) or default_schedule()
         if schedule is None:
             return 0
         if not isinstance(schedule, Schedule):

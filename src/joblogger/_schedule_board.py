@@ -37,6 +37,8 @@ class _JobState:
     last_processed: int | None = None
     #: id(run) -> (weak reference to the run, its start): the job's active runs in this process.
     active: dict[int, tuple[weakref.ref[Any], float]] = field(default_factory=dict)
+    #: The schedule ``declare_schedule()`` gave the job: its runs without a schedule of their own take it.
+    declared: Schedule | None = None
 
     def active_since(self) -> float:
         """Start of the oldest live active run, 0 when none."""
@@ -97,11 +99,18 @@ class ScheduleBoard:
         with self._lock:
             state = self._jobs.get(job)
             if state is None:
-                self._jobs[job] = _JobState(schedule, schedule.next_after(now), schedule.interval_at(now))
+                state = self._jobs[job] = _JobState(schedule, schedule.next_after(now), schedule.interval_at(now))
             elif state.schedule != schedule:
                 state.schedule = schedule
                 state.next_expected = schedule.next_after(max(now, state.last_start))
                 state.interval = schedule.interval_at(now)
+            state.declared = schedule
+
+    def declared(self, job: str) -> Schedule | None:
+        """The schedule declared for ``job`` in this process (``declare_schedule``), if any."""
+        with self._lock:
+            state = self._jobs.get(job)
+            return None if state is None else state.declared
 
     def start(self, job: str, schedule: Schedule, run: object, started: float) -> int:
         """A run of ``job`` started at unix time ``started``; returns how many other runs of it are active here."""

@@ -6,6 +6,7 @@ Prometheus) is in tests/integration/test_celery_live.py.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -175,6 +176,45 @@ def test_progress_is_stored_as_the_progress_state_and_success_replaces_it(cap: C
     assert app.AsyncResult("p-1").state == "SUCCESS"
 
 
+def test_a_task_that_writes_its_own_states_keeps_them(cap: Capture) -> None:
+    """A task's own update_state() is never replaced by joblogger's PROGRESS; nor is a run with no progress written."""
+    app = make_app(cap, progress_interval_s=0.05)
+    writes: list[tuple[str, Any]] = []
+    original = app.backend.store_result
+
+    def recording_store(task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
+        writes.append((state, result))
+        return original(task_id, result, state, *args, **kwargs)
+
+    app.backend.store_result = recording_store
+
+    @app.task(name="t.own", bind=True)
+    def own(self: Any) -> None:
+        for i in range(5):
+            self.update_state(state="UPLOADING", meta={"file": i})
+            time.sleep(0.06)  # longer than the progress interval
+
+    @app.task(name="t.mixed", bind=True)
+    def mixed(self: Any) -> None:
+        job = current_job()
+        assert job is not None
+        job.set_total(4, "files")
+        for i in range(4):
+            job.increment_progress()
+            time.sleep(0.06)
+            if i == 1:
+                self.update_state(state="PROGRESS", meta={"done": i + 1})
+                time.sleep(0.15)  # the run's progress changes no more writes after this
+
+    assert own.apply(task_id="own-1").state == "SUCCESS"
+    assert [w for w in writes if w[0] not in ("UPLOADING", "SUCCESS")] == []
+    writes.clear()
+    assert mixed.apply(task_id="mixed-1").state == "SUCCESS"
+    mine = writes.index(("PROGRESS", {"done": 2}))
+    assert [w for w in writes[mine + 1 :] if w[0] != "SUCCESS"] == []
+    assert any(state == "PROGRESS" and "run_id" in meta for state, meta in writes[:mine])
+
+
 def test_a_progress_write_in_flight_never_lands_after_the_final_state(cap: Capture) -> None:
     """A PROGRESS write still going when the task ends finishes before Celery stores FAILURE, not after it.
 
@@ -240,6 +280,28 @@ def test_the_producer_carries_its_trace_context_in_the_task_headers(cap: Capture
         message = conn.SimpleQueue("celery").get(timeout=5)
         message.ack()
     assert message.headers["traceparent"] == f"00-{0xABC:032x}-{0xDEF:016x}-01"
+
+
+def test_a_retry_sent_by_the_task_is_not_a_child_run_of_its_own_attempt(cap: Capture) -> None:
+    """What ``self.retry()`` sends from a worker (the task, same id) gets no joblogger_parent; other tasks do."""
+    app = make_app(cap)
+
+    @app.task(name="t.resend", bind=True)
+    def resend(self: Any) -> None:
+        # Task.retry() in a worker: signature_from_request(...).apply_async(), the same task id
+        self.signature_from_request(countdown=0, retries=self.request.retries + 1).apply_async()
+        app.send_task("t.other", task_id="other-1")
+
+    resend.apply(task_id="resend-1")
+    with app.connection() as conn:
+        queue = conn.SimpleQueue("celery")
+        messages = [queue.get(timeout=5), queue.get(timeout=5)]
+        for message in messages:
+            message.ack()
+    headers = {m.headers["id"]: m.headers for m in messages}
+    assert headers["resend-1"]["retries"] == 1
+    assert "joblogger_parent" not in headers["resend-1"]
+    assert json.loads(headers["other-1"]["joblogger_parent"])["run_id"] == "resend-1"
 
 
 def test_the_benchmark_runs() -> None:

@@ -167,7 +167,7 @@ def test_prefork_tasks_are_runs_under_their_celery_spans_and_prometheus_adds_up(
 
 
 def test_prefork_retries_failures_limits_and_ignore_map_to_results(stack: Any, prefork: Worker, tasks: Any) -> None:
-    """Retry: attempts 1..3 (failure, failure, success); raise: failure; soft limit: timeout; Ignore: skip."""
+    """Retry: attempts 1..3 (failure, failure, success, no child runs); raise: failure; soft: timeout; Ignore: skip."""
     retried = tasks.flaky.apply_async((3,), queue=prefork.queue)
     assert retried.get(timeout=60) == 3
     failed = tasks.fails.apply_async(queue=prefork.queue)
@@ -183,6 +183,7 @@ def test_prefork_retries_failures_limits_and_ignore_map_to_results(stack: Any, p
     assert [by_attempt[a]["job.result"] for a in (1, 2, 3)] == ["failure", "failure", "success"]
     assert "attempt 1 failed" in by_attempt[1]["celery.end.reason"]
     assert by_attempt[1]["error.type"] == "ConnectionError"
+    assert all("job.parent.run.id" not in by_attempt[a] for a in (1, 2, 3))  # a retry is no child of itself
     assert retried.state == "SUCCESS"
     [(span, _)] = wait_runs(stack, prefork.service, failed.id, 1)
     assert tags_of(span)["job.result"] == "failure"

@@ -199,6 +199,27 @@ def test_declare_schedule_exports_the_first_expected_start(cap: Capture) -> None
     joblogger.declare_schedule("fresh", "every 5m", meter_provider=cap.meter_provider)  # type: ignore[arg-type]
 
 
+def test_runs_of_a_declared_job_without_a_schedule_of_their_own_report_to_it(cap: Capture) -> None:
+    """A run of a declared job made without schedule= (a framework's run) takes the declared schedule."""
+    declared = Schedule(every="10m", grace="1m", overlap="warn")
+    joblogger.declare_schedule("refresh", declared, meter_provider=cap.meter_provider)
+    with cap.job_logger("f1", "refresh") as first:  # what an integration (APScheduler, Celery beat) starts
+        assert first.schedule == declared
+        with cap.job_logger("f2", "refresh") as second:
+            assert _gauges(cap, "refresh")[semconv.METRIC_SCHEDULE_ACTIVE_SINCE] > 0
+    gauges = _gauges(cap, "refresh")
+    assert gauges[semconv.METRIC_SCHEDULE_LAST_START] > 0
+    assert gauges[semconv.METRIC_SCHEDULE_LAST_SUCCESS] >= gauges[semconv.METRIC_SCHEDULE_LAST_START]
+    assert gauges[semconv.METRIC_SCHEDULE_NEXT_EXPECTED] >= gauges[semconv.METRIC_SCHEDULE_LAST_START] + 599
+    assert second.schedule == declared
+    own = Schedule(every="1h")
+    with cap.job_logger("f3", "refresh", schedule=own) as third:  # a run's own schedule wins
+        assert third.schedule == own
+    with cap.job_logger("o1", "other") as other:  # undeclared jobs stay unscheduled
+        assert other.schedule is None
+    assert _gauges(cap, "other") == {}
+
+
 def test_schedule_board_is_thread_safe(cap: Capture) -> None:
     """Concurrent scheduled runs of one job end with no active run left and one series per gauge."""
     schedule = Schedule(every="1m")

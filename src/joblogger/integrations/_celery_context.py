@@ -130,7 +130,9 @@ def _inject_trace_context(headers: dict[str, Any] | None = None, **_: Any) -> No
 
     A task sent while a run is current (``with job:``) also gets that run's carrier in the
     ``joblogger_parent`` header (unless the producer set one): the task's run is then a child
-    run of it (docs/children.md).
+    run of it (docs/children.md). Not when the message is the run's own task sent again
+    (``self.retry()`` re-sends the task with its id): the next attempt is the same run id,
+    not a child of the attempt before it.
 
     A message that celery beat sends also gets ``celery_beat_task`` and, unless the scheduler
     set one, ``periodic_task_name`` (the schedule entry's name): Celery's own scheduler marks
@@ -145,7 +147,7 @@ def _inject_trace_context(headers: dict[str, Any] | None = None, **_: Any) -> No
             headers.setdefault("periodic_task_name", entry)
         if semconv.HEADER_PARENT not in headers:
             job = current_job()
-            if job is not None and not job.ended:
+            if job is not None and not job.ended and headers.get("id") != job.job_run_id:
                 headers[semconv.HEADER_PARENT] = job.child_carrier()
         if "traceparent" in headers:
             return

@@ -27,7 +27,14 @@ from opentelemetry import context as otel_context
 from .. import _fork, semconv
 from .._logger import JobLogger, create_job_logger
 
-__all__ = ["DEFAULT_PROGRESS_INTERVAL_S", "mark_untracked", "progress_meta", "publish_progress", "start_task_run"]
+__all__ = [
+    "DEFAULT_PROGRESS_INTERVAL_S",
+    "mark_untracked",
+    "no_progress",
+    "progress_meta",
+    "publish_progress",
+    "start_task_run",
+]
 
 _log = logging.getLogger("joblogger")
 
@@ -231,6 +238,11 @@ class _Publisher:
 
 
 _VOLATILE = ("elapsed_seconds", "rate", "eta_seconds")
+
+
+def no_progress(meta: Mapping[str, Any]) -> bool:
+    """Whether a :func:`progress_meta` dict shows nothing the run reported (count, total, stage, message, outcome)."""
+    return not (meta["current"] or meta["total"] is not None or meta["stage"] or meta["message"] or meta["outcomes"])
 
 
 def _same_progress(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

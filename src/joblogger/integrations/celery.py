@@ -45,7 +45,6 @@ How it works, and why this way:
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,12 +74,10 @@ from ._celery_context import (
     parent_carrier,
 )
 from ._celery_main import _on_main_process_failure, _on_revoked
-from ._common import DEFAULT_PROGRESS_INTERVAL_S, publish_progress, start_task_run
+from ._celery_progress import PROGRESS_STATE, native_progress, yield_to_own_states
+from ._common import DEFAULT_PROGRESS_INTERVAL_S, start_task_run
 
 __all__ = ["ATTR_BEAT", "ATTR_BEAT_ENTRY", "ATTR_END_REASON", "PROGRESS_STATE", "instrument"]
-
-#: The Celery state the run's progress is stored under (``AsyncResult(id).info`` is the progress dict).
-PROGRESS_STATE = "PROGRESS"
 _WRAPPED = "__joblogger_wrapped__"
 
 
@@ -159,6 +156,7 @@ def instrument(
     signals.worker_process_shutdown.connect(on_worker_process_shutdown, weak=False)
     signals.before_task_publish.connect(_inject_trace_context, weak=False)
     mark_beat_sends()  # in a `celery beat` process: the messages name their schedule entry
+    yield_to_own_states()  # a task's own update_state() ends joblogger's PROGRESS writes for it
     signals.task_revoked.connect(functools.partial(_on_revoked, app, settings), weak=False)
     signals.task_failure.connect(functools.partial(_on_main_process_failure, app, settings), weak=False)
 
@@ -263,7 +261,7 @@ def _execute(task: Task, settings: _Settings, body: Callable[..., Any], *args: A
         return body(*args, **kwargs)
     job.__enter__()  # never raises (the run guards itself)
     try:
-        stop = _native_progress(task, request, job, settings)
+        stop = native_progress(task, request, job, settings.progress_interval_s)
     except Exception as exc:  # noqa: BLE001
         _log.warning("joblogger: no PROGRESS state for Celery task %s: %r", task.name, exc)
         stop = _noop
@@ -333,32 +331,6 @@ def _hard_time_limit(task: Task, request: Any) -> float | None:
         return float(limits[0])
     limit = getattr(task, "time_limit", None) or task.app.conf.task_time_limit
     return float(limit) if limit else None
-
-
-def _native_progress(task: Task, request: Any, job: JobLogger, settings: _Settings) -> Callable[[], None]:
-    """Store the run's progress as the task's ``PROGRESS`` state while it runs; returns the stopper."""
-    backend = task.backend
-    if type(backend).__name__ == "DisabledBackend" or settings.progress_interval_s <= 0:
-        return _noop
-    lock = threading.Lock()
-    open_ = [True]
-    task_id = request.id
-
-    def sink(meta: dict[str, Any]) -> None:
-        with lock:  # held while writing, so stop() returns only after any write in flight
-            if open_[0]:
-                backend.store_result(task_id, meta, PROGRESS_STATE, request=request)
-
-    # A task that ends within the first interval writes nothing: no backend write per short task.
-    interval = settings.progress_interval_s
-    unsubscribe = publish_progress(job, sink, interval, first_after_s=interval)
-
-    def stop() -> None:
-        unsubscribe(final=False)  # Celery's final state replaces the progress anyway
-        with lock:
-            open_[0] = False
-
-    return stop
 
 
 def _noop() -> None:

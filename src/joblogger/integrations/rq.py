@@ -46,7 +46,7 @@ from rq.worker import Worker as _RQWorker
 
 from .. import semconv
 from .._logger import JobLogger
-from ._common import DEFAULT_PROGRESS_INTERVAL_S, publish_progress, start_task_run
+from ._common import DEFAULT_PROGRESS_INTERVAL_S, no_progress, publish_progress, start_task_run
 from ._flush import flush_global_providers
 
 __all__ = ["META_KEY", "JobLoggerWorkerMixin", "Queue", "SimpleWorker", "Worker", "task", "trace_meta"]
@@ -156,16 +156,12 @@ def _attempt(job: Job) -> int:
     return max(counted, getattr(job, "number_of_retries", None) or 0) + 1
 
 
-def _no_progress(meta: dict[str, Any]) -> bool:
-    return not (meta["current"] or meta["total"] is not None or meta["stage"] or meta["message"] or meta["outcomes"])
-
-
 def _meta_sink(job: Job) -> Callable[[dict[str, Any]], None]:
     """Write the progress to ``job.meta``; a job that never reports any progress costs no Redis write."""
     wrote = [False]
 
     def sink(meta: dict[str, Any]) -> None:
-        if not wrote[0] and _no_progress(meta):
+        if not wrote[0] and no_progress(meta):
             return
         wrote[0] = True
         job.meta[META_KEY] = meta
