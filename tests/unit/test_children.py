@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import threading
@@ -274,14 +275,35 @@ def test_map_worker_that_dies_is_a_failed_child_not_a_hang(cap: Capture, method:
 def test_ctrl_c_during_a_map_stops_it_at_once_and_the_unfinished_items_are_cancelled_children(
     cap: Capture, kind: str
 ) -> None:
-    timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))  # a real Ctrl-C
+    # A real Ctrl-C once two items are done (a fixed delay from the test's start raced the map's start
+    # on a loaded machine: the signal came before any item had run). Thread children show in the
+    # parent's progress as they end; process children report back with their results, so there the
+    # signal comes two item lengths (2 x 0.5 s, + margin) after the pool's workers exist.
+    signalled: list[float] = []
+    job = cap.job_logger("p-14", "map")
+
+    def two_items_done() -> bool:
+        if kind == "thread":
+            return job.current >= 2
+        if len(multiprocessing.active_children()) < 2:
+            return False
+        time.sleep(1.2)
+        return True
+
+    def ctrl_c_after_two_items() -> None:
+        deadline = time.monotonic() + 60
+        while not two_items_done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        signalled.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=ctrl_c_after_two_items)
     timer.start()
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt), cap.job_logger("p-14", "map") as job:
+    with pytest.raises(KeyboardInterrupt), job:
         job.map(work.nap, range(20), workers=2, kind=kind, mp_context="fork")
-    elapsed = time.monotonic() - started
+    ended = time.monotonic()
     timer.join()
-    assert elapsed < 3.0  # not the 5 s the remaining items would take
+    assert ended - signalled[0] < 2.5  # not the 4 s or more the remaining 16+ items would take
     assert job.result == semconv.RESULT_CANCELLATION
     counts = job.summary.children
     assert counts["ok"] >= 2 and counts["cancelled"] >= 10
