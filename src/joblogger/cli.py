@@ -6,7 +6,10 @@ Python program ``run`` *replaces* itself with the command (``exec``, as
 ``opentelemetry-instrument`` does), so signals reach the command exactly once and
 its status is the one the shell sees. Any other command runs as a child that
 ``run`` supervises (:mod:`joblogger._command`): signals are forwarded to it once,
-and ``run`` exits with its status (128+N when signal N killed it).
+and ``run`` exits with its status (128+N when signal N killed it). A Python
+program whose interpreter cannot import joblogger is handed back by the bootstrap
+(see ``joblogger/_bootstrap/sitecustomize.py``) and supervised the same way, with
+one warning.
 """
 
 from __future__ import annotations
@@ -33,8 +36,12 @@ _BOOTSTRAP_VARS = (
     "JOBLOGGER_CONSOLE",
     "JOBLOGGER_PLAIN",
     "JOBLOGGER_DEBUG",
+    "JOBLOGGER_VERBOSE",
     _schedule_env.ENV_VAR,
+    "JOBLOGGER_RUN_FALLBACK",
 )
+#: Set by the bootstrap when it hands a Python program back: JSON ``{"python": ..., "error": ...}``.
+_BOOTSTRAP_FAILED = "JOBLOGGER_BOOTSTRAP_FAILED"
 _BOOTSTRAP_DIR = str(Path(__file__).with_name("_bootstrap"))
 _bootstrapped = False
 
@@ -126,6 +133,21 @@ def bootstrap() -> None:
         _strip_bootstrap_env()
 
 
+def _fallback_warning(failed: str, argv: list[str]) -> str:
+    """The one warning of a Python program supervised because its interpreter cannot import joblogger."""
+    try:
+        reason = json.loads(failed)
+        python, error = str(reason["python"]), str(reason["error"])
+    except (ValueError, TypeError, KeyError):
+        python, error = argv[0], failed
+    return (
+        f"{python} cannot import joblogger[otlp] ({error}), so {os.path.basename(argv[0])!r} "
+        "cannot report its own runs; supervising it as one run instead (docs/commands.md). "
+        f"Install joblogger in that interpreter ({python} -m pip install 'joblogger[otlp]') "
+        f"or run the program with one that has it ({sys.executable})."
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="joblogger",
@@ -209,7 +231,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if summary.result == "success" else 1
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, raw: list[str]) -> int:
+    """``joblogger run``; ``raw``: its own arguments (``run ... -- COMMAND``), for the bootstrap's fallback."""
     argv = list(args.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
@@ -223,6 +246,12 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"joblogger run: {exc}", file=sys.stderr)
         return 2
+    failed = os.environ.pop(_BOOTSTRAP_FAILED, None)
+    if failed is not None:  # handed back by the bootstrap of an interpreter without joblogger
+        _strip_bootstrap_env()
+        warning = _fallback_warning(failed, argv)
+        print(f"joblogger run: {warning}", file=sys.stderr, flush=True)
+        return _run_command(args, argv, warning=warning)
     if not is_python_command(argv):
         return _run_command(args, argv)
     env = dict(os.environ)
@@ -235,6 +264,8 @@ def _run(args: argparse.Namespace) -> int:
     env["JOBLOGGER_PLAIN"] = "1" if args.plain else "0"
     env["JOBLOGGER_DEBUG"] = "1" if args.debug else "0"
     env["JOBLOGGER_VERBOSE"] = "1" if args.verbose else "0"
+    if sys.executable:  # where the bootstrap hands the command back if its interpreter lacks joblogger
+        env["JOBLOGGER_RUN_FALLBACK"] = json.dumps([sys.executable, "-m", "joblogger", *raw])
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -252,8 +283,8 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
     return {} if schedule is None else {"schedule": schedule}
 
 
-def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
-    """Supervise a command that is not a Python program as one run (see joblogger._command)."""
+def _run_command(args: argparse.Namespace, argv: list[str], *, warning: str | None = None) -> int:
+    """Supervise a command as one run (see joblogger._command); ``warning``: logged on the run first."""
     from . import otlp
     from ._command import run_command, start_command_run
 
@@ -264,6 +295,8 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
     telemetry = otlp.configure(otlp=_export_wanted(), console=False, handle_sigterm=False)
     try:
         job = start_command_run(argv, job_name=args.job, run_id=args.run_id, **_job_options(args))
+        if warning is not None:
+            job.warning(warning)
         return run_command(argv, job)
     finally:
         # The command has ended: a late SIGTERM or Ctrl-C must not cut the (bounded) final flush short
@@ -276,10 +309,11 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``joblogger`` command; returns the exit code."""
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(raw)
     if args.command == "demo":
         return _demo(args)
-    return _run(args)
+    return _run(args, raw)
 
 
 if __name__ == "__main__":

@@ -359,6 +359,124 @@ def test_run_passes_output_and_exit_status_through_exactly(tmp_path: Path):
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"", b"")
 
 
+# --- a Python program whose interpreter lacks joblogger -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin/ directory of a virtualenv without joblogger (as a system python3 is when joblogger is in a venv)."""
+    home = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(home)], check=True, timeout=120)
+    return home / "bin"
+
+
+#: Counts its own starts (one line per start in the file named by argv[1]), prints what it sees, exits 3.
+BARE_JOB = textwrap.dedent("""
+    import os, sys
+    with open(sys.argv[1], "a") as starts:
+        starts.write("started\\n")
+    print("pid", os.getpid(), flush=True)
+    print("env", sorted(k for k in os.environ if k.startswith("JOBLOGGER_")), os.environ.get("PYTHONPATH"))
+    print("Loading rows from the old export")
+    sys.exit(3)
+""")
+
+
+def _bare_env(bare_python: Path) -> dict[str, str]:
+    env = _env(OTEL_TRACES_EXPORTER="console", PATH=f"{bare_python}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@pytest.mark.parametrize("how", ["python3 on PATH", "#! script"])
+def test_a_python_program_whose_interpreter_lacks_joblogger_is_supervised_as_one_run(
+    tmp_path: Path, bare_python: Path, how: str
+):
+    """`joblogger run --job X -- python3 job.py` with a python3 without joblogger: one supervised run, one warning.
+
+    Before, the program ran unwatched: "could not configure telemetry" on stderr and no run anywhere.
+    """
+    job, starts = tmp_path / "job.py", tmp_path / "starts"
+    job.write_text(f"#!{bare_python / 'python3'}\n{BARE_JOB}")
+    job.chmod(0o755)
+    command = ["python3", str(job)] if how == "python3 on PATH" else [str(job)]
+    proc = subprocess.Popen(
+        [*JOBLOGGER, "run", "--job", "legacy-export", "--run-id", "run-7", "--", *command, str(starts)],
+        env=_bare_env(bare_python),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert starts.read_text() == "started\n"  # the program ran once
+    warnings = err.splitlines()
+    assert len(warnings) == 1, err
+    python = bare_python / "python3"
+    assert warnings[0].startswith(f"joblogger run: {python} cannot import joblogger[otlp] (ModuleNotFoundError")
+    assert "supervising it as one run" in warnings[0] and "-m pip install 'joblogger[otlp]'" in warnings[0]
+    assert f"pid {proc.pid}\n" not in out  # a child of the supervisor, not the process joblogger run became
+    assert "env ['JOBLOGGER_JOB_NAME', 'JOBLOGGER_RUN_ID'] None\n" in out  # the run's; no bootstrap left
+    assert '"name": "legacy-export",' in out  # the run span, named by --job
+    assert '"job.run.id": "run-7"' in out
+    assert '"job.result": "failure"' in out
+    assert '"process.exit.code": 3' in out
+    assert out.count('"name": "Loading rows from the old export"') == 1  # the output line, a record of the run
+    assert out.count("cannot import joblogger") == 1  # the warning, a record of the run too
+
+
+def test_a_python_program_whose_interpreter_has_joblogger_still_runs_in_process(tmp_path: Path, bare_python: Path):
+    """With joblogger in the interpreter, `joblogger run` becomes the program; one that makes no runs reports none."""
+    job, starts = tmp_path / "job.py", tmp_path / "starts"
+    job.write_text(BARE_JOB)
+    proc = subprocess.Popen(
+        [*JOBLOGGER, "run", "--job", "ignored", "--", sys.executable, str(job), str(starts)],
+        env=_bare_env(bare_python),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert starts.read_text() == "started\n"
+    assert out == f"pid {proc.pid}\nenv [] None\nLoading rows from the old export\n"  # exec'd, bootstrap gone
+    assert err == ""  # no warning, no run of joblogger run's own
+
+
+def test_an_interpreter_with_joblogger_but_without_the_sdk_is_supervised_too(tmp_path: Path, bare_python: Path):
+    """joblogger without its otlp extra in the program's interpreter: supervised as one run, not unwatched."""
+    site = tmp_path / "site"
+    site.mkdir()
+    # The application's sitecustomize (run by the bootstrap first) hides the SDK in the bootstrapped process only.
+    (site / "sitecustomize.py").write_text(
+        textwrap.dedent("""
+        import os, sys
+        class NoSdk:
+            def find_spec(self, name, path=None, target=None):
+                if name.startswith("opentelemetry.sdk") and os.environ.get("JOBLOGGER_BOOTSTRAP") == "1":
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+        sys.meta_path.insert(0, NoSdk())
+    """)
+    )
+    job, starts = tmp_path / "job.py", tmp_path / "starts"
+    job.write_text(BARE_JOB)
+    env = _bare_env(bare_python)
+    env["PYTHONPATH"] = str(site)
+    proc = subprocess.run(
+        [*JOBLOGGER, "run", "--job", "no-sdk", "--", sys.executable, str(job), str(starts)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert starts.read_text() == "started\n"
+    assert proc.stderr.count("\n") == 1 and "cannot import joblogger[otlp] (ModuleNotFoundError" in proc.stderr
+    assert "opentelemetry.sdk" in proc.stderr
+    assert '"name": "no-sdk",' in proc.stdout and '"process.exit.code": 3' in proc.stdout
+
+
 TRAP = textwrap.dedent("""
     n=0
     trap 'n=$((n+1))' TERM INT
