@@ -4,8 +4,10 @@ A Python program runs in-process under ``joblogger run`` (its own runs, from the
 bootstrap, see :mod:`joblogger.cli`). Anything else (a shell script, a Go binary,
 ``pg_dump``) is *supervised* (:mod:`joblogger._supervise`): joblogger starts one
 run for it, passes its output through unchanged, logs each output line as a record
-of the run, and ends the run with the command's exit status. The rules are in
-docs/commands.md; :func:`is_python_command` decides which path a command takes.
+of the run, and ends the run with the command's exit status. So is a Python program
+whose interpreter cannot import joblogger (the bootstrap hands it back, with one
+warning). The rules are in docs/commands.md; :func:`is_python_command` decides
+which path a command takes.
 """
 
 from __future__ import annotations

@@ -291,7 +291,10 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, Children
 
     @property
     def schedule(self) -> Schedule | None:
-        """The run's :class:`joblogger.Schedule` (its own, or ``joblogger run --schedule``'s), or None."""
+        """The run's :class:`joblogger.Schedule`, or None.
+
+        Its own, else the one ``declare_schedule()`` gave its job, else ``joblogger run --schedule``'s.
+        """
         return self._schedule
 
     @property

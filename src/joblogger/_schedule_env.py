@@ -2,7 +2,8 @@
 
 ``joblogger run`` checks the options (a usage error exits 2) and passes them as JSON
 in one environment variable; the command's bootstrap (``configure_from_env``) makes it
-the process's default schedule: every run of that process that declares none gets it.
+the process's default schedule: every run of that process that has none of its own
+(and no ``declare_schedule()`` for its job) gets it.
 """
 
 from __future__ import annotations
