@@ -194,7 +194,7 @@ class JobLogger(ProgressMixin, StagesMixin, LogCallsMixin, EndingMixin, Children
         self._rate_anchor = (self._started, 0)
         run_attrs: dict[str, Any] = {}
         if attributes is not None:
-            run_attrs.update(_sanitize.context_attributes(attributes, self._secret_keys, self._warn))
+            run_attrs.update(_sanitize.context_attributes(attributes, self._secret_keys, self._warn, "attributes"))
         run_attrs[semconv.JOB_NAME] = name
         run_attrs[semconv.JOB_RUN_ID] = self._run_id
         run_attrs[semconv.JOB_RUN_SLOT] = self._hub.take_slot(self._tally)

@@ -460,12 +460,21 @@ def context_attributes(
     context: Mapping[str, object] | None,
     secret_keys: tuple[str, ...],
     warn: Warner,
+    what: str = "context",
 ) -> dict[str, AttributeValue]:
-    """Turn a log call's context into attributes: keys as strings, values legal, secrets redacted."""
+    """Turn a log call's context into attributes: keys as strings, values legal, secrets redacted.
+
+    ``what`` names the argument in the warnings (``context``, or ``attributes`` for a run's ``attributes=``).
+    """
     if context is None:
         return {}
     if not isinstance(context, Mapping):  # an array's or a Series' truth value raises: no `not context`
-        warn("context-type", "context should be a mapping, got %s; kept as 'context'", type(context).__name__)
+        warn(
+            f"{what}-type",
+            "%s should be a mapping, got %s; kept as one 'context' attribute",
+            what,
+            type(context).__name__,
+        )
         return {"context": attribute_value(context, secret_keys)}
     out: dict[str, AttributeValue] = {}
     for index, (key, value) in enumerate(context.items()):

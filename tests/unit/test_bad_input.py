@@ -349,7 +349,7 @@ CASES: list[Case] = [
     Case("options-ambiguous-truth", _info("m"),
          kwargs={"attributes": Ambiguous(), "snapshots": Ambiguous(), "run_id_on_metrics": Ambiguous(),
                  "debug_events": Ambiguous()},
-         warns=frozenset({"context-type", "snapshots-type", "run_id_on_metrics-type", "debug_events-type"})),
+         warns=frozenset({"attributes-type", "snapshots-type", "run_id_on_metrics-type", "debug_events-type"})),
     Case("options-ambiguous-secret-keys", _info("m", password="p"), kwargs={"secret_keys": Ambiguous()},
          check=_check_event({"password": "[REDACTED]"})),
     Case("ctx-ambiguous", _info("m", Ambiguous()), warns=frozenset({"context-type"}),
