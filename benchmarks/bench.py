@@ -551,9 +551,22 @@ def bench_long_lived(runs: int) -> tuple[list[Row], list[str]]:
     return rows, [head, "|" + "---|" * (len(points) + 1), *table]
 
 
+def bare_two_spans(tracer: Any) -> Callable[[int], None]:
+    """The peer of the fixed-cost rows: ``k`` times a run span and a stage span under it, started and ended."""
+    from opentelemetry import trace
+
+    def bare(k: int) -> None:
+        for _ in range(k):
+            run = tracer.start_span("fixed")
+            stage = tracer.start_span("Working", context=trace.set_span_in_context(run))
+            stage.end()
+            run.end()
+
+    return bare
+
+
 def bench_fixed_cost(n: int, repeats: int) -> Row:
     """A run's fixed cost (create -> one stage -> one item -> end) against the same two spans with the bare SDK."""
-    from opentelemetry import trace
 
     bare_tracer = TRACER.get_tracer("bench.bare")
 
@@ -564,12 +577,7 @@ def bench_fixed_cost(n: int, repeats: int) -> Row:
             job.increment_progress()
             job.log_summary()
 
-    def bare(k: int) -> None:
-        for _ in range(k):
-            run = bare_tracer.start_span("fixed")
-            stage = bare_tracer.start_span("Working", context=trace.set_span_in_context(run))
-            stage.end()
-            run.end()
+    bare = bare_two_spans(bare_tracer)
 
     o, b = side_by_side(ours, bare, n, repeats)
     name = "run fixed cost (1 stage, 1 item) vs the bare two spans"
@@ -618,12 +626,7 @@ def bench_fixed_cost_floor(n: int, repeats: int) -> list[Row]:
                 runs.add(1, attrs, context=run_ctx)
                 run_duration.record(0.001, attrs, context=run_ctx)
 
-    def bare(k: int) -> None:
-        for _ in range(k):
-            run = tracer.start_span("fixed")
-            stage = tracer.start_span("Working", context=trace.set_span_in_context(run))
-            stage.end()
-            run.end()
+    bare = bare_two_spans(tracer)
 
     s, b = side_by_side(lambda k: spans(k, False), bare, n, repeats)
     m, b2 = side_by_side(lambda k: spans(k, True), bare, n, repeats)
@@ -694,12 +697,7 @@ def bench_fixed_cost_wrapper_floor(n: int, repeats: int) -> Row:
             job.increment_progress()
             job.log_summary()
 
-    def bare(k: int) -> None:
-        for _ in range(k):
-            run = tracer.start_span("fixed")
-            stage = tracer.start_span("Working", context=trace.set_span_in_context(run))
-            stage.end()
-            run.end()
+    bare = bare_two_spans(tracer)
 
     w, b = side_by_side(wrapper, bare, n, repeats)
     name = (

@@ -388,6 +388,15 @@ def _bare_env(bare_python: Path) -> dict[str, str]:
     return env
 
 
+def _joblogger_run(args: list[str], env: dict[str, str]) -> tuple[int, int, str, str]:
+    """``joblogger run ARGS`` to its end: its pid, exit status, stdout and stderr."""
+    proc = subprocess.Popen(
+        [*JOBLOGGER, "run", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = proc.communicate(timeout=120)
+    return proc.pid, proc.returncode, out, err
+
+
 @pytest.mark.parametrize("how", ["python3 on PATH", "#! script"])
 def test_a_python_program_whose_interpreter_lacks_joblogger_is_supervised_as_one_run(
     tmp_path: Path, bare_python: Path, how: str
@@ -400,22 +409,17 @@ def test_a_python_program_whose_interpreter_lacks_joblogger_is_supervised_as_one
     job.write_text(f"#!{bare_python / 'python3'}\n{BARE_JOB}")
     job.chmod(0o755)
     command = ["python3", str(job)] if how == "python3 on PATH" else [str(job)]
-    proc = subprocess.Popen(
-        [*JOBLOGGER, "run", "--job", "legacy-export", "--run-id", "run-7", "--", *command, str(starts)],
-        env=_bare_env(bare_python),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    pid, status, out, err = _joblogger_run(
+        ["--job", "legacy-export", "--run-id", "run-7", "--", *command, str(starts)], _bare_env(bare_python)
     )
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, err
+    assert status == 3, err
     assert starts.read_text() == "started\n"  # the program ran once
     warnings = err.splitlines()
     assert len(warnings) == 1, err
     python = bare_python / "python3"
     assert warnings[0].startswith(f"joblogger run: {python} cannot import joblogger[otlp] (ModuleNotFoundError")
     assert "supervising it as one run" in warnings[0] and "-m pip install 'joblogger[otlp]'" in warnings[0]
-    assert f"pid {proc.pid}\n" not in out  # a child of the supervisor, not the process joblogger run became
+    assert f"pid {pid}\n" not in out  # a child of the supervisor, not the process joblogger run became
     assert "env ['JOBLOGGER_JOB_NAME', 'JOBLOGGER_RUN_ID'] None\n" in out  # the run's; no bootstrap left
     assert '"name": "legacy-export",' in out  # the run span, named by --job
     assert '"job.run.id": "run-7"' in out
@@ -429,17 +433,12 @@ def test_a_python_program_whose_interpreter_has_joblogger_still_runs_in_process(
     """With joblogger in the interpreter, `joblogger run` becomes the program; one that makes no runs reports none."""
     job, starts = tmp_path / "job.py", tmp_path / "starts"
     job.write_text(BARE_JOB)
-    proc = subprocess.Popen(
-        [*JOBLOGGER, "run", "--job", "ignored", "--", sys.executable, str(job), str(starts)],
-        env=_bare_env(bare_python),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    pid, status, out, err = _joblogger_run(
+        ["--job", "ignored", "--", sys.executable, str(job), str(starts)], _bare_env(bare_python)
     )
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, err
+    assert status == 3, err
     assert starts.read_text() == "started\n"
-    assert out == f"pid {proc.pid}\nenv [] None\nLoading rows from the old export\n"  # exec'd, bootstrap gone
+    assert out == f"pid {pid}\nenv [] None\nLoading rows from the old export\n"  # exec'd, bootstrap gone
     assert err == ""  # no warning, no run of joblogger run's own
 
 
@@ -462,19 +461,12 @@ def test_an_interpreter_with_joblogger_but_without_the_sdk_is_supervised_too(tmp
     job.write_text(BARE_JOB)
     env = _bare_env(bare_python)
     env["PYTHONPATH"] = str(site)
-    proc = subprocess.run(
-        [*JOBLOGGER, "run", "--job", "no-sdk", "--", sys.executable, str(job), str(starts)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 3, proc.stderr
+    _, status, out, err = _joblogger_run(["--job", "no-sdk", "--", sys.executable, str(job), str(starts)], env)
+    assert status == 3, err
     assert starts.read_text() == "started\n"
-    assert proc.stderr.count("\n") == 1 and "cannot import joblogger[otlp] (ModuleNotFoundError" in proc.stderr
-    assert "opentelemetry.sdk" in proc.stderr
-    assert '"name": "no-sdk",' in proc.stdout and '"process.exit.code": 3' in proc.stdout
+    assert err.count("\n") == 1 and "cannot import joblogger[otlp] (ModuleNotFoundError" in err
+    assert "opentelemetry.sdk" in err
+    assert '"name": "no-sdk",' in out and '"process.exit.code": 3' in out
 
 
 TRAP = textwrap.dedent("""
