@@ -215,6 +215,47 @@ def test_a_task_that_writes_its_own_states_keeps_them(cap: Capture) -> None:
     assert any(state == "PROGRESS" and "run_id" in meta for state, meta in writes[:mine])
 
 
+def test_a_task_writing_its_own_state_from_a_thread_it_started_keeps_it(
+    cap: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``self.update_state(task_id=..., ...)`` from a worker thread of the task stops joblogger's writes too.
+
+    Celery's request is per thread, so such a call names the task id; before, only a call from the
+    task's own thread was seen, and joblogger kept writing PROGRESS over the task's state.
+    """
+    import threading
+
+    app = make_app(cap, progress_interval_s=0.05)
+    writes: list[tuple[str, Any]] = []
+    backend_class = type(app.backend)  # app.backend is one instance per thread: record them all
+    original = backend_class.store_result
+
+    def recording_store(backend: Any, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
+        writes.append((state, result))
+        return original(backend, task_id, result, state, *args, **kwargs)
+
+    monkeypatch.setattr(backend_class, "store_result", recording_store)
+
+    @app.task(name="t.threaded", bind=True)
+    def threaded(self: Any) -> None:
+        job = current_job()
+        assert job is not None
+        job.set_total(6, "files")
+        task_id = self.request.id
+        worker = threading.Thread(target=self.update_state, kwargs={"task_id": task_id, "state": "UPLOADING"})
+        for i in range(6):
+            job.increment_progress()
+            time.sleep(0.06)  # longer than the progress interval: the progress changes at every write
+            if i == 1:
+                worker.start()
+                worker.join()
+
+    assert threaded.apply(task_id="threaded-1").state == "SUCCESS"
+    mine = writes.index(("UPLOADING", None))
+    assert any(state == "PROGRESS" for state, _ in writes[:mine])  # joblogger wrote before the task's own state
+    assert [w for w in writes[mine + 1 :] if w[0] != "SUCCESS"] == []  # and nothing after it
+
+
 def test_a_progress_write_in_flight_never_lands_after_the_final_state(cap: Capture) -> None:
     """A PROGRESS write still going when the task ends finishes before Celery stores FAILURE, not after it.
 

@@ -23,6 +23,10 @@ PROGRESS_STATE = "PROGRESS"
 
 #: (task id, gate) of the execution running in this thread, if its progress is being stored.
 _local = threading.local()
+#: The gates of the executions whose progress is being stored, by task id: a thread the task
+#: started calls ``update_state(task_id=...)`` with the id (Celery's request is per thread).
+_gates: dict[Any, _Gate] = {}
+_gates_lock = threading.Lock()
 
 
 class _Gate:
@@ -60,11 +64,20 @@ def native_progress(task: Any, request: Any, job: JobLogger, interval_s: float) 
     unsubscribe = publish_progress(job, sink, interval_s, first_after_s=interval_s)
     outer = getattr(_local, "current", None)
     _local.current = (task_id, gate)
+    with _gates_lock:
+        outer_gate = _gates.get(task_id)
+        _gates[task_id] = gate
 
     def stop() -> None:
         unsubscribe(final=False)  # Celery's final state replaces the progress anyway
         gate.close()
         _local.current = outer
+        with _gates_lock:
+            if _gates.get(task_id) is gate:
+                if outer_gate is None:
+                    del _gates[task_id]
+                else:
+                    _gates[task_id] = outer_gate
 
     return stop
 
@@ -80,8 +93,14 @@ def yield_to_own_states() -> None:
     @functools.wraps(original)
     def update_state(self: Any, task_id: Any = None, state: Any = None, meta: Any = None, **kwargs: Any) -> Any:
         current = getattr(_local, "current", None)
-        if current is not None and (task_id is None or task_id == current[0]):
-            current[1].close()
+        if task_id is None or (current is not None and task_id == current[0]):
+            if current is not None:
+                current[1].close()
+        else:  # from another thread of the task (or for another task): its gate by id
+            with _gates_lock:
+                gate = _gates.get(task_id)
+            if gate is not None:
+                gate.close()
         return original(self, task_id, state, meta, **kwargs)
 
     update_state.__joblogger__ = True  # type: ignore[attr-defined]
