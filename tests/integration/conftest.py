@@ -80,3 +80,21 @@ def tasks(redis_url: str) -> Iterator[Any]:
     # The module's AsyncResults (some in reference cycles) unsubscribe from Redis now, while it runs: at exit,
     # after the harness stopped Redis, their __del__ failed and pytest ended with an unraisable exception.
     gc.collect()
+
+
+@pytest.fixture
+def celery_producer_gc() -> Iterator[None]:
+    """No cyclic garbage collection inside a Celery producer test; it runs between tests instead.
+
+    Celery's ``AsyncResult.__del__`` unsubscribes from Redis on the producer's one pub/sub
+    connection. Run by the cyclic collector in the middle of a subscribe (``apply_async``), it
+    waited for ever for a reply that the outer call would read (a CI run hung 10 minutes in
+    ``apply_async``: Celery + redis-py, not joblogger). Collected here, between calls, it is harmless.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()

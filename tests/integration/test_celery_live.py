@@ -24,7 +24,7 @@ from live import eventually, jaeger_traces, job_env, scalar, tags_of
 pytest.importorskip("celery")  # the [celery] extra is part of dev; absent only in the lowest-bounds venv
 
 HERE = Path(__file__).resolve().parent
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("celery_producer_gc")]
 
 
 class Worker:

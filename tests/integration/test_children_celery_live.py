@@ -20,7 +20,7 @@ pytest.importorskip("celery")  # the [celery] extra is part of dev; absent only 
 
 from test_celery_live import Worker  # the celery worker subprocess of the Celery live tests
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("celery_producer_gc")]
 TASKS = 8
 
 
