@@ -21,10 +21,8 @@ __all__ = ["PROGRESS_STATE", "native_progress", "yield_to_own_states"]
 #: The Celery state the run's progress is stored under (``AsyncResult(id).info`` is the progress dict).
 PROGRESS_STATE = "PROGRESS"
 
-#: (task id, gate) of the execution running in this thread, if its progress is being stored.
-_local = threading.local()
-#: The gates of the executions whose progress is being stored, by task id: a thread the task
-#: started calls ``update_state(task_id=...)`` with the id (Celery's request is per thread).
+#: The gates of the executions whose progress is being stored, by task id (``update_state()`` names
+#: its task: by ``task_id=``, from any thread, or by the calling thread's request).
 _gates: dict[Any, _Gate] = {}
 _gates_lock = threading.Lock()
 
@@ -62,22 +60,15 @@ def native_progress(task: Any, request: Any, job: JobLogger, interval_s: float) 
 
     # A task that ends within the first interval writes nothing: no backend write per short task.
     unsubscribe = publish_progress(job, sink, interval_s, first_after_s=interval_s)
-    outer = getattr(_local, "current", None)
-    _local.current = (task_id, gate)
     with _gates_lock:
-        outer_gate = _gates.get(task_id)
         _gates[task_id] = gate
 
     def stop() -> None:
         unsubscribe(final=False)  # Celery's final state replaces the progress anyway
         gate.close()
-        _local.current = outer
         with _gates_lock:
             if _gates.get(task_id) is gate:
-                if outer_gate is None:
-                    del _gates[task_id]
-                else:
-                    _gates[task_id] = outer_gate
+                del _gates[task_id]
 
     return stop
 
@@ -92,15 +83,11 @@ def yield_to_own_states() -> None:
 
     @functools.wraps(original)
     def update_state(self: Any, task_id: Any = None, state: Any = None, meta: Any = None, **kwargs: Any) -> Any:
-        current = getattr(_local, "current", None)
-        if task_id is None or (current is not None and task_id == current[0]):
-            if current is not None:
-                current[1].close()
-        else:  # from another thread of the task (or for another task): its gate by id
-            with _gates_lock:
-                gate = _gates.get(task_id)
-            if gate is not None:
-                gate.close()
+        # Celery's own default: no task_id is the request this thread is executing.
+        with _gates_lock:
+            gate = _gates.get(self.request.id if task_id is None else task_id)
+        if gate is not None:
+            gate.close()
         return original(self, task_id, state, meta, **kwargs)
 
     update_state.__joblogger__ = True  # type: ignore[attr-defined]
