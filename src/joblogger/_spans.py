@@ -14,20 +14,6 @@ from . import _sanitize, semconv
 from ._levels import LOW_LEVELS
 
 
-def _caps(limit: int, tail: int) -> tuple[int, int]:
-    """The (high, low) caps of a slot of ``limit`` events with ``tail`` reserved, remembered per pair."""
-    reserve = max(1, limit // 4)
-    high = max(0, limit - tail)
-    caps = (high, max(0, high - reserve))
-    if len(_CAPS) < 64:  # a handful of budgets per process; never grows without bound
-        _CAPS[(limit, tail)] = caps
-    return caps
-
-
-#: (limit, tail) -> (high cap, low cap): every run and stage of a process uses the same few.
-_CAPS: dict[tuple[int, int], tuple[int, int]] = {}
-
-
 class SpanSlot:
     """A span with joblogger's own event budget.
 
@@ -60,10 +46,9 @@ class SpanSlot:
         self.ctx = trace.set_span_in_context(span)
         self.used = 0
         self.dropped: dict[str, int] = {}
-        caps = _CAPS.get((limit, tail))
-        if caps is None:
-            caps = _caps(limit, tail)
-        self.high_cap, self.low_cap = caps
+        reserve = max(1, limit // 4)
+        self.high_cap = max(0, limit - tail)
+        self.low_cap = max(0, self.high_cap - reserve)
         self.started_at = started_at
         self.processed_at_start = processed_at_start
         self.closed = False

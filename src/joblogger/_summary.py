@@ -118,15 +118,18 @@ def build_summary(
     same read-only copies, same equality and repr.
     """
     summary: Summary = object.__new__(Summary)
-    s = _SET
-    s[0](summary, line)
-    s[1](summary, result)
-    s[2](summary, entities_processed)
-    s[3](summary, entities_total)
-    s[4](summary, entity_type)
-    s[5](summary, _frozen(outcomes))
-    s[6](summary, duration_ms)
-    s[7](summary, _frozen(events_dropped))
-    s[8](summary, _frozen(logs_suppressed))
-    s[9](summary, _frozen(children))
+    values = (
+        line,
+        result,
+        entities_processed,
+        entities_total,
+        entity_type,
+        _frozen(outcomes),
+        duration_ms,
+        _frozen(events_dropped),
+        _frozen(logs_suppressed),
+        _frozen(children),
+    )
+    for set_slot, value in zip(_SET, values, strict=True):
+        set_slot(summary, value)
     return summary
